@@ -1,0 +1,236 @@
+"""``cortexflow`` command line: datasets, train, evaluate, reconstruct, benchmark."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from cortexflow.exceptions import CortexFlowError
+
+logger = logging.getLogger("cortexflow")
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+class _Group(click.Group):
+    """Turns CortexFlow errors into one clean line and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CortexFlowError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="cortexflow")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """CortexFlow: reconstruct what a person saw from brain signals."""
+    _setup_logging(verbose)
+
+
+# ---------------------------------------------------------------- datasets
+@cli.group(cls=_Group)
+def datasets() -> None:
+    """List, fetch and describe datasets."""
+
+
+@datasets.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def datasets_list(as_json: bool) -> None:
+    """List the registered datasets."""
+    from cortexflow.data.registry import DATASETS
+
+    if as_json:
+        click.echo(json.dumps({k: v.to_dict() for k, v in DATASETS.items()}, indent=2))
+        return
+    for name, info in sorted(DATASETS.items()):
+        flag = "  [format tests only]" if info.format_tests_only else ""
+        click.echo(f"{name:<12} {info.modality:<15} {info.n_train}/{info.n_test} x {info.n_features}{flag}")
+        click.echo(f"{'':<12} {info.description}")
+
+
+@datasets.command("fetch")
+@click.argument("name")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Data folder (default: $CORTEXFLOW_DATA or the user cache).")
+@click.option("--mirror", default=None, help="Base URL of a mirror laid out as <mirror>/<name>/<file>.")
+@click.option("--no-progress", is_flag=True, help="Hide the download progress bar.")
+def datasets_fetch(name: str, data_dir, mirror, no_progress: bool) -> None:
+    """Download NAME (or verify the cached copy) and print its path."""
+    from cortexflow.data.fetch import fetch_dataset
+
+    names = sorted(__import__("cortexflow.data.registry", fromlist=["DATASETS"]).DATASETS) if name == "all" else [name]
+    for n in names:
+        click.echo(str(fetch_dataset(n, data_dir, mirror=mirror, progress=not no_progress)))
+
+
+@datasets.command("info")
+@click.argument("name_or_path")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--allow-degenerate", is_flag=True, help="Describe even a signal whose rows are all identical.")
+def datasets_info(name_or_path: str, data_dir, as_json: bool, allow_degenerate: bool) -> None:
+    """Shapes, unique stimuli, train/test overlap and checksum status of a dataset or file."""
+    from cortexflow.data.loading import load_dataset
+    from cortexflow.data.summary import describe_dataset
+
+    ds = load_dataset(name_or_path, data_dir, allow_degenerate=allow_degenerate)
+    info = describe_dataset(ds)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for k in ("name", "source", "checksum", "n_train", "n_test", "n_features", "n_unique_stimuli",
+              "n_test_seen_in_train", "labels", "pixel_order", "modality"):
+        click.echo(f"{k:<22} {info[k]}")
+    for c in info["caveats"]:
+        click.echo(f"caveat: {c}")
+
+
+# ------------------------------------------------------------------- train
+def _checkpoint_dir(path: str) -> Path:
+    p = Path(path)
+    return p / "checkpoint" if (p / "checkpoint").is_dir() else p
+
+
+def _write_metrics(out: Path, per_image: dict, extra: dict) -> dict:
+    from cortexflow.evaluation.metrics import summarize
+    from cortexflow.utils.io import atomic_write_json
+
+    summary = summarize(per_image)
+    payload = {**summary, **extra, "per_image": {k: np.asarray(v).tolist() for k, v in per_image.items()}}
+    atomic_write_json(out / "metrics.json", payload)
+    return summary
+
+
+@cli.command()
+@click.option("--dataset", "dataset", required=True, help="Registered name or path to a .mat/.npz file.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", "out_dir", default="runs/train", show_default=True, type=click.Path(file_okay=False))
+@click.option("--config", "config", default="auto", show_default=True, help="'auto' or a preset (small, medium, large, vangerven, miyawaki, crell, mindbigdata).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field, e.g. --set epochs=50 (repeatable).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--no-progress", is_flag=True, help="Hide the per-epoch progress bar.")
+def train(dataset: str, seed: int, out_dir: str, config: str, sets, data_dir, device: str, no_progress: bool) -> None:
+    """Train CCCV1 on the official split; write checkpoint, metrics.json and a PNG grid."""
+    from cortexflow.data.loading import load_dataset
+    from cortexflow.evaluation.metrics import evaluate_reconstructions
+    from cortexflow.models.estimator import CCCV1Decoder
+    from cortexflow.reporting.figures import reconstruction_grid
+    from cortexflow.training.config import get_config
+
+    ds = load_dataset(dataset, data_dir)
+    cfg = get_config(config, n_train=len(ds.X_train), dataset=ds.name, **_parse_sets(sets))
+    out = Path(out_dir)
+    model = CCCV1Decoder(config=cfg, dataset=ds.name, random_state=seed, device=device, progress=not no_progress)
+    model.fit(ds.X_train, ds.Y_train, metadata={k: ds.metadata[k] for k in ("name", "sha256", "source", "modality")})
+    model.save(out / "checkpoint")
+    pred = model.predict(ds.X_test)
+    per_image = evaluate_reconstructions(pred, ds.Y_test)
+    summary = _write_metrics(out, per_image, {
+        "dataset": ds.name, "split": "official", "seed": seed, "n_test": len(ds.X_test),
+        "config": cfg.to_dict(), "best_epoch": model.train_result_.best_epoch,
+        "stopped_epoch": model.train_result_.stopped_epoch, "train_seconds": model.train_result_.seconds,
+    })
+    reconstruction_grid(ds.Y_test, {"CCCV1": pred}, out / "reconstructions.png", title=f"{ds.name}: official test split, seed {seed}")
+    click.echo(json.dumps({"out": str(out), **summary}, indent=2))
+
+
+@cli.command()
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--dataset", "dataset", required=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Also write metrics.json and a grid here.")
+def evaluate(checkpoint: str, dataset: str, data_dir, out_dir) -> None:
+    """Score a checkpoint on a dataset's official test split."""
+    from cortexflow.data.loading import load_dataset
+    from cortexflow.evaluation.metrics import evaluate_reconstructions, summarize
+    from cortexflow.models.estimator import CCCV1Decoder
+    from cortexflow.reporting.figures import reconstruction_grid
+
+    model = CCCV1Decoder.load(_checkpoint_dir(checkpoint))
+    ds = load_dataset(dataset, data_dir)
+    pred = model.predict(ds.X_test)
+    per_image = evaluate_reconstructions(pred, ds.Y_test)
+    if out_dir:
+        out = Path(out_dir)
+        _write_metrics(out, per_image, {"dataset": ds.name, "split": "official", "checkpoint": checkpoint})
+        reconstruction_grid(ds.Y_test, {"CCCV1": pred}, out / "reconstructions.png")
+    click.echo(json.dumps(summarize(per_image), indent=2))
+
+
+def _read_input(path: Path, key: str | None) -> np.ndarray:
+    from cortexflow.data.loading import read_arrays
+    from cortexflow.exceptions import DataValidationError
+
+    if path.suffix.lower() == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise DataValidationError(f"{path}: cannot be read as a .npy array ({exc})") from exc
+    arrays = read_arrays(path)
+    candidates = [key] if key else ["fmriTest", "X", "fmri", "signals"]
+    for k in candidates:
+        if k in arrays:
+            return arrays[k]
+    raise DataValidationError(f"{path}: none of the keys {candidates} found (keys present: {sorted(arrays)}); choose one with --key")
+
+
+@cli.command()
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False), help="A .npy (n, n_features) array, or a .mat/.npz file.")
+@click.option("--key", default=None, help="Variable to read from a .mat/.npz (default: fmriTest, X, fmri or signals).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+def reconstruct(checkpoint: str, input_path: str, key, out_dir: str) -> None:
+    """Reconstruct one PNG per signal row of a new recording, plus a grid."""
+    from cortexflow.data.validation import validate_signals
+    from cortexflow.exceptions import DataValidationError
+    from cortexflow.models.estimator import CCCV1Decoder
+    from cortexflow.reporting.figures import reconstruction_grid, save_image
+
+    model = CCCV1Decoder.load(_checkpoint_dir(checkpoint))
+    X = np.asarray(_read_input(Path(input_path), key))
+    if X.ndim == 1:
+        X = X[None, :]
+    if X.ndim != 2 or X.shape[1] != model.n_features_in_:
+        raise DataValidationError(
+            f"{input_path}: input has {X.shape[-1] if X.ndim else 0} features per row (shape {X.shape}), "
+            f"but the checkpoint expects {model.n_features_in_}"
+        )
+    X = validate_signals(X, source=input_path, key=key or "input", allow_degenerate=True)
+    pred = model.predict(X)
+    out = Path(out_dir)
+    width = len(str(len(pred) - 1))
+    for i, img in enumerate(pred):
+        save_image(img, out / f"recon_{i:0{width}d}.png")
+    reconstruction_grid(None, {"CCCV1": pred}, out / "grid.png", max_images=min(len(pred), 20))
+    np.save(out / "reconstructions.npy", pred)
+    click.echo(f"wrote {len(pred)} reconstructions to {out}")
+
+
+def main() -> None:  # console-script entry point
+    cli(prog_name="cortexflow")
+
+
+if __name__ == "__main__":
+    main()

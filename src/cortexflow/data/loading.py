@@ -1,0 +1,207 @@
+"""Load a registered dataset, or a user's own .mat/.npz file, into a typed object."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.io
+
+from cortexflow.data.fetch import fetch_dataset
+from cortexflow.data.registry import DATASETS, DatasetInfo
+from cortexflow.data.validation import check_same_rows, validate_signals, validate_stimuli
+from cortexflow.exceptions import DataValidationError
+from cortexflow.utils.io import sha256_file
+
+__all__ = ["BrainDataset", "load_dataset", "read_arrays", "stimulus_keys", "REQUIRED_KEYS"]
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_KEYS = ("fmriTrn", "stimTrn", "fmriTest", "stimTest")
+LABEL_KEYS = ("labelTrn", "labelTest")
+
+
+@dataclass
+class BrainDataset:
+    """Signals and stimuli of one dataset, split as its file defines.
+
+    Attributes
+    ----------
+    name : str
+        Registry name, or the file stem for a user's file.
+    X_train, X_test : ndarray of float32, shape (n, n_features)
+        Brain signals.
+    Y_train, Y_test : ndarray of float32, shape (n, 28, 28)
+        Stimulus images in [0, 1], upright.
+    labels_train, labels_test : ndarray of int or None
+        Class labels when the file has them.
+    metadata : dict
+        Source path, sha256, modality, pixel order, caveats, ...
+    """
+
+    name: str
+    X_train: np.ndarray
+    Y_train: np.ndarray
+    X_test: np.ndarray
+    Y_test: np.ndarray
+    labels_train: np.ndarray | None = None
+    labels_test: np.ndarray | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_features(self) -> int:
+        """Number of signal features per row."""
+        return int(self.X_train.shape[1])
+
+    @property
+    def checksum(self) -> str:
+        """sha256 of the source file (or of the arrays, when built in memory)."""
+        if "sha256" in self.metadata:
+            return self.metadata["sha256"]
+        h = hashlib.sha256()
+        for a in (self.X_train, self.Y_train, self.X_test, self.Y_test):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+    def __repr__(self) -> str:
+        return (
+            f"BrainDataset(name={self.name!r}, train={self.X_train.shape}, test={self.X_test.shape}, "
+            f"labels={'yes' if self.labels_train is not None else 'no'})"
+        )
+
+
+def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read the variables of a .mat (v4-v7) or .npz file, with a clear error for a bad file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataValidationError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        data = scipy.io.loadmat(path)
+    except (ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError, KeyError) as exc:
+        kind = "an .npz archive" if suffix == ".npz" else "a MATLAB .mat file (v4-v7.2)"
+        raise DataValidationError(
+            f"{path}: cannot be read as {kind}; it is corrupt, truncated or of another format "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    return {k: v for k, v in data.items() if not k.startswith("__")}
+
+
+def stimulus_keys() -> tuple[str, ...]:
+    """The variable names that every dataset file must hold."""
+    return REQUIRED_KEYS
+
+
+def _labels(arrays: dict, key: str, n: int, source: str) -> np.ndarray | None:
+    if key not in arrays:
+        return None
+    lab = np.asarray(arrays[key]).reshape(-1)
+    if lab.shape[0] != n:
+        raise DataValidationError(f"{source}: key {key!r} has {lab.shape[0]} labels for {n} rows")
+    if not np.issubdtype(lab.dtype, np.number):
+        raise DataValidationError(f"{source}: key {key!r} holds non-numeric labels of dtype {lab.dtype}")
+    return lab.astype(np.int64)
+
+
+def load_dataset(
+    name_or_path: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    pixel_order: str | None = None,
+    stimulus_scale: float | None = None,
+    allow_degenerate: bool = False,
+    download: bool = True,
+) -> BrainDataset:
+    """Load a dataset by registry name or from a .mat/.npz path.
+
+    Parameters
+    ----------
+    name_or_path : str or path-like
+        A registered name (``"vangerven"``, ``"miyawaki"``, ...) or a file
+        holding ``fmriTrn``, ``stimTrn``, ``fmriTest``, ``stimTest`` and
+        optionally ``labelTrn``, ``labelTest``.
+    data_dir : path-like, optional
+        Data folder for registered datasets (see :func:`get_data_dir`).
+    pixel_order : {"C", "F"}, optional
+        Memory order of the 784 stimulus values. Registered datasets know
+        theirs; a user's file defaults to ``"C"`` (row-major).
+    stimulus_scale : float, optional
+        Value of white; inferred when omitted (255 if values exceed 1).
+    allow_degenerate : bool
+        Accept signals whose rows are all identical (format tests only).
+    download : bool
+        Fetch a registered dataset that is not present.
+
+    Returns
+    -------
+    BrainDataset
+
+    Raises
+    ------
+    DataValidationError
+        For every defect listed in :mod:`cortexflow.data.validation` and for
+        unreadable files.
+    """
+    info: DatasetInfo | None = None
+    key = str(name_or_path)
+    if key in DATASETS:
+        info = DATASETS[key]
+        if download:
+            path = fetch_dataset(key, data_dir)
+        else:
+            from cortexflow.data.fetch import dataset_path
+
+            path = dataset_path(key, data_dir)
+        name = info.name
+        pixel_order = pixel_order or info.pixel_order
+        stimulus_scale = stimulus_scale or info.stimulus_scale
+    else:
+        path = Path(name_or_path)
+        if not path.exists():
+            raise DataValidationError(
+                f"{key!r} is neither a registered dataset ({', '.join(sorted(DATASETS))}) nor an existing file"
+            )
+        name = path.stem
+        pixel_order = pixel_order or "C"
+    source = str(path)
+    arrays = read_arrays(path)
+    missing = [k for k in REQUIRED_KEYS if k not in arrays]
+    if missing:
+        raise DataValidationError(
+            f"{source}: missing key(s) {missing}; a dataset file must hold {list(REQUIRED_KEYS)} "
+            f"(found {sorted(arrays)})"
+        )
+    X_train = validate_signals(arrays["fmriTrn"], source=source, key="fmriTrn", allow_degenerate=allow_degenerate)
+    X_test = validate_signals(
+        arrays["fmriTest"], source=source, key="fmriTest", n_features=X_train.shape[1], allow_degenerate=allow_degenerate
+    )
+    if not allow_degenerate and np.array_equal(X_train.min(axis=0), X_train.max(axis=0)):
+        raise DataValidationError(f"{source}: key 'fmriTrn' is constant across all rows")
+    Y_train = validate_stimuli(arrays["stimTrn"], source=source, key="stimTrn", scale=stimulus_scale, pixel_order=pixel_order)
+    Y_test = validate_stimuli(arrays["stimTest"], source=source, key="stimTest", scale=stimulus_scale, pixel_order=pixel_order)
+    check_same_rows(X_train, Y_train, source=source, key_a="fmriTrn", key_b="stimTrn")
+    check_same_rows(X_test, Y_test, source=source, key_a="fmriTest", key_b="stimTest")
+    labels_train = _labels(arrays, "labelTrn", len(X_train), source)
+    labels_test = _labels(arrays, "labelTest", len(X_test), source)
+    metadata: dict[str, Any] = {
+        "name": name,
+        "source": source,
+        "sha256": sha256_file(path),
+        "pixel_order": pixel_order,
+        "modality": info.modality if info else "unknown",
+        "registered": info is not None,
+        "caveats": list(info.caveats) if info else [],
+        "format_tests_only": bool(info.format_tests_only) if info else False,
+    }
+    if info is not None and info.format_tests_only:
+        logger.warning("dataset %r is for format and pipeline tests only: %s", name, "; ".join(info.caveats))
+    return BrainDataset(name, X_train, Y_train, X_test, Y_test, labels_train, labels_test, metadata)

@@ -1,0 +1,224 @@
+"""Registry of the datasets of the CCCV1 design.
+
+Each entry pins the public file to a commit and a sha256, and states what the
+file is good for. ``register_dataset`` adds a user's own entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from cortexflow.exceptions import ConfigError
+
+__all__ = ["DatasetInfo", "DATASETS", "get_dataset_info", "list_datasets", "register_dataset"]
+
+_RAW = "https://raw.githubusercontent.com/{repository}/{commit}/{path}"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static description of one registered dataset.
+
+    Attributes
+    ----------
+    name : str
+        Registry key, also the sub-folder of the data directory.
+    modality : str
+        ``"fmri"`` or ``"eeg-translated"``.
+    filename : str
+        File name inside ``<data_dir>/<name>/``.
+    repository, commit, source_path : str
+        Where the public file lives; ``url`` is built from them.
+    sha256 : str
+        Expected checksum of the file.
+    size_bytes : int
+        Expected size of the file.
+    pixel_order : {"C", "F"}
+        Memory order of the 784 stimulus values (``"F"`` = column-major).
+    stimulus_scale : float
+        Value that stands for white (255 for uint8 files, 1 for 0/1 floats).
+    n_train, n_test, n_features : int
+        Shapes of the official split.
+    description, citation, licence : str
+        Human-readable text.
+    caveats : tuple of str
+        Known defects and limits; shown by ``cortexflow datasets info``.
+    format_tests_only : bool
+        True when the file must not be used for quality claims.
+    """
+
+    name: str
+    modality: Literal["fmri", "eeg-translated"]
+    filename: str
+    repository: str
+    commit: str
+    source_path: str
+    sha256: str
+    size_bytes: int
+    pixel_order: Literal["C", "F"]
+    stimulus_scale: float
+    n_train: int
+    n_test: int
+    n_features: int
+    description: str
+    citation: str
+    licence: str
+    caveats: tuple[str, ...] = field(default_factory=tuple)
+    format_tests_only: bool = False
+
+    @property
+    def url(self) -> str:
+        """Public URL of the file, pinned to a commit."""
+        return _RAW.format(repository=self.repository, commit=self.commit, path=self.source_path)
+
+    def to_dict(self) -> dict:
+        """Return a JSON-serialisable dict (with ``url``)."""
+        d = asdict(self)
+        d["caveats"] = list(self.caveats)
+        d["url"] = self.url
+        return d
+
+
+DATASETS: dict[str, DatasetInfo] = {}
+
+
+def register_dataset(info: DatasetInfo, *, overwrite: bool = False) -> DatasetInfo:
+    """Add ``info`` to the registry under ``info.name``."""
+    if info.name in DATASETS and not overwrite:
+        raise ConfigError(f"dataset {info.name!r} is already registered; pass overwrite=True to replace it")
+    DATASETS[info.name] = info
+    return info
+
+
+def list_datasets() -> list[str]:
+    """Names of the registered datasets, sorted."""
+    return sorted(DATASETS)
+
+
+def get_dataset_info(name: str) -> DatasetInfo:
+    """Return the registry entry ``name`` or raise a clear error."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown dataset {name!r}; registered datasets: {', '.join(list_datasets())}") from None
+
+
+register_dataset(
+    DatasetInfo(
+        name="vangerven",
+        modality="fmri",
+        filename="digit69_28x28.mat",
+        repository="ChangdeDu/DGMM",
+        commit="286503c79b010fd285065da7092ca43f873c1f58",
+        source_path="digit69_28x28.mat",
+        sha256="44513e09ad2398566aedd550088b817a3c0bf9cd7873f87078ecd7fdf170b22d",
+        size_bytes=2390173,
+        pixel_order="F",
+        stimulus_scale=255.0,
+        n_train=90,
+        n_test=10,
+        n_features=3092,
+        description="Handwritten digits 6 and 9 ('digit69'); fMRI voxels of V1-V3. Labels: 1 = six, 2 = nine.",
+        citation=(
+            "van Gerven, M. A. J., de Lange, F. P., Heskes, T. (2010). Neural decoding with hierarchical "
+            "generative models. Neural Computation 22(12). Data: Donders Institute; file as distributed "
+            "with Du et al. (DGMM)."
+        ),
+        licence="no licence file in the source repository; cite the original data set",
+        caveats=("every stimulus is unique: the official test split holds 10 images never seen in training",),
+    )
+)
+
+register_dataset(
+    DatasetInfo(
+        name="miyawaki",
+        modality="fmri",
+        filename="miyawaki_structured_28x28.mat",
+        repository="braindecoding/prepromiyawaki",
+        commit="a17467afaed6454858916ba34678856b95e67c52",
+        source_path="data/miyawaki_conditions_2to5_combined_sharp.mat",
+        sha256="3ae3d618d919cf51ccc2649f60362400b44b87014e0c42afb31a74d5cb60e31e",
+        size_bytes=1669816,
+        pixel_order="F",
+        stimulus_scale=1.0,
+        n_train=107,
+        n_test=12,
+        n_features=967,
+        description="10x10 binary geometric and letter patterns upscaled to 28x28; fMRI voxels. Labels = condition 2..5.",
+        citation=(
+            "Miyawaki, Y. et al. (2008). Visual image reconstruction from human brain activity using a "
+            "combination of multiscale local image decoders. Neuron 60(5), 915-929."
+        ),
+        licence="GPL-3.0 (repository); original data: Miyawaki et al. 2008",
+        caveats=(
+            "only 20 unique images: all 12 official test images also appear in training (other trials), "
+            "so the official split measures recognition of seen images; use the novel-stimulus split for "
+            "generalisation",
+            "the fMRI was z-scored over all trials before the split (a leak in the source file that "
+            "CortexFlow cannot undo)",
+        ),
+    )
+)
+
+register_dataset(
+    DatasetInfo(
+        name="crell",
+        modality="eeg-translated",
+        filename="crell_translated_subset.mat",
+        repository="braindecoding/eeg2fmri",
+        commit="f9a22a4fd4ba627832af42199ce71f2b156392b2",
+        source_path="cortexflow_data/crell.mat",
+        sha256="2246106d4159c32a0921c63576b6efdf1d7048ee7ae8b72895a5d49a0d758f47",
+        size_bytes=1277168,
+        pixel_order="C",
+        stimulus_scale=255.0,
+        n_train=40,
+        n_test=10,
+        n_features=3092,
+        description=(
+            "EEG of letters (a d e f j n o s t v) translated into 3092-dim fMRI-like vectors by a "
+            "translation model; a public 40/10 subset."
+        ),
+        citation=(
+            "Crell, M. R., Mueller-Putz, G. R. (2024). Handwritten character classification from EEG "
+            "through continuous kinematic decoding. BNCI 2024-001."
+        ),
+        licence="MIT (repository); raw EEG CC-BY-4.0",
+        caveats=(
+            "a subset: the full translated file (576/64) is not public",
+            "the signal carries no class information (nearest centroid 0/10): for format and pipeline "
+            "tests only, never for quality claims",
+        ),
+        format_tests_only=True,
+    )
+)
+
+register_dataset(
+    DatasetInfo(
+        name="mindbigdata",
+        modality="eeg-translated",
+        filename="mindbigdata_translated_subset.mat",
+        repository="braindecoding/eeg2fmri",
+        commit="f9a22a4fd4ba627832af42199ce71f2b156392b2",
+        source_path="cortexflow_data/mindbigdata.mat",
+        sha256="49762f39c10e8355c3c8b4d638bc2b2ba75f5ee267c32837071b51ef3ab6004c",
+        size_bytes=1277176,
+        pixel_order="C",
+        stimulus_scale=255.0,
+        n_train=40,
+        n_test=10,
+        n_features=3092,
+        description=(
+            "MindBigData EEG of digits 0-9 translated into 3092-dim fMRI-like vectors; a public 40/10 subset."
+        ),
+        citation="Vivancos, D., Cuesta, F. (2022). MindBigData 2022: A large dataset of brain signals. arXiv:2212.14746.",
+        licence="MIT (repository); raw EEG: MindBigData open database",
+        caveats=(
+            "a subset: the full translated file (1080/120) is not public",
+            "broken at its source: every one of the 50 signal rows is the same vector; loading refuses it "
+            "unless allow_degenerate=True (format tests only)",
+        ),
+        format_tests_only=True,
+    )
+)

@@ -1,0 +1,281 @@
+"""``CCCV1Decoder``: the scikit-learn-style estimator around the CCCV1 network."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_is_fitted
+
+from cortexflow.data.preprocessing import ImageScaler, SignalScaler
+from cortexflow.data.validation import validate_signals
+from cortexflow.exceptions import CheckpointError, DataValidationError
+from cortexflow.models.registry import build_model
+from cortexflow.training.config import CCCV1Config, get_config
+from cortexflow.training.trainer import TrainResult, resolve_device, train_model
+from cortexflow.utils.io import atomic_write_json
+
+__all__ = ["CCCV1Decoder", "save_checkpoint_dir", "CHECKPOINT_WEIGHTS", "CHECKPOINT_META"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_WEIGHTS = "model.safetensors"
+CHECKPOINT_META = "checkpoint.json"
+CHECKPOINT_FORMAT = 1
+
+
+class CCCV1Decoder(RegressorMixin, BaseEstimator):
+    """Reconstruct images from brain signals with CCCV1.
+
+    Parameters
+    ----------
+    config : "auto", str, dict or CCCV1Config
+        ``"auto"`` picks the design's preset from ``dataset`` (when known) or
+        from the number of training rows; a preset name (``"small"``,
+        ``"vangerven"``, ...), a dict, or a :class:`CCCV1Config`.
+    dataset : str, optional
+        Dataset name, used by ``config="auto"`` and stored in checkpoints.
+    random_state : int
+        Seed of weight initialisation, the inner validation split, batch order
+        and dropout.
+    device : str
+        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+    progress : bool
+        Show a per-epoch progress bar during ``fit``.
+    loss_terms : dict, optional
+        Extra loss terms passed to :func:`cortexflow.training.train_model`.
+
+    Attributes
+    ----------
+    model_ : torch.nn.Module
+        The trained network (on CPU after ``fit``).
+    config_ : CCCV1Config
+        The resolved configuration.
+    signal_scaler_, target_scaler_ : SignalScaler, ImageScaler
+        Preprocessing fitted on the training rows.
+    history_ : list of dict
+        Per-epoch train and validation loss.
+    n_features_in_ : int
+    output_shape_ : tuple of int
+        Shape of one target (``(28, 28)`` for images).
+    """
+
+    def __init__(
+        self,
+        config: Any = "auto",
+        dataset: str | None = None,
+        random_state: int = 0,
+        device: str = "auto",
+        progress: bool = False,
+        loss_terms: dict | None = None,
+    ):
+        self.config = config
+        self.dataset = dataset
+        self.random_state = random_state
+        self.device = device
+        self.progress = progress
+        self.loss_terms = loss_terms
+
+    # ------------------------------------------------------------------ fit
+    def _validate_X(self, X, *, reset: bool) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim == 1:
+            raise DataValidationError(
+                f"X has shape {X.shape}; expected 2-D (n_samples, n_features). Reshape a single sample with X.reshape(1, -1)"
+            )
+        X = validate_signals(X, key="X", allow_degenerate=True)
+        if reset:
+            self.n_features_in_ = X.shape[1]
+        elif X.shape[1] != self.n_features_in_:
+            raise DataValidationError(
+                f"X has {X.shape[1]} features, but this decoder was trained on {self.n_features_in_} features"
+            )
+        return X
+
+    def fit(self, X, Y, *, metadata: dict | None = None) -> "CCCV1Decoder":
+        """Fit preprocessing and the network on the training rows (X, Y).
+
+        Parameters
+        ----------
+        X : array-like, shape (n, n_features)
+        Y : array-like, shape (n, 28, 28), (n, d) or (n,)
+            Targets (images in [0, 1]); any shape is flattened and min-max
+            scaled with training statistics.
+        metadata : dict, optional
+            Dataset metadata stored in checkpoints.
+        """
+        X = self._validate_X(X, reset=True)
+        Y = np.asarray(Y)
+        if len(Y) != len(X):
+            raise DataValidationError(f"X has {len(X)} rows but Y has {len(Y)}")
+        if not np.issubdtype(Y.dtype, np.number) or not np.all(np.isfinite(Y)):
+            raise DataValidationError("Y must be numeric and finite")
+        if len(X) < 4:
+            raise DataValidationError(f"CCCV1Decoder needs at least 4 training rows; got {len(X)}")
+        self.output_shape_ = tuple(Y.shape[1:])
+        self.config_ = get_config(self.config, n_train=len(X), dataset=self.dataset)
+        self.signal_scaler_ = SignalScaler().fit(X)
+        self.target_scaler_ = ImageScaler().fit(Y)
+        Xs = self.signal_scaler_.transform(X)
+        Ys = self.target_scaler_.transform(Y)
+        torch.manual_seed(self.random_state)
+        self.model_ = build_model(self.config_.model, Xs.shape[1], (math.prod(self.output_shape_) or 1,), self.config_)
+        result: TrainResult = train_model(
+            self.model_, Xs, Ys, self.config_, seed=self.random_state, device=self.device,
+            progress=self.progress, loss_terms=self.loss_terms,
+        )
+        self.model_.cpu()
+        self.history_ = result.history
+        self.train_result_ = result
+        self.metadata_ = dict(metadata or {})
+        return self
+
+    # -------------------------------------------------------------- predict
+    @torch.no_grad()
+    def _forward(self, X, fn: str):
+        check_is_fitted(self, "model_")
+        X = self._validate_X(X, reset=False)
+        dev = resolve_device(self.device)
+        self.model_.to(dev).eval()
+        xt = torch.as_tensor(self.signal_scaler_.transform(X), device=dev)
+        out = getattr(self.model_, fn)(xt).float().cpu().numpy()
+        self.model_.cpu()
+        return out
+
+    def predict(self, X) -> np.ndarray:
+        """Reconstruct targets; images come back as (n, 28, 28) float32 in [0, 1]."""
+        out = self._forward(X, "forward")
+        Y = self.target_scaler_.inverse_transform(out.reshape(len(out), -1)).reshape(len(out), -1)
+        return Y.reshape((len(out),) + self.output_shape_).astype(np.float32)
+
+    def transform(self, X) -> np.ndarray:
+        """The unit-norm 512-d embedding of each signal row."""
+        return self._forward(X, "encode")
+
+    def score(self, X, Y, sample_weight=None) -> float:
+        """Coefficient of determination R^2 over all pixels (variance-weighted)."""
+        from sklearn.metrics import r2_score
+
+        P = self.predict(X).reshape(len(X), -1)
+        return float(r2_score(np.asarray(Y).reshape(len(X), -1), P, sample_weight=sample_weight,
+                              multioutput="variance_weighted"))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.non_deterministic = False
+        return tags
+
+    # ---------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a checkpoint folder: ``model.safetensors`` and ``checkpoint.json``.
+
+        The folder is assembled beside ``path`` and moved into place in one
+        rename, so an interrupted save never leaves a half-written checkpoint.
+        """
+        check_is_fitted(self, "model_")
+        from safetensors.torch import save_file
+
+        import cortexflow
+
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "cortexflow_version": cortexflow.__version__,
+            "torch_version": torch.__version__,
+            "estimator": type(self).__name__,
+            "params": {k: v for k, v in self.get_params().items() if k not in {"config", "loss_terms"}},
+            "config": self.config_.to_dict(),
+            "n_features_in": int(self.n_features_in_),
+            "output_shape": list(self.output_shape_),
+            "preprocessing": {"signal": self.signal_scaler_.get_state(), "target": self.target_scaler_.get_state()},
+            "dataset": self.metadata_,
+            "training": {
+                "best_epoch": self.train_result_.best_epoch,
+                "stopped_epoch": self.train_result_.stopped_epoch,
+                "best_val_loss": self.train_result_.best_val_loss,
+                "seconds": self.train_result_.seconds,
+            },
+        }
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
+        return save_checkpoint_dir(path, lambda d: (save_file(state, str(d / CHECKPOINT_WEIGHTS)),
+                                                    atomic_write_json(d / CHECKPOINT_META, meta)))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "auto") -> "CCCV1Decoder":
+        """Load a checkpoint written by :meth:`save`.
+
+        Raises
+        ------
+        CheckpointError
+            Missing files, unreadable JSON or weights, or weights that do not
+            fit the stored configuration.
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta_path, w_path = path / CHECKPOINT_META, path / CHECKPOINT_WEIGHTS
+        for p in (meta_path, w_path):
+            if not p.is_file():
+                raise CheckpointError(f"checkpoint {path}: missing file {p.name} (expected {CHECKPOINT_META} and {CHECKPOINT_WEIGHTS})")
+        try:
+            meta = json.loads(meta_path.read_text())
+            cfg = CCCV1Config.from_dict(meta["config"])
+            n_in = int(meta["n_features_in"])
+            out_shape = tuple(meta["output_shape"])
+            sig = SignalScaler.from_state(meta["preprocessing"]["signal"])
+            tgt = ImageScaler.from_state(meta["preprocessing"]["target"])
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {meta_path}: corrupt or incomplete metadata ({type(exc).__name__}: {exc})") from exc
+        if len(sig.mean_) != n_in:
+            raise CheckpointError(f"checkpoint {meta_path}: preprocessing has {len(sig.mean_)} features but n_features_in is {n_in}")
+        try:
+            state = load_file(str(w_path))
+        except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {w_path}: corrupt weights file ({exc})") from exc
+        params = dict(meta.get("params", {}))
+        params["device"] = device
+        obj = cls(config=cfg, **{k: v for k, v in params.items() if k in {"dataset", "random_state", "device", "progress"}})
+        model = build_model(cfg.model, n_in, (math.prod(out_shape) or 1,), cfg)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint {w_path}: weights do not match the stored configuration ({exc})") from exc
+        model.eval()
+        obj.model_, obj.config_, obj.n_features_in_, obj.output_shape_ = model, cfg, n_in, out_shape
+        obj.signal_scaler_, obj.target_scaler_ = sig, tgt
+        obj.metadata_ = meta.get("dataset", {})
+        obj.history_ = []
+        obj.train_result_ = TrainResult(**{k: v for k, v in meta.get("training", {}).items()
+                                            if k in {"best_epoch", "stopped_epoch", "best_val_loss", "seconds"}})
+        obj.checkpoint_meta_ = meta
+        return obj
+
+
+def save_checkpoint_dir(path: str | os.PathLike, write) -> Path:
+    """Call ``write(tmpdir)`` then move ``tmpdir`` onto ``path`` atomically (replacing an old checkpoint)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        write(tmp)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / "ckpt")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path

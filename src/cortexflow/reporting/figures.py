@@ -1,0 +1,104 @@
+"""Figures: stimulus/reconstruction grids and metric bar charts (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cortexflow.utils.io import atomic_write_bytes  # noqa: E402
+
+__all__ = ["reconstruction_grid", "save_image", "bar_chart", "save_figure"]
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def save_image(img: np.ndarray, path: str | os.PathLike, scale: int = 4) -> Path:
+    """Save one (H, W) image in [0, 1] as a grayscale PNG, upscaled ``scale`` times."""
+    img = np.clip(np.asarray(img, dtype=np.float64), 0, 1)
+    img = np.kron(img, np.ones((scale, scale)))
+    buf = io.BytesIO()
+    plt.imsave(buf, img, cmap="gray", vmin=0, vmax=1, format="png")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def reconstruction_grid(
+    stimuli: np.ndarray | None,
+    reconstructions: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    *,
+    max_images: int = 12,
+    title: str | None = None,
+    column_labels: Sequence[str] | None = None,
+) -> Path:
+    """Grid with the stimuli in the top row and each method's reconstructions beneath.
+
+    Parameters
+    ----------
+    stimuli : ndarray (n, H, W) or None
+        Ground truth; omitted row when None.
+    reconstructions : mapping of row label to ndarray (n, H, W)
+    path : path-like
+        PNG destination.
+    """
+    rows: list[tuple[str, np.ndarray]] = []
+    if stimuli is not None:
+        rows.append(("stimulus", np.asarray(stimuli)))
+    rows += [(k, np.asarray(v)) for k, v in reconstructions.items()]
+    n = min(max_images, min(len(r) for _, r in rows))
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.0 * n + 1.2, 1.05 * len(rows) + (0.4 if title else 0)), squeeze=False)
+    for r, (label, imgs) in enumerate(rows):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.imshow(np.clip(imgs[c], 0, 1), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+            if r == 0 and column_labels is not None:
+                ax.set_title(str(column_labels[c]), fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def bar_chart(
+    means: Mapping[str, float],
+    errors: Mapping[str, float],
+    path: str | os.PathLike,
+    *,
+    ylabel: str,
+    title: str | None = None,
+    marks: Mapping[str, str] | None = None,
+) -> Path:
+    """Bar chart of one metric per method with error bars (and optional significance marks)."""
+    names = list(means)
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 1.5, 3))
+    x = np.arange(len(names))
+    vals = [means[k] for k in names]
+    errs = [errors.get(k, 0.0) for k in names]
+    ax.bar(x, vals, yerr=errs, capsize=4, color="#4C72B0")
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    if marks:
+        top = max(v + e for v, e in zip(vals, errs)) if vals else 0
+        for i, k in enumerate(names):
+            if marks.get(k):
+                ax.text(i, vals[i] + errs[i] + 0.02 * abs(top), marks[k], ha="center", va="bottom", fontsize=9)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)

@@ -1,0 +1,175 @@
+"""One training loop for every CortexFlow network.
+
+Adam, ReduceLROnPlateau on the validation loss, gradient-norm clipping,
+early stopping on an inner validation split carved from the training rows with
+a fixed seed, and restoration of the best weights (a deep copy). The test split
+never enters this module.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from cortexflow.data.splits import inner_validation_split
+from cortexflow.training.config import CCCV1Config
+from cortexflow.utils.progress import progress_bar
+
+__all__ = ["TrainResult", "train_model", "resolve_device", "LossTerm"]
+
+logger = logging.getLogger(__name__)
+
+# A loss term receives a dict with keys "x", "embedding", "pred", "target",
+# "index" (row indices into the training arrays) and returns a scalar tensor.
+LossTerm = Callable[[dict], torch.Tensor]
+
+
+@dataclass
+class TrainResult:
+    """What a training run returns besides the trained model."""
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float = float("inf")
+    stopped_epoch: int = 0
+    seconds: float = 0.0
+    device: str = "cpu"
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` gives CUDA when available, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator):
+    perm = torch.randperm(n, generator=gen)
+    for start in range(0, n, batch_size):
+        yield perm[start : start + batch_size]
+
+
+def train_model(
+    model: nn.Module,
+    X: np.ndarray,
+    Y: np.ndarray,
+    config: CCCV1Config,
+    *,
+    seed: int = 0,
+    device: str | torch.device | None = "auto",
+    progress: bool | None = False,
+    loss_terms: Mapping[str, LossTerm] | None = None,
+    val_index: tuple[np.ndarray, np.ndarray] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on (X, Y) with early stopping on an inner split.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Has ``encode`` and ``decode`` (see :mod:`cortexflow.models.registry`).
+    X : ndarray, shape (n, ...)
+        Preprocessed training inputs.
+    Y : ndarray, shape (n, *output_shape)
+        Training targets in [0, 1].
+    config : CCCV1Config
+        Optimiser, schedule and early-stopping settings.
+    seed : int
+        Seeds the inner split, the mini-batch order, dropout and nothing else.
+    device : str or torch.device
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    progress : bool, optional
+        Per-epoch progress bar with train and validation loss.
+    loss_terms : mapping of name to callable, optional
+        Extra loss terms, weighted by ``config.loss_weights[name]`` (default 1).
+        Terms that are ``nn.Module`` have their parameters trained too.
+    val_index : (train_idx, val_idx), optional
+        Use this inner split instead of drawing one.
+
+    Returns
+    -------
+    TrainResult
+    """
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    loss_terms = dict(loss_terms or {})
+    term_modules = nn.ModuleDict({k: v for k, v in loss_terms.items() if isinstance(v, nn.Module)})
+    model.to(dev)
+    term_modules.to(dev)
+
+    if val_index is None:
+        tr_idx, va_idx = inner_validation_split(len(X), config.val_fraction, seed)
+    else:
+        tr_idx, va_idx = (np.asarray(a) for a in val_index)
+    Xt = torch.as_tensor(np.asarray(X, dtype=np.float32), device=dev)
+    Yt = torch.as_tensor(np.asarray(Y, dtype=np.float32), device=dev)
+    tr = torch.as_tensor(tr_idx, device=dev, dtype=torch.long)
+    va = torch.as_tensor(va_idx, device=dev, dtype=torch.long)
+
+    params = list(model.parameters()) + list(term_modules.parameters())
+    opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=config.lr_factor, patience=config.lr_patience)
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    mse = nn.MSELoss()
+
+    def total_loss(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = Xt[idx], Yt[idx]
+        emb = model.encode(x)
+        pred = model.decode(emb)
+        pix = mse(pred, y.reshape(pred.shape))
+        loss = pix
+        if loss_terms:
+            out = {"x": x, "embedding": emb, "pred": pred, "target": y, "index": idx}
+            for name, term in loss_terms.items():
+                loss = loss + float(config.loss_weights.get(name, 1.0)) * term(out)
+        return loss, pix
+
+    result = TrainResult(device=str(dev))
+    best_state = copy.deepcopy((model.state_dict(), term_modules.state_dict()))
+    bad_epochs = 0
+    bar = progress_bar(range(1, config.epochs + 1), progress=progress, desc="train", unit="epoch")
+    for epoch in bar:
+        model.train()
+        term_modules.train()
+        running, count = 0.0, 0
+        for b in _batches(len(tr), config.batch_size, gen):
+            idx = tr[b.to(dev)]
+            opt.zero_grad(set_to_none=True)
+            loss, _ = total_loss(idx)
+            loss.backward()
+            if config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(params, config.grad_clip)
+            opt.step()
+            running += float(loss.detach()) * len(idx)
+            count += len(idx)
+        model.eval()
+        term_modules.eval()
+        with torch.no_grad():
+            _, val_pix = total_loss(va)
+            val = float(val_pix)
+        sched.step(val)
+        train_loss = running / max(count, 1)
+        result.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val, "lr": opt.param_groups[0]["lr"]})
+        bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val:.4f}")
+        if val < result.best_val_loss - 1e-7:
+            result.best_val_loss, result.best_epoch, bad_epochs = val, epoch, 0
+            best_state = copy.deepcopy((model.state_dict(), term_modules.state_dict()))
+        else:
+            bad_epochs += 1
+        result.stopped_epoch = epoch
+        if bad_epochs >= config.patience:
+            logger.info("early stop at epoch %d (best %d, val %.5f)", epoch, result.best_epoch, result.best_val_loss)
+            break
+    bar.close()
+    model.load_state_dict(best_state[0])
+    term_modules.load_state_dict(best_state[1])
+    model.eval()
+    result.seconds = time.perf_counter() - t0
+    return result
