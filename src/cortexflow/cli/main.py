@@ -94,7 +94,14 @@ def datasets_info(name_or_path: str, data_dir, as_json: bool, allow_degenerate: 
     from cortexflow.data.loading import load_dataset
     from cortexflow.data.summary import describe_dataset
 
-    ds = load_dataset(name_or_path, data_dir, allow_degenerate=allow_degenerate)
+    from cortexflow.exceptions import DataValidationError
+
+    try:
+        ds = load_dataset(name_or_path, data_dir, allow_degenerate=allow_degenerate)
+    except DataValidationError as exc:
+        if "allow_degenerate" in str(exc):  # point a command-line user at the flag, not the Python argument
+            raise DataValidationError(f"{exc}; on the command line: --allow-degenerate") from exc
+        raise
     info = describe_dataset(ds)
     if as_json:
         click.echo(json.dumps(info, indent=2))
@@ -227,6 +234,9 @@ def reconstruct(checkpoint: str, input_path: str, key, out_dir: str) -> None:
     np.save(out / "reconstructions.npy", pred)
     click.echo(f"wrote {len(pred)} reconstructions to {out}")
 
+
+cli.add_command(__import__("cortexflow.benchmark.cli", fromlist=["benchmark"]).benchmark)
+cli.add_command(__import__("cortexflow.semantic.cli", fromlist=["semantic"]).semantic)
 
 def main() -> None:  # console-script entry point
     cli(prog_name="cortexflow")

@@ -71,7 +71,8 @@ class ImageScaler(TransformerMixin, BaseEstimator):
     """Min-max scale flattened target images into [0, 1] with training statistics.
 
     Input is (n, 28, 28) or (n, 784); output of ``transform`` is (n, 784).
-    ``inverse_transform`` returns (n, 28, 28). The range is global (one min and
+    ``inverse_transform`` returns (n, 28, 28) (square images; other target
+    sizes come back flat, (n, n_pixels)). The range is global (one min and
     one max for all pixels), so image contrast is preserved.
     """
 
@@ -96,6 +97,8 @@ class ImageScaler(TransformerMixin, BaseEstimator):
         Z = np.asarray(Z, dtype=np.float64).reshape(len(Z), -1)
         out = Z * self.data_range_ + self.data_min_
         side = int(round(np.sqrt(self.n_pixels_)))
+        if side * side != self.n_pixels_:  # not a square image: keep the flat (n, n_pixels) layout
+            return out.astype(np.float32)
         return out.reshape(len(Z), side, side).astype(np.float32)
 
     def get_state(self) -> dict[str, Any]:

@@ -48,9 +48,11 @@ def pearson_per_image(pred, true) -> np.ndarray:
     pc = p - p.mean(axis=1, keepdims=True)
     tc = t - t.mean(axis=1, keepdims=True)
     denom = np.sqrt((pc**2).sum(axis=1) * (tc**2).sum(axis=1))
+    # an exactly constant image: its centred values are rounding noise, not signal
+    constant = (np.ptp(p, axis=1) == 0) | (np.ptp(t, axis=1) == 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (pc * tc).sum(axis=1) / denom
-    return np.where(denom > 0, r, 0.0)
+    return np.where((denom > 0) & ~constant, r, 0.0)
 
 
 def ssim_per_image(pred, true, *, sigma: float = 1.5, data_range: float = 1.0) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from cortexflow.data.preprocessing import ImageScaler, SignalScaler
 from cortexflow.data.validation import validate_signals
@@ -87,19 +87,22 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     def _validate_X(self, X, *, reset: bool) -> np.ndarray:
-        X = np.asarray(X)
-        if X.ndim == 1:
-            raise DataValidationError(
-                f"X has shape {X.shape}; expected 2-D (n_samples, n_features). Reshape a single sample with X.reshape(1, -1)"
-            )
-        X = validate_signals(X, key="X", allow_degenerate=True)
-        if reset:
-            self.n_features_in_ = X.shape[1]
-        elif X.shape[1] != self.n_features_in_:
-            raise DataValidationError(
-                f"X has {X.shape[1]} features, but this decoder was trained on {self.n_features_in_} features"
-            )
-        return X
+        """Check X with scikit-learn's conventions and return it as float32.
+
+        Sparse input raises ``TypeError``; 1-D, empty, complex or non-numeric
+        input, NaN/Inf and a feature count other than ``n_features_in_`` raise
+        :class:`DataValidationError` (a ``ValueError``) with scikit-learn's
+        message wording (``"X has 3 features, but CCCV1Decoder is expecting 4
+        features as input"``). Sets ``n_features_in_`` (and
+        ``feature_names_in_`` for a DataFrame) when ``reset``.
+        """
+        try:
+            X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32], ensure_all_finite=False)
+        except ValueError as exc:
+            if isinstance(exc, DataValidationError):
+                raise
+            raise DataValidationError(str(exc)) from exc
+        return validate_signals(X, key="X", allow_degenerate=True)
 
     def fit(self, X, Y, *, metadata: dict | None = None) -> "CCCV1Decoder":
         """Fit preprocessing and the network on the training rows (X, Y).
@@ -113,31 +116,70 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
         metadata : dict, optional
             Dataset metadata stored in checkpoints.
         """
+        if Y is None:
+            raise DataValidationError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         X = self._validate_X(X, reset=True)
         Y = np.asarray(Y)
-        if len(Y) != len(X):
-            raise DataValidationError(f"X has {len(X)} rows but Y has {len(Y)}")
-        if not np.issubdtype(Y.dtype, np.number) or not np.all(np.isfinite(Y)):
-            raise DataValidationError("Y must be numeric and finite")
+        if Y.dtype == object:  # e.g. numbers in an object array; strings stay an error
+            try:
+                Y = Y.astype(np.float64)
+            except (TypeError, ValueError) as exc:
+                raise DataValidationError(f"Y holds non-numeric data of dtype object ({exc}); expected a real numeric array") from exc
+        if Y.ndim == 0 or len(Y) != len(X):
+            raise DataValidationError(f"X has {len(X)} rows but Y has shape {Y.shape}; they must have the same number of rows")
+        if not (np.issubdtype(Y.dtype, np.number) or Y.dtype == bool) or np.iscomplexobj(Y):
+            raise DataValidationError(f"Y holds non-numeric data of dtype {Y.dtype}; expected a real numeric array")
+        if not np.all(np.isfinite(Y)):
+            raise DataValidationError(f"Input Y contains {int(np.sum(~np.isfinite(Y)))} NaN or infinity value(s)")
         if len(X) < 4:
-            raise DataValidationError(f"CCCV1Decoder needs at least 4 training rows; got {len(X)}")
+            raise DataValidationError(
+                f"{type(self).__name__} needs at least 4 training samples (an inner validation split is carved "
+                f"out of them); got n_samples = {len(X)}"
+            )
         self.output_shape_ = tuple(Y.shape[1:])
         self.config_ = get_config(self.config, n_train=len(X), dataset=self.dataset)
-        self.signal_scaler_ = SignalScaler().fit(X)
+        self.config_, extra_terms = self._training_setup(X, Y, self.config_)
+        loss_terms = {**(self.loss_terms or {}), **extra_terms} or None
+        self.signal_scaler_ = self._make_signal_scaler().fit(X)
         self.target_scaler_ = ImageScaler().fit(Y)
         Xs = self.signal_scaler_.transform(X)
         Ys = self.target_scaler_.transform(Y)
         torch.manual_seed(self.random_state)
-        self.model_ = build_model(self.config_.model, Xs.shape[1], (math.prod(self.output_shape_) or 1,), self.config_)
+        self.model_ = self._build_network(Xs.shape[1], (math.prod(self.output_shape_) or 1,), self.config_)
         result: TrainResult = train_model(
             self.model_, Xs, Ys, self.config_, seed=self.random_state, device=self.device,
-            progress=self.progress, loss_terms=self.loss_terms,
+            progress=self.progress, loss_terms=loss_terms,
         )
         self.model_.cpu()
         self.history_ = result.history
         self.train_result_ = result
         self.metadata_ = dict(metadata or {})
         return self
+
+    def _training_setup(self, X: np.ndarray, Y: np.ndarray, config: CCCV1Config) -> tuple[CCCV1Config, dict]:
+        """Hook for subclasses: adjust the resolved config and add loss terms for this fit.
+
+        Called by :meth:`fit` with the raw training rows (X, Y) in the row order
+        that :func:`train_model` sees, so a term's ``index`` selects rows of Y.
+
+        Returns
+        -------
+        (CCCV1Config, dict of str to loss term)
+        """
+        return config, {}
+
+    def _make_signal_scaler(self):
+        """Hook for subclasses: the unfitted signal preprocessing (``SignalScaler`` here)."""
+        return SignalScaler()
+
+    @classmethod
+    def _signal_scaler_from_state(cls, state: dict):
+        """Hook for subclasses: rebuild the fitted signal preprocessing of a checkpoint."""
+        return SignalScaler.from_state(state)
+
+    def _build_network(self, n_features: int, output_shape: tuple[int, ...], config: CCCV1Config):
+        """Hook for subclasses: the untrained network (called after ``signal_scaler_`` is set)."""
+        return build_model(config.model, n_features, output_shape, config)
 
     # -------------------------------------------------------------- predict
     @torch.no_grad()
@@ -161,18 +203,34 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
         """The unit-norm 512-d embedding of each signal row."""
         return self._forward(X, "encode")
 
-    def score(self, X, Y, sample_weight=None) -> float:
-        """Coefficient of determination R^2 over all pixels (variance-weighted)."""
+    def fit_transform(self, X, y=None, **fit_params) -> np.ndarray:
+        """Fit on (X, y), then return the embedding of X (see :meth:`transform`).
+
+        ``y`` (the target images) is required; it is a keyword with a default
+        only to match scikit-learn's transformer signature.
+        """
+        return self.fit(X, y, **fit_params).transform(X)
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Coefficient of determination R^2 over all pixels (variance-weighted).
+
+        ``y`` holds the true targets (images), in the shape given to :meth:`fit`.
+        """
         from sklearn.metrics import r2_score
 
-        P = self.predict(X).reshape(len(X), -1)
-        return float(r2_score(np.asarray(Y).reshape(len(X), -1), P, sample_weight=sample_weight,
+        P = self.predict(X)
+        P = P.reshape(len(P), -1)
+        return float(r2_score(np.asarray(y).reshape(len(P), -1), P, sample_weight=sample_weight,
                               multioutput="variance_weighted"))
 
     def __sklearn_tags__(self):
+        from sklearn.utils import TransformerTags
+
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         tags.non_deterministic = False
+        # ``transform`` returns the float32 embedding whatever the input dtype.
+        tags.transformer_tags = TransformerTags(preserves_dtype=["float32"])
         return tags
 
     # ---------------------------------------------------------- persistence
@@ -232,20 +290,22 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
             cfg = CCCV1Config.from_dict(meta["config"])
             n_in = int(meta["n_features_in"])
             out_shape = tuple(meta["output_shape"])
-            sig = SignalScaler.from_state(meta["preprocessing"]["signal"])
+            sig = cls._signal_scaler_from_state(meta["preprocessing"]["signal"])
             tgt = ImageScaler.from_state(meta["preprocessing"]["target"])
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {meta_path}: corrupt or incomplete metadata ({type(exc).__name__}: {exc})") from exc
-        if len(sig.mean_) != n_in:
-            raise CheckpointError(f"checkpoint {meta_path}: preprocessing has {len(sig.mean_)} features but n_features_in is {n_in}")
+        if sig.n_features_in_ != n_in:
+            raise CheckpointError(f"checkpoint {meta_path}: preprocessing has {sig.n_features_in_} features but n_features_in is {n_in}")
         try:
             state = load_file(str(w_path))
         except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {w_path}: corrupt weights file ({exc})") from exc
         params = dict(meta.get("params", {}))
         params["device"] = device
-        obj = cls(config=cfg, **{k: v for k, v in params.items() if k in {"dataset", "random_state", "device", "progress"}})
-        model = build_model(cfg.model, n_in, (math.prod(out_shape) or 1,), cfg)
+        restorable = set(cls._get_param_names()) - {"config", "loss_terms"}
+        obj = cls(config=cfg, **{k: v for k, v in params.items() if k in restorable})
+        obj.signal_scaler_ = sig
+        model = obj._build_network(n_in, (math.prod(out_shape) or 1,), cfg)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:

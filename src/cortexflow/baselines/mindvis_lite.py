@@ -1,0 +1,264 @@
+"""``mindvis-lite``: the structure of MinD-Vis at 28 x 28 scale.
+
+MinD-Vis (Chen et al. 2023) pretrains a ViT masked autoencoder on patches of
+the fMRI voxel vector (sparse-coded masked brain modelling, SC-MBM: large
+embedding, about 75 % of the patches masked and reconstructed) on a large
+corpus of unlabelled fMRI, then conditions a latent diffusion model on the
+pretrained encoder (cross-attention and time-step conditioning, "double
+conditioning") and fine-tunes encoder and diffusion model on the labelled
+pairs. This lite version keeps that structure:
+
+Pretraining
+    The z-scored voxel vector is cut into patches of ``patch_size`` voxels;
+    a small transformer masked autoencoder (embedding ``dim``, ``depth``
+    encoder blocks, one decoder block) sees 25 % of the patches and
+    reconstructs the masked 75 %. It is trained on the training signals and
+    on any unlabelled signals given to ``fit``.
+Fine-tuning
+    An image decoder conditioned on the pretrained encoder: every token of
+    the full, unmasked signal is mapped to a few values by a linear channel
+    mapper, and an MLP decodes the concatenated map into pixels. Encoder and
+    decoder are trained together on the labelled training rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from cortexflow.baselines._common import seeded_generator, train_network
+from cortexflow.data.preprocessing import SignalScaler
+from cortexflow.data.validation import validate_signals
+from cortexflow.exceptions import ConfigError, DataValidationError
+
+__all__ = ["MindVisLite", "MaskedSignalModel", "ConditionedImageDecoder"]
+
+logger = logging.getLogger(__name__)
+
+
+def _block(dim: int, heads: int, dropout: float) -> nn.TransformerEncoderLayer:
+    return nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=dropout,
+                                      batch_first=True, norm_first=True, activation="gelu")
+
+
+class MaskedSignalModel(nn.Module):
+    """Masked autoencoder of a 1-D signal vector cut into patches.
+
+    ``encode`` masks ``mask_ratio`` of the patches at random (a fixed mask in
+    eval mode) and encodes the visible ones; ``decode`` reconstructs every
+    patch and puts the true values back on the visible patches, so that the
+    trainer's mean squared error counts the masked patches only.
+    """
+
+    def __init__(self, n_features: int, patch_size: int = 16, dim: int = 64, depth: int = 2, heads: int = 4,
+                 mask_ratio: float = 0.75, dropout: float = 0.0):
+        super().__init__()
+        self.n_features, self.patch_size = int(n_features), int(patch_size)
+        self.n_patches = math.ceil(self.n_features / self.patch_size)
+        self.mask_ratio = float(mask_ratio)
+        self.dim = dim
+        self.patch_embed = nn.Linear(self.patch_size, dim)
+        self.pos = nn.Parameter(torch.randn(1, self.n_patches, dim) * 0.02)
+        self.encoder = nn.TransformerEncoder(_block(dim, heads, dropout), depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.dec_pos = nn.Parameter(torch.randn(1, self.n_patches, dim) * 0.02)
+        self.decoder = nn.TransformerEncoder(_block(dim, heads, dropout), 1, enable_nested_tensor=False)
+        self.head = nn.Linear(dim, self.patch_size)
+        self.generator: torch.Generator | None = None
+        self._state: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        pad = self.n_patches * self.patch_size - x.shape[1]
+        if pad:
+            x = torch.nn.functional.pad(x, (0, pad))
+        return x.reshape(len(x), self.n_patches, self.patch_size)
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder tokens of the full, unmasked signal, shape (B, n_patches, dim)."""
+        h = self.patch_embed(self.patchify(x)) + self.pos
+        return self.norm(self.encoder(h))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        patches = self.patchify(x)
+        n, L = patches.shape[:2]
+        n_keep = max(1, int(round(L * (1 - self.mask_ratio))))
+        gen = self.generator if self.training else seeded_generator(0)
+        order = torch.rand(n, L, generator=gen).argsort(dim=1)
+        keep = order[:, :n_keep]
+        mask = torch.ones(n, L, dtype=torch.bool)
+        mask.scatter_(1, keep, False)
+        h = self.patch_embed(patches) + self.pos
+        h = torch.gather(h, 1, keep[..., None].expand(-1, -1, self.dim))
+        self._state = (keep, mask, patches)
+        return self.norm(self.encoder(h))
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        keep, mask, patches = self._state
+        n, L = mask.shape
+        full = self.mask_token.expand(n, L, self.dim).clone()
+        full.scatter_(1, keep[..., None].expand(-1, -1, self.dim), h)
+        recon = self.head(self.decoder(full + self.dec_pos))
+        out = torch.where(mask[..., None], recon, patches)
+        return out.reshape(n, -1)[:, : self.n_features]
+
+
+class ConditionedImageDecoder(nn.Module):
+    """Image decoder conditioned on every token of the pretrained encoder.
+
+    A per-token linear "channel mapper" shrinks each token to ``map_dim``
+    values (as MinD-Vis maps its encoder output before the diffusion model's
+    cross-attention); the concatenated map goes through an MLP to the pixels.
+    """
+
+    def __init__(self, mae: MaskedSignalModel, n_pixels: int = 784, map_dim: int = 8, hidden: int = 512,
+                 dropout: float = 0.2):
+        super().__init__()
+        self.mae = mae
+        self.mapper = nn.Linear(mae.dim, map_dim)
+        self.head = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(mae.n_patches * map_dim, hidden), nn.LayerNorm(hidden), nn.SiLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, n_pixels), nn.Sigmoid(),
+        )
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mae.tokens(x)
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.mapper(tokens).flatten(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
+class MindVisLite(RegressorMixin, BaseEstimator):
+    """Masked signal modelling pretraining, then a conditioned image decoder, fine-tuned.
+
+    Parameters
+    ----------
+    patch_size : int, optional
+        Voxels per patch of the signal vector; by default ``ceil(p / 64)``,
+        about 64 patches whatever the number of voxels ``p``.
+    dim, depth, heads : int
+        Transformer width, encoder depth and attention heads.
+    mask_ratio : float
+        Share of patches masked in pretraining (0.75).
+    pretrain_epochs, finetune_epochs, patience : int
+        Maximum epochs of each phase; early stopping on an inner validation
+        split of the rows each phase trains on.
+    unlabelled : array-like, optional
+        Extra signals without images (same features), used for pretraining only.
+    random_state : int
+        Seeds weights, masks, inner splits and batch order.
+    device : str
+        Torch device.
+    progress : bool
+        Per-epoch progress bars.
+
+    Attributes
+    ----------
+    model_ : ConditionedImageDecoder
+        Fine-tuned encoder and image decoder.
+    scaler_ : SignalScaler
+        Z-scoring fitted on the training (and unlabelled) signals.
+    pretrain_result_, finetune_result_ : TrainResult
+    timings_ : dict
+    """
+
+    def __init__(
+        self,
+        patch_size: int | None = None,
+        dim: int = 64,
+        depth: int = 2,
+        heads: int = 4,
+        mask_ratio: float = 0.75,
+        pretrain_epochs: int = 100,
+        finetune_epochs: int = 150,
+        patience: int = 15,
+        unlabelled=None,
+        random_state: int = 0,
+        device: str = "cpu",
+        progress: bool = False,
+    ):
+        self.patch_size = patch_size
+        self.dim = dim
+        self.depth = depth
+        self.heads = heads
+        self.mask_ratio = mask_ratio
+        self.pretrain_epochs = pretrain_epochs
+        self.finetune_epochs = finetune_epochs
+        self.patience = patience
+        self.unlabelled = unlabelled
+        self.random_state = random_state
+        self.device = device
+        self.progress = progress
+
+    def fit(self, X, Y) -> "MindVisLite":
+        """Pretrain on the signals (plus ``unlabelled``), then fine-tune on (X, Y)."""
+        if not 0 < self.mask_ratio < 1:
+            raise ConfigError(f"mask_ratio={self.mask_ratio!r} must lie in (0, 1)")
+        X = validate_signals(np.asarray(X), key="X", allow_degenerate=True)
+        Y = np.asarray(Y, dtype=np.float32)
+        if len(Y) != len(X):
+            raise DataValidationError(f"X has {len(X)} rows but Y has {len(Y)}")
+        if len(X) < 6:
+            raise DataValidationError(f"MindVisLite needs at least 6 training rows; got {len(X)}")
+        if Y.ndim != 3:
+            raise DataValidationError(f"Y must hold images of shape (n, H, W); got {Y.shape}")
+        self.n_features_in_ = X.shape[1]
+        self.output_shape_ = tuple(Y.shape[1:])
+        signals = X
+        if self.unlabelled is not None:
+            U = validate_signals(np.asarray(self.unlabelled), key="unlabelled", n_features=X.shape[1],
+                                 allow_degenerate=True)
+            signals = np.concatenate([X, U], axis=0)
+        self.scaler_ = SignalScaler().fit(signals)
+        S = self.scaler_.transform(signals)
+        seed = int(self.random_state)
+        timings = {}
+
+        t0 = time.perf_counter()
+        torch.manual_seed(seed)
+        patch = self.patch_size or max(1, math.ceil(X.shape[1] / 64))
+        mae = MaskedSignalModel(X.shape[1], patch, self.dim, self.depth, self.heads, self.mask_ratio)
+        mae.generator = seeded_generator(seed + 1)
+        self.pretrain_result_ = train_network(mae, S, S, seed=seed, epochs=self.pretrain_epochs,
+                                              patience=self.patience, lr=1e-3, batch_size=32, device=self.device,
+                                              progress=self.progress, name="mindvis-pretrain")
+        mae.cpu()
+        mae.generator = None
+        timings["pretrain"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        torch.manual_seed(seed + 2)
+        n_pix = int(np.prod(self.output_shape_))
+        self.model_ = ConditionedImageDecoder(mae, n_pix)
+        Xs = self.scaler_.transform(X)
+        self.finetune_result_ = train_network(self.model_, Xs, Y.reshape(len(Y), n_pix), seed=seed,
+                                              epochs=self.finetune_epochs, patience=self.patience, lr=1e-3,
+                                              batch_size=32, weight_decay=1e-4, device=self.device,
+                                              progress=self.progress, name="mindvis-finetune")
+        self.model_.cpu().eval()
+        timings["finetune"] = time.perf_counter() - t0
+        self.timings_ = timings
+        logger.info("mindvis-lite fit: %s", {k: round(v, 2) for k, v in timings.items()})
+        return self
+
+    @torch.no_grad()
+    def predict(self, X) -> np.ndarray:
+        """Reconstructions, shape (n, 28, 28), in [0, 1]."""
+        check_is_fitted(self, "model_")
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise DataValidationError(f"X has shape {X.shape}; expected (n, {self.n_features_in_})")
+        self.model_.eval()
+        out = self.model_(torch.as_tensor(self.scaler_.transform(X)))
+        return out.numpy().reshape((len(X),) + self.output_shape_).astype(np.float32)

@@ -1,0 +1,210 @@
+"""``EEGDecoder``: CCCV1 with an EEG front-end, on epochs of shape (n, channels, times).
+
+A subclass of :class:`~cortexflow.models.estimator.CCCV1Decoder` that changes
+only what differs for EEG: the input check (3-D epochs), the signal
+preprocessing (per-channel robust scaling fitted on the training epochs, see
+:class:`~cortexflow.data.eeg.preprocessing.EEGRobustScaler`) and the network
+(a front-end from :mod:`cortexflow.models.frontends` feeding CCCV1's
+CLIP-guided encoder). Training (:func:`cortexflow.training.train_model`),
+prediction, scoring and checkpoints are the parent's.
+
+>>> from cortexflow.data.eeg import simulate_evoked_eeg
+>>> from cortexflow.data.stimuli import class_images, targets_for_labels
+>>> ep = simulate_evoked_eeg(n_per_class=4, seed=0)
+>>> Y = targets_for_labels(ep.labels, class_images(ep.class_names))
+>>> dec = EEGDecoder(frontend="shallow", sfreq=ep.sfreq, config={"epochs": 2}).fit(ep.data, Y)
+>>> dec.predict(ep.data[:3]).shape
+(3, 28, 28)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cortexflow.data.eeg.preprocessing import EEGRobustScaler
+from cortexflow.data.validation import validate_signals
+from cortexflow.exceptions import ConfigError, DataValidationError
+from cortexflow.models.estimator import CCCV1Decoder
+from cortexflow.models.frontends import FRONTENDS, build_eeg_model
+from cortexflow.training.config import CCCV1Config
+
+__all__ = ["EEGDecoder"]
+
+
+class EEGDecoder(CCCV1Decoder):
+    """Reconstruct images from EEG epochs with an EEG front-end + CCCV1.
+
+    Parameters
+    ----------
+    frontend : {"shallow", "eegnet", "flatten"}
+        The input module (see :mod:`cortexflow.models.frontends`).
+    frontend_params : dict, optional
+        Keyword arguments of the front-end (``n_filters``, ``dropout``, ...).
+    n_channels : int, optional
+        For 2-D input only: rows of ``n_channels * n_times`` values (channel
+        after channel, as ``epochs.reshape(n, -1)`` lays them out) are
+        reshaped to (n_channels, n_times). Without it a 2-D row is one
+        channel. 3-D input needs no reshaping.
+    sfreq : float, optional
+        Sampling rate of the epochs; converts the front-end's kernel and
+        pooling lengths from seconds to samples (give it: the defaults assume
+        250 Hz for ``shallow`` and 128 Hz for ``eegnet``).
+    clip : float or None
+        Clipping of the robust-scaled signals, in robust standard deviations.
+    config, dataset, random_state, device, progress, loss_terms
+        As in :class:`~cortexflow.models.estimator.CCCV1Decoder`; ``config``'s
+        ``model`` field is set to ``"eeg_<frontend>"``.
+
+    Attributes
+    ----------
+    n_channels_, n_times_ : int
+        Shape of one training epoch.
+    n_features_in_ : int
+        ``n_channels_ * n_times_``.
+    signal_scaler_ : EEGRobustScaler
+    (and every fitted attribute of CCCV1Decoder)
+    """
+
+    def __init__(
+        self,
+        frontend: str = "shallow",
+        frontend_params: dict | None = None,
+        n_channels: int | None = None,
+        sfreq: float | None = None,
+        clip: float | None = 20.0,
+        config: Any = "auto",
+        dataset: str | None = None,
+        random_state: int = 0,
+        device: str = "auto",
+        progress: bool = False,
+        loss_terms: dict | None = None,
+    ):
+        super().__init__(config=config, dataset=dataset, random_state=random_state, device=device,
+                         progress=progress, loss_terms=loss_terms)
+        self.frontend = frontend
+        self.frontend_params = frontend_params
+        self.n_channels = n_channels
+        self.sfreq = sfreq
+        self.clip = clip
+
+    # ------------------------------------------------------------- hooks
+    def _validate_X(self, X, *, reset: bool) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim == 2:
+            X = self._rows_to_epochs(X, reset=reset)
+        if X.ndim != 3:
+            raise DataValidationError(
+                f"X has shape {X.shape}; EEGDecoder expects 3-D epochs (n_epochs, n_channels, n_times) "
+                "or 2-D rows of n_channels * n_times values (one epoch: X[None])"
+            )
+        X = validate_signals(X.reshape(len(X), -1), key="X", allow_degenerate=True).reshape(X.shape)
+        if reset:
+            self.n_channels_, self.n_times_ = int(X.shape[1]), int(X.shape[2])
+            self.n_features_in_ = self.n_channels_ * self.n_times_
+        elif X.shape[1:] != (self.n_channels_, self.n_times_):
+            raise DataValidationError(
+                f"X has epochs of shape {X.shape[1:]}, but this decoder was trained on "
+                f"({self.n_channels_}, {self.n_times_}) (channels, times)"
+            )
+        return X
+
+    def _rows_to_epochs(self, X: np.ndarray, *, reset: bool) -> np.ndarray:
+        n_feat = X.shape[1]
+        c = self.n_channels if reset else getattr(self, "n_channels_", None)
+        c = int(c) if c else 1
+        if n_feat % c:
+            raise DataValidationError(
+                f"X has {n_feat} values per row, which is not a multiple of n_channels={c}"
+            )
+        return X.reshape(len(X), c, n_feat // c)
+
+    def _training_setup(self, X, Y, config: CCCV1Config):
+        if self.frontend not in FRONTENDS:
+            raise ConfigError(f"unknown EEG front-end {self.frontend!r}; allowed: {', '.join(sorted(FRONTENDS))}")
+        config, terms = super()._training_setup(X, Y, config)
+        return config.replace(model=f"eeg_{self.frontend}"), terms
+
+    def _make_signal_scaler(self) -> EEGRobustScaler:
+        return EEGRobustScaler(clip=self.clip)
+
+    @classmethod
+    def _signal_scaler_from_state(cls, state: dict) -> EEGRobustScaler:
+        return EEGRobustScaler.from_state(state)
+
+    def _build_network(self, n_features: int, output_shape: tuple[int, ...], config: CCCV1Config):
+        params = dict(self.frontend_params or {})
+        if self.sfreq is not None:
+            params.setdefault("sfreq", float(self.sfreq))
+        sc = self.signal_scaler_
+        return build_eeg_model(self.frontend, (sc.n_channels_, sc.n_times_), output_shape, config, **params)
+
+    @classmethod
+    def load(cls, path, device: str = "auto") -> "EEGDecoder":
+        """Load a checkpoint written by :meth:`save` (see :meth:`CCCV1Decoder.load`)."""
+        obj = super().load(path, device=device)
+        obj.n_channels_, obj.n_times_ = obj.signal_scaler_.n_channels_, obj.signal_scaler_.n_times_
+        return obj
+
+
+# ------------------------------------------------------------ benchmark methods
+#: Benchmark method name -> EEG front-end.
+BENCHMARK_METHODS: dict[str, str] = {
+    "cccv1-eeg-shallow": "shallow",
+    "cccv1-eeg-eegnet": "eegnet",
+    "cccv1-eeg-flatten": "flatten",
+}
+
+
+def eeg_method_factory(
+    frontend: str,
+    seed: int,
+    dataset_name: str,
+    n_train: int,
+    *,
+    fast: bool = False,
+    device: str = "auto",
+    n_channels: int | None = None,
+    sfreq: float | None = None,
+    frontend_params: dict | None = None,
+    clip: float | None = 20.0,
+    **overrides: Any,
+) -> EEGDecoder:
+    """Benchmark factory of the ``cccv1-eeg-*`` methods (see :mod:`cortexflow.benchmark.methods`).
+
+    The configuration is the design's ``"auto"`` choice for the dataset (or
+    its size), with ``overrides`` applied; ``fast=True`` gives tiny settings
+    for smoke runs. ``n_channels`` and ``sfreq`` tell the decoder how the
+    dataset's rows are laid out (rows of ``n_channels * n_times`` values).
+    """
+    from cortexflow.training.config import get_config
+
+    cfg = get_config("auto", n_train=n_train, dataset=dataset_name, **overrides)
+    if fast:
+        cfg = cfg.replace(epochs=2, patience=1, hidden_dim=64, embed_dim=32)
+    return EEGDecoder(frontend=frontend, frontend_params=frontend_params, n_channels=n_channels, sfreq=sfreq,
+                      clip=clip, config=cfg, dataset=dataset_name, random_state=seed, device=device)
+
+
+def register_benchmark_methods(overwrite: bool = False) -> list[str]:
+    """Register ``cccv1-eeg-shallow``, ``cccv1-eeg-eegnet`` and ``cccv1-eeg-flatten`` as benchmark methods.
+
+    Called through the ``cortexflow.methods`` entry point of the package, so
+    ``cortexflow benchmark --methods cccv1-eeg-eegnet`` finds them; calling it
+    again is harmless. Returns the names registered by this call.
+    """
+    import functools
+
+    from cortexflow.benchmark.methods import METHODS, register_method
+
+    done = []
+    for name, fe in BENCHMARK_METHODS.items():
+        if name in METHODS and not overwrite:
+            continue
+        register_method(
+            name, functools.partial(eeg_method_factory, fe), version="1", overwrite=overwrite,
+            description=f"EEGDecoder: {fe} EEG front-end + CCCV1 (rows reshaped to n_channels x n_times)",
+        )
+        done.append(name)
+    return done

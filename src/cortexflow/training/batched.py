@@ -1,0 +1,583 @@
+"""Batched training: many small CCCV1 networks trained together as one batched model.
+
+A benchmark trains the same method on many (fold, seed) pairs. Trained one by
+one, each small network pays Python and dispatch overhead per layer and per
+optimiser tensor. Here the K members of a group are stacked along a leading
+dimension and trained together:
+
+* every ``nn.Linear`` becomes one ``torch.baddbmm`` over the K members, every
+  ``nn.LayerNorm`` a normalisation followed by a per-member affine, dropout
+  draws an independent mask per member;
+* each member keeps its own training rows (members may have different numbers
+  of rows: batches are padded and masked), its own inner validation split and
+  mini-batch order (both from its seed, exactly as :func:`train_model` draws
+  them), its own initial weights (``torch.manual_seed(seed)`` then
+  :func:`build_model`, exactly as :class:`CCCV1Decoder` does), and its own
+  optimiser state;
+* Adam runs with one parameter group per member (the fused implementation when
+  the device supports it), so each member has its own step count and learning
+  rate; ReduceLROnPlateau is re-implemented per member with PyTorch's rules;
+  gradients are clipped per member by that member's own global norm;
+* early stopping is per member: a member that stops keeps its best weights,
+  leaves the stack, and costs nothing afterwards.
+
+What cannot be identical to the sequential path is the dropout random stream
+(masks are drawn for all members at once), plus floating-point summation order
+in batched matrix products and the fused optimiser. With dropout switched off
+the two paths agree to floating-point noise; with dropout on, the members are
+different random draws of the same training procedure, so their metrics agree
+only within a tolerance (see ``tests/test_batched.py`` and ``docs/scale.md``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cortexflow.data.preprocessing import ImageScaler, SignalScaler
+from cortexflow.data.splits import inner_validation_split
+from cortexflow.exceptions import ConfigError, DataValidationError
+from cortexflow.models.cccv1 import CCCV1
+from cortexflow.models.registry import build_model
+from cortexflow.training.config import CCCV1Config, get_config
+from cortexflow.training.devices import autocast, make_grad_scaler, resolve_amp, resolve_device
+from cortexflow.training.trainer import TrainResult
+from cortexflow.utils.progress import progress_bar
+
+__all__ = ["BatchedNotSupported", "supports_batched", "train_batched", "fit_many", "DEFAULT_MAX_GROUP"]
+
+logger = logging.getLogger(__name__)
+
+#: Members trained in one stack at most; larger requests are split into groups.
+DEFAULT_MAX_GROUP = 32
+
+_ACTIVATIONS = {nn.SiLU: F.silu, nn.Tanh: torch.tanh, nn.Sigmoid: torch.sigmoid, nn.ReLU: F.relu, nn.GELU: F.gelu}
+
+
+class BatchedNotSupported(ConfigError):
+    """The model or the options cannot be trained on the batched path."""
+
+
+def supports_batched(model: nn.Module) -> bool:
+    """Whether :func:`train_batched` can train ``model`` (a CCCV1 without front-end)."""
+    if type(model) is not CCCV1 or model.frontend is not None:
+        return False
+    for seq in (model.encoder.net, model.enhancer.net, model.decoder.net):
+        for layer in seq:
+            if not isinstance(layer, (nn.Linear, nn.LayerNorm, nn.Dropout, *_ACTIVATIONS)):
+                return False
+    return True
+
+
+# --------------------------------------------------------------------------- forward
+class _GroupedLinear(torch.autograd.Function):
+    """``y[k] = x[k] @ w[k] + b[k]`` for K members at once.
+
+    The forward is one ``baddbmm``. The weight gradient ``x[k].T @ g[k]`` has
+    a short inner dimension (the mini-batch); PyTorch's CPU ``bmm`` handles
+    that shape several times slower than one ``mm`` per member, so on CPU the
+    backward loops over members. When a persistent buffer ``gw_buf`` is given,
+    the weight gradient is written into it (no allocation per step) and the
+    caller keeps that buffer as the parameter's ``.grad``.
+
+    Under autocast the product runs in the autocast dtype; gradients of the
+    parameters come back in the parameters' dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, b, gw_buf):
+        dev = x.device.type
+        dt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+        ctx.w_dtype, ctx.has_bias, ctx.gw_buf = w.dtype, b is not None, gw_buf
+        if dt is not None:
+            x, w, b = x.to(dt), w.to(dt), (b.to(dt) if b is not None else None)
+        ctx.save_for_backward(x, w)
+        with torch.autocast(device_type=dev, enabled=False):
+            return torch.bmm(x, w) if b is None else torch.baddbmm(b.unsqueeze(1), x, w)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        g = g.to(w.dtype)
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.bmm(g, w.transpose(1, 2))
+        if ctx.needs_input_grad[1]:
+            out = ctx.gw_buf if ctx.gw_buf is not None else torch.empty(w.shape, dtype=ctx.w_dtype, device=w.device)
+            if g.device.type == "cpu" and x.dtype == out.dtype:
+                xt = x.transpose(1, 2)
+                for k in range(w.shape[0]):
+                    torch.mm(xt[k], g[k], out=out[k])
+            else:
+                out.copy_(torch.bmm(x.transpose(1, 2), g))
+            gw = None if ctx.gw_buf is not None else out
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = g.sum(1).to(ctx.w_dtype)
+        return gx, gw, gb, None
+
+
+def _run_sequential(seq: nn.Sequential, prefix: str, P: dict[str, torch.Tensor], h: torch.Tensor,
+                    training: bool, G: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Apply the layers of ``seq`` to ``h`` (K, B, F) with stacked parameters ``P``.
+
+    ``G`` maps linear-weight names to persistent gradient buffers (see :class:`_GroupedLinear`).
+    """
+    for i, layer in enumerate(seq):
+        name = f"{prefix}.{i}"
+        if isinstance(layer, nn.Linear):
+            # weight stored transposed, (K, in, out), so that its gradient is contiguous
+            wname = name + ".weight"
+            h = _GroupedLinear.apply(h, P[wname], P[name + ".bias"] if layer.bias is not None else None,
+                                     G.get(wname) if G else None)
+        elif isinstance(layer, nn.LayerNorm):
+            h = F.layer_norm(h, layer.normalized_shape, eps=layer.eps)
+            if layer.elementwise_affine:
+                h = torch.addcmul(P[name + ".bias"].unsqueeze(1), h, P[name + ".weight"].unsqueeze(1))
+        elif isinstance(layer, nn.Dropout):
+            if training and layer.p > 0:
+                h = F.dropout(h, layer.p, training=True)
+        else:
+            h = _ACTIVATIONS[type(layer)](h)
+    return h
+
+
+def _batched_encode(model: CCCV1, P: dict[str, torch.Tensor], x: torch.Tensor, training: bool,
+                    G: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    e = F.normalize(_run_sequential(model.encoder.net, "encoder.net", P, x, training, G), dim=-1)
+    r = _run_sequential(model.enhancer.net, "enhancer.net", P, e, training, G)
+    return F.normalize(e + model.enhancer.alpha * r, dim=-1)
+
+
+def _batched_forward(model: CCCV1, P: dict[str, torch.Tensor], x: torch.Tensor, training: bool,
+                     G: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """(K, B, D) inputs to (K, B, n_out) outputs (flat)."""
+    return _run_sequential(model.decoder.net, "decoder.net", P, _batched_encode(model, P, x, training, G), training, G)
+
+
+def _linear_weight_names(model: nn.Module) -> set[str]:
+    return {f"{name}.weight" for name, mod in model.named_modules() if isinstance(mod, nn.Linear)}
+
+
+def _grad_buffers(P: dict[str, torch.Tensor], names: set[str]) -> dict[str, torch.Tensor]:
+    """Persistent gradient buffers of the linear weights, installed as their ``.grad``."""
+    G = {}
+    for n in names:
+        G[n] = torch.zeros_like(P[n], memory_format=torch.contiguous_format)
+        P[n].grad = G[n]
+    return G
+
+
+def _to_stack(p: torch.Tensor, transpose: bool) -> torch.Tensor:
+    p = p.detach()
+    return p.T.contiguous() if transpose else p
+
+
+# --------------------------------------------------------------------- schedulers
+class _Plateau:
+    """PyTorch's ReduceLROnPlateau rules (mode min, relative threshold) for one member."""
+
+    def __init__(self, factor: float, patience: int, threshold: float = 1e-4, min_lr: float = 0.0, eps: float = 1e-8):
+        self.factor, self.patience, self.threshold, self.min_lr, self.eps = factor, patience, threshold, min_lr, eps
+        self.best = math.inf
+        self.num_bad = 0
+
+    def step(self, metric: float, lr: float) -> float:
+        if metric < self.best * (1.0 - self.threshold):
+            self.best, self.num_bad = metric, 0
+        else:
+            self.num_bad += 1
+        if self.num_bad > self.patience:
+            new_lr = max(lr * self.factor, self.min_lr)
+            self.num_bad = 0
+            if lr - new_lr > self.eps:
+                return new_lr
+        return lr
+
+
+@dataclass
+class _Member:
+    """Book-keeping of one member while it trains."""
+
+    index: int
+    seed: int
+    tr: np.ndarray
+    va: np.ndarray
+    gen: torch.Generator
+    plateau: _Plateau
+    result: TrainResult
+    bad_epochs: int = 0
+    perm: torch.Tensor | None = None
+
+
+def _make_adam(views: list[list[torch.Tensor]], lrs: list[float], config: CCCV1Config, device: torch.device,
+               fused: bool | None) -> torch.optim.Adam:
+    groups = [{"params": v, "lr": lr} for v, lr in zip(views, lrs)]
+    if fused is None:
+        fused = device.type in {"cpu", "cuda"}
+    if fused:
+        try:
+            return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+        except (RuntimeError, ValueError) as exc:  # pragma: no cover - device without fused Adam
+            logger.info("fused Adam unavailable on %s (%s); using the default implementation", device, exc)
+    return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def train_batched(
+    models: Sequence[nn.Module],
+    Xs: Sequence[np.ndarray],
+    Ys: Sequence[np.ndarray],
+    config: CCCV1Config,
+    seeds: Sequence[int],
+    *,
+    device: "str | torch.device | None" = "auto",
+    amp: str = "off",
+    progress: bool | None = False,
+    fused_adam: bool | None = None,
+) -> list[TrainResult]:
+    """Train K models of the same architecture together, each in place, as :func:`train_model` would.
+
+    Parameters
+    ----------
+    models : sequence of CCCV1
+        Same architecture (same input width and output size), already
+        initialised; each is trained in place and ends with its best weights,
+        in eval mode, on CPU.
+    Xs, Ys : sequences of ndarray
+        Member k's preprocessed training inputs (n_k, D) and targets (n_k, n_out).
+    config : CCCV1Config
+        Shared optimiser, schedule and early-stopping settings.
+    seeds : sequence of int
+        Member k's seed: it draws the inner validation split and the
+        mini-batch order exactly as :func:`train_model` does.
+    device : str or torch.device
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    amp : {"off", "auto", "bf16", "fp16"}
+        Mixed precision for the forward pass (see :mod:`cortexflow.training.devices`).
+    progress : bool, optional
+        Per-epoch progress bar showing how many members are still training.
+    fused_adam : bool, optional
+        Use PyTorch's fused Adam (default: on CPU and CUDA).
+
+    Returns
+    -------
+    list of TrainResult
+        One per member; ``seconds`` is the group's wall time divided by K.
+
+    Raises
+    ------
+    BatchedNotSupported
+        A model that is not a plain CCCV1, or members whose shapes differ.
+    """
+    K = len(models)
+    if not (K == len(Xs) == len(Ys) == len(seeds)) or K == 0:
+        raise ConfigError(f"train_batched needs as many models, Xs, Ys and seeds (>= 1); got {K}, {len(Xs)}, {len(Ys)}, {len(seeds)}")
+    for m in models:
+        if not supports_batched(m):
+            raise BatchedNotSupported(f"{type(m).__name__} cannot be trained on the batched path; only CCCV1 without front-end")
+    shapes = {tuple((k, tuple(v.shape)) for k, v in m.state_dict().items()) for m in models}
+    if len(shapes) != 1:
+        raise BatchedNotSupported("batched members must share one architecture (same input width, output size, widths)")
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    amp_dtype = resolve_amp(amp, dev)
+    scaler = make_grad_scaler(dev, amp_dtype)
+    template = models[0]
+    names = [n for n, _ in template.named_parameters()]
+    D = int(np.asarray(Xs[0]).shape[1])
+    n_out = int(np.asarray(Ys[0]).reshape(len(Ys[0]), -1).shape[1])
+
+    # ---- data: padded per-member arrays on the device
+    n_max = max(len(x) for x in Xs)
+    Xpad = torch.zeros(K, n_max, D, dtype=torch.float32)
+    Ypad = torch.zeros(K, n_max, n_out, dtype=torch.float32)
+    for k in range(K):
+        x = np.asarray(Xs[k], dtype=np.float32)
+        if x.shape[1] != D:
+            raise DataValidationError(f"member {k} has {x.shape[1]} features; member 0 has {D}")
+        Xpad[k, : len(x)] = torch.from_numpy(x)
+        Ypad[k, : len(x)] = torch.from_numpy(np.asarray(Ys[k], dtype=np.float32).reshape(len(x), -1))
+    Xpad, Ypad = Xpad.to(dev), Ypad.to(dev)
+
+    members: list[_Member] = []
+    for k in range(K):
+        tr, va = inner_validation_split(len(Xs[k]), config.val_fraction, int(seeds[k]))
+        gen = torch.Generator()
+        gen.manual_seed(int(seeds[k]))
+        members.append(_Member(k, int(seeds[k]), tr, va, gen, _Plateau(config.lr_factor, config.lr_patience),
+                               TrainResult(device=str(dev))))
+
+    # ---- stacked parameters (leaves), best copies, optimiser with one group per member
+    linear_weights = _linear_weight_names(template)
+    with torch.no_grad():
+        P = {n: torch.stack([_to_stack(dict(m.named_parameters())[n], n in linear_weights) for m in models]).to(dev)
+             for n in names}
+    for t in P.values():
+        t.requires_grad_(True)
+    best = {n: t.detach().clone() for n, t in P.items()}
+    G = _grad_buffers(P, linear_weights)
+    views = [[P[n].detach()[k] for n in names] for k in range(K)]
+    opt = _make_adam(views, [config.lr] * K, config, dev, fused_adam)
+
+    active = list(range(K))  # member index per stack row
+    bs = config.batch_size
+    bar = progress_bar(range(1, config.epochs + 1), progress=progress, desc=f"train x{K}", unit="epoch")
+    for epoch in bar:
+        # ---- one epoch of mini-batches: member k follows its own permutation
+        A = len(active)
+        for m in (members[i] for i in active):
+            m.perm = torch.randperm(len(m.tr), generator=m.gen)
+        n_steps = max(math.ceil(len(members[i].tr) / bs) for i in active)
+        running = torch.zeros(A, device=dev)
+        counts = torch.zeros(A, device=dev)
+        rows = torch.arange(A, device=dev).unsqueeze(1)
+        for s in range(n_steps):
+            idx = torch.zeros(A, bs, dtype=torch.long)
+            mask = torch.zeros(A, bs)
+            stepping = []
+            for r, i in enumerate(active):
+                m = members[i]
+                b = m.perm[s * bs : (s + 1) * bs]
+                if len(b):
+                    idx[r, : len(b)] = torch.as_tensor(m.tr)[b]
+                    mask[r, : len(b)] = 1.0
+                    stepping.append(r)
+            idx, mask = idx.to(dev), mask.to(dev)
+            x, y = Xpad[rows, idx], Ypad[rows, idx]
+            for n, t in P.items():
+                if n not in G:
+                    t.grad = None
+            with autocast(dev, amp_dtype):
+                pred = _batched_forward(template, P, x, training=True, G=G)
+            sq = (pred.float() - y).pow(2).mean(-1)  # (A, B)
+            n_rows = mask.sum(1)
+            per_member = (sq * mask).sum(1) / n_rows.clamp(min=1.0)
+            total = per_member.sum()
+            if scaler is not None:
+                scaler.scale(total).backward()
+            else:
+                total.backward()
+            grads = {n: P[n].grad for n in names}
+            for r in range(A):
+                for n, v in zip(names, views[r]):
+                    v.grad = grads[n][r] if r in stepping else None
+            if scaler is not None:
+                scaler.unscale_(opt)
+            if config.grad_clip > 0:
+                with torch.no_grad():
+                    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads.values()])
+                    coef = (config.grad_clip / (torch.linalg.vector_norm(norms.float(), dim=0) + 1e-6)).clamp(max=1.0)
+                    for g in grads.values():
+                        g.mul_(coef.view(A, *([1] * (g.dim() - 1))).to(g.dtype))
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            running += per_member.detach().float() * n_rows
+            counts += n_rows
+
+        # ---- validation, schedule and early stopping, per member
+        with torch.no_grad():
+            nv = max(len(members[i].va) for i in active)
+            vidx = torch.zeros(A, nv, dtype=torch.long)
+            vmask = torch.zeros(A, nv)
+            for r, i in enumerate(active):
+                va = members[i].va
+                vidx[r, : len(va)] = torch.as_tensor(va)
+                vmask[r, : len(va)] = 1.0
+            vidx, vmask = vidx.to(dev), vmask.to(dev)
+            with autocast(dev, amp_dtype):
+                vpred = _batched_forward(template, {n: t.detach() for n, t in P.items()}, Xpad[rows, vidx], training=False)
+            vsq = (vpred.float() - Ypad[rows, vidx]).pow(2).mean(-1)
+            val = ((vsq * vmask).sum(1) / vmask.sum(1)).cpu().tolist()
+            train_loss = (running / counts.clamp(min=1.0)).cpu().tolist()
+        stopped_rows = []
+        for r, i in enumerate(active):
+            m = members[i]
+            group = opt.param_groups[r]
+            group["lr"] = m.plateau.step(val[r], group["lr"])
+            m.result.history.append({"epoch": epoch, "train_loss": train_loss[r], "val_loss": val[r], "lr": group["lr"]})
+            if val[r] < m.result.best_val_loss - 1e-7:
+                m.result.best_val_loss, m.result.best_epoch, m.bad_epochs = val[r], epoch, 0
+                with torch.no_grad():
+                    for n in names:
+                        best[n][r].copy_(P[n].detach()[r])
+            else:
+                m.bad_epochs += 1
+            m.result.stopped_epoch = epoch
+            if m.bad_epochs >= config.patience or epoch == config.epochs:
+                stopped_rows.append(r)
+                if m.bad_epochs >= config.patience:
+                    logger.info("member %d (seed %d): early stop at epoch %d (best %d, val %.5f)",
+                                i, m.seed, epoch, m.result.best_epoch, m.result.best_val_loss)
+        bar.set_postfix(active=A - len(stopped_rows), val=f"{float(np.mean(val)):.4f}")
+        if stopped_rows:
+            for r in stopped_rows:  # hand the best weights back to the member's own module
+                model = models[active[r]]
+                with torch.no_grad():
+                    for n, p in model.named_parameters():
+                        w = best[n][r]
+                        p.copy_((w.T if n in linear_weights else w).to(p.device))
+            keep = [r for r in range(A) if r not in stopped_rows]
+            if not keep:
+                break
+            P, best, views, opt, Xpad, Ypad = _compact(P, best, views, opt, Xpad, Ypad, keep, names, config, dev,
+                                                       fused_adam)
+            G = _grad_buffers(P, linear_weights)
+            active = [active[r] for r in keep]
+    bar.close()
+    seconds = time.perf_counter() - t0
+    results = []
+    for m, model in zip(members, models):
+        m.result.seconds = seconds / K
+        model.cpu().eval()
+        results.append(m.result)
+    return results
+
+
+def _compact(P, best, views, opt, Xpad, Ypad, keep, names, config, dev, fused_adam):
+    """Drop finished members from the stack, carrying the optimiser state of the rest."""
+    ki = torch.as_tensor(keep, device=dev)
+    with torch.no_grad():
+        newP = {n: P[n].detach().index_select(0, ki).clone().requires_grad_(True) for n in names}
+        newbest = {n: best[n].index_select(0, ki) for n in names}
+    newviews = [[newP[n].detach()[j] for n in names] for j in range(len(keep))]
+    newopt = _make_adam(newviews, [opt.param_groups[r]["lr"] for r in keep], config, dev, fused_adam)
+    for j, r in enumerate(keep):
+        for old, new in zip(views[r], newviews[j]):
+            if old in opt.state:
+                newopt.state[new] = opt.state[old]
+    return newP, newbest, newviews, newopt, Xpad.index_select(0, ki), Ypad.index_select(0, ki)
+
+
+# ----------------------------------------------------------------------- decoders
+def _validate_xy(dec, X, Y) -> tuple[np.ndarray, np.ndarray]:
+    """The checks of ``CCCV1Decoder.fit`` on one member's rows."""
+    if Y is None:
+        raise DataValidationError(f"{type(dec).__name__} requires y to be passed, but the target y is None")
+    X = dec._validate_X(X, reset=True)
+    Y = np.asarray(Y)
+    if Y.dtype == object:
+        try:
+            Y = Y.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise DataValidationError(f"Y holds non-numeric data of dtype object ({exc})") from exc
+    if Y.ndim == 0 or len(Y) != len(X):
+        raise DataValidationError(f"X has {len(X)} rows but Y has shape {Y.shape}; they must have the same number of rows")
+    if not (np.issubdtype(Y.dtype, np.number) or Y.dtype == bool) or np.iscomplexobj(Y):
+        raise DataValidationError(f"Y holds non-numeric data of dtype {Y.dtype}; expected a real numeric array")
+    if not np.all(np.isfinite(Y)):
+        raise DataValidationError(f"Input Y contains {int(np.sum(~np.isfinite(Y)))} NaN or infinity value(s)")
+    if len(X) < 4:
+        raise DataValidationError(f"{type(dec).__name__} needs at least 4 training samples; got n_samples = {len(X)}")
+    return X, Y
+
+
+def _config_key(cfg: CCCV1Config) -> str:
+    return cfg.to_json()
+
+
+def fit_many(
+    Xs: Sequence[np.ndarray],
+    Ys: Sequence[np.ndarray],
+    seeds: Sequence[int],
+    *,
+    config="auto",
+    dataset: str | None = None,
+    device: str = "auto",
+    amp: str = "off",
+    progress: bool | None = False,
+    max_group: int | None = None,
+    metadata: dict | None = None,
+    fused_adam: bool | None = None,
+) -> list:
+    """Fit one :class:`~cortexflow.models.estimator.CCCV1Decoder` per (X, Y, seed), batched.
+
+    Each returned decoder is what ``CCCV1Decoder(config, dataset, random_state=seed).fit(X, Y)``
+    would give, trained on the batched path: the same preprocessing (scalers
+    fitted on that member's rows), the same initial weights, inner split and
+    batch order; only dropout masks and floating-point order differ.
+
+    Parameters
+    ----------
+    Xs, Ys : sequences of array-like
+        Raw training signals (n_k, n_features) and targets (n_k, ...) per member.
+    seeds : sequence of int
+        ``random_state`` per member.
+    config, dataset, device :
+        As for :class:`CCCV1Decoder`.
+    amp : str
+        Mixed precision (see :mod:`cortexflow.training.devices`).
+    progress : bool, optional
+        Progress bars.
+    max_group : int, optional
+        Largest stack trained at once (default :data:`DEFAULT_MAX_GROUP`).
+    metadata : dict, optional
+        Stored in every decoder (and its checkpoints).
+    fused_adam : bool, optional
+        See :func:`train_batched`.
+
+    Returns
+    -------
+    list of CCCV1Decoder
+        Fitted, in the order of the inputs.
+    """
+    from cortexflow.models.estimator import CCCV1Decoder
+
+    if not (len(Xs) == len(Ys) == len(seeds)):
+        raise ConfigError(f"fit_many needs as many Xs, Ys and seeds; got {len(Xs)}, {len(Ys)}, {len(seeds)}")
+    max_group = int(max_group or DEFAULT_MAX_GROUP)
+    if max_group < 1:
+        raise ConfigError(f"max_group={max_group} must be >= 1")
+    decs, prepared = [], []
+    for X, Y, seed in zip(Xs, Ys, seeds):
+        dec = CCCV1Decoder(config=config, dataset=dataset, random_state=int(seed), device=device, progress=False)
+        Xv, Yv = _validate_xy(dec, X, Y)
+        dec.output_shape_ = tuple(Yv.shape[1:])
+        cfg = get_config(config, n_train=len(Xv), dataset=dataset)
+        setup = getattr(dec, "_training_setup", None)  # estimator hooks, when present
+        extra_terms: dict = {}
+        if setup is not None:
+            cfg, extra_terms = setup(Xv, Yv, cfg)
+        if cfg.loss_weights or extra_terms:
+            raise BatchedNotSupported("extra loss terms are not supported on the batched path; use train-mode sequential")
+        dec.config_ = cfg
+        make_scaler = getattr(dec, "_make_signal_scaler", SignalScaler)
+        dec.signal_scaler_ = make_scaler().fit(Xv)
+        dec.target_scaler_ = ImageScaler().fit(Yv)
+        Xs_ = dec.signal_scaler_.transform(Xv)
+        Ys_ = dec.target_scaler_.transform(Yv)
+        out_shape = (math.prod(dec.output_shape_) or 1,)
+        torch.manual_seed(int(seed))
+        build = getattr(dec, "_build_network", None)
+        dec.model_ = build(Xs_.shape[1], out_shape, cfg) if build else build_model(cfg.model, Xs_.shape[1], out_shape, cfg)
+        if not supports_batched(dec.model_):
+            raise BatchedNotSupported(f"model {cfg.model!r} has no batched path; use train-mode sequential")
+        decs.append(dec)
+        prepared.append((Xs_, Ys_))
+    # group members that share a configuration and shapes
+    groups: dict[tuple, list[int]] = {}
+    for i, dec in enumerate(decs):
+        key = (_config_key(dec.config_), dec.n_features_in_, dec.output_shape_)
+        groups.setdefault(key, []).append(i)
+    for idxs in groups.values():
+        for start in range(0, len(idxs), max_group):
+            chunk = idxs[start : start + max_group]
+            results = train_batched(
+                [decs[i].model_ for i in chunk], [prepared[i][0] for i in chunk], [prepared[i][1] for i in chunk],
+                decs[chunk[0]].config_, [decs[i].random_state for i in chunk], device=device, amp=amp,
+                progress=progress, fused_adam=fused_adam,
+            )
+            for i, res in zip(chunk, results):
+                decs[i].history_ = res.history
+                decs[i].train_result_ = res
+                decs[i].metadata_ = dict(metadata or {})
+    return decs

@@ -1,0 +1,192 @@
+"""Batched training of many CCCV1 members against the sequential trainer, and device settings."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from cortexflow.exceptions import ConfigError
+from cortexflow.models.estimator import CCCV1Decoder
+from cortexflow.training import get_config
+from cortexflow.training.batched import BatchedNotSupported, fit_many, supports_batched, train_batched
+from cortexflow.training.devices import (
+    DeviceSettings,
+    apply_device_settings,
+    configure_threads,
+    default_num_threads,
+    resolve_amp,
+    resolve_device,
+    set_deterministic,
+)
+
+# Agreement tolerance of batched vs sequential training WITH dropout: the two
+# paths draw different dropout masks, so each member is a different random draw
+# of the same procedure. Tolerance: mean held-out MSE of the 6 members within
+# 8 % (relative), each member within 20 %. Measured on this setting with seed
+# pairs (0,1), (2,3), (4,5), (6,7): mean differences 0.9, 4.6, 0.4, 1.8 %,
+# worst member 9, 13, 6, 4.5 %; two sequential seeds on the same fold differ by
+# up to 12 %. Without dropout the paths agree to float noise (first test).
+MEAN_REL_TOL = 0.08
+MEMBER_REL_TOL = 0.20
+
+
+def _synthetic(n=60, d=40, side=8, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    W = rng.normal(size=(d, side * side))
+    Y = (1.0 / (1.0 + np.exp(-(X @ W) / np.sqrt(d)))).reshape(n, side, side)
+    return X, Y
+
+
+def test_without_dropout_batched_equals_sequential():
+    """No dropout: the only randomness left is shared, so both paths agree to float noise.
+
+    Members have different row counts (padding/masking), early stopping and
+    learning-rate drops happen at different epochs (compaction of the stack).
+    """
+    X, Y = _synthetic()
+    cfg = get_config("small").replace(hidden_dim=64, embed_dim=32, epochs=60, patience=4, lr_patience=1, lr=3e-3,
+                                      dropout_encoder=0.0, dropout_decoder=0.0, batch_size=8)
+    parts = [slice(0, 37), slice(5, 55), slice(0, 60)]
+    seeds = [0, 1, 2]
+    batched = fit_many([X[p] for p in parts], [Y[p] for p in parts], seeds, config=cfg, device="cpu")
+    stopped = set()
+    for p, seed, db in zip(parts, seeds, batched):
+        ds = CCCV1Decoder(config=cfg, random_state=seed, device="cpu").fit(X[p], Y[p])
+        assert db.train_result_.best_epoch == ds.train_result_.best_epoch
+        assert db.train_result_.stopped_epoch == ds.train_result_.stopped_epoch
+        stopped.add(ds.train_result_.stopped_epoch)
+        np.testing.assert_allclose([h["val_loss"] for h in db.history_], [h["val_loss"] for h in ds.history_],
+                                   rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose([h["lr"] for h in db.history_], [h["lr"] for h in ds.history_], rtol=1e-12)
+        np.testing.assert_allclose(db.predict(X), ds.predict(X), atol=1e-4)
+    assert len(stopped) > 1, "the members should stop at different epochs for this test to cover compaction"
+    assert any(h["lr"] < cfg.lr for h in batched[0].history_), "a learning-rate drop should occur"
+
+
+def test_with_dropout_metrics_agree_within_tolerance(vangerven):
+    """Real data, dropout on: batched and sequential test MSE agree within the stated tolerance."""
+    from cortexflow.data.splits import kfold_splits
+
+    ds = vangerven
+    cfg = get_config("vangerven").replace(hidden_dim=128, embed_dim=64, epochs=30, patience=8, lr=2e-3)
+    splits = list(kfold_splits(len(ds.X_train), 5, seed=0))[:3]
+    tasks = [(sp, s) for sp in splits for s in (0, 1)]
+    batched = fit_many([ds.X_train[sp.train] for sp, _ in tasks], [ds.Y_train[sp.train] for sp, _ in tasks],
+                       [s for _, s in tasks], config=cfg, device="cpu")
+    mse_b, mse_s = [], []
+    for db, (sp, seed) in zip(batched, tasks):
+        dseq = CCCV1Decoder(config=cfg, random_state=seed, device="cpu").fit(ds.X_train[sp.train], ds.Y_train[sp.train])
+        truth = ds.Y_train[sp.test]
+        mse_b.append(float(np.mean((db.predict(ds.X_train[sp.test]) - truth) ** 2)))
+        mse_s.append(float(np.mean((dseq.predict(ds.X_train[sp.test]) - truth) ** 2)))
+    mse_b, mse_s = np.array(mse_b), np.array(mse_s)
+    assert abs(mse_b.mean() - mse_s.mean()) / mse_s.mean() <= MEAN_REL_TOL, (mse_b, mse_s)
+    assert np.all(np.abs(mse_b - mse_s) / mse_s <= MEMBER_REL_TOL), (mse_b, mse_s)
+    # and both actually learned something: better than predicting the mean training image
+    floor = np.mean([np.mean((ds.Y_train[sp.train].mean(0) - ds.Y_train[sp.test]) ** 2) for sp, _ in tasks])
+    assert mse_b.mean() < floor and mse_s.mean() < floor
+
+
+def test_batched_decoder_checkpoint_round_trip(tmp_path):
+    X, Y = _synthetic(n=30)
+    cfg = get_config("small").replace(hidden_dim=32, embed_dim=16, epochs=3)
+    (dec,) = fit_many([X], [Y], [5], config=cfg, device="cpu", metadata={"name": "synthetic"})
+    assert dec.random_state == 5 and dec.n_features_in_ == X.shape[1] and dec.output_shape_ == (8, 8)
+    assert len(dec.history_) == 3
+    path = dec.save(tmp_path / "ckpt")
+    loaded = CCCV1Decoder.load(path, device="cpu")
+    np.testing.assert_array_equal(loaded.predict(X), dec.predict(X))
+    assert dec.predict(X).shape == (30, 8, 8)
+
+
+def test_initial_weights_follow_the_seed():
+    """One epoch at lr ~ 0 leaves the weights at their seeded initialisation on both paths."""
+    X, Y = _synthetic(n=20)
+    cfg = get_config("small").replace(hidden_dim=16, embed_dim=8, epochs=1, lr=1e-12)
+    a, b = fit_many([X, X], [Y, Y], [3, 4], config=cfg, device="cpu")
+    s = CCCV1Decoder(config=cfg, random_state=3, device="cpu").fit(X, Y)
+    for (n, p), (_, q) in zip(a.model_.state_dict().items(), s.model_.state_dict().items()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-9, msg=n)
+    assert not torch.equal(a.model_.encoder.net[0].weight, b.model_.encoder.net[0].weight)
+
+
+def test_max_group_splits_work_but_not_results():
+    X, Y = _synthetic(n=30)
+    cfg = get_config("small").replace(hidden_dim=16, embed_dim=8, epochs=4, dropout_encoder=0.0, dropout_decoder=0.0)
+    one = fit_many([X] * 3, [Y] * 3, [0, 1, 2], config=cfg, device="cpu", max_group=32)
+    split = fit_many([X] * 3, [Y] * 3, [0, 1, 2], config=cfg, device="cpu", max_group=2)
+    for a, b in zip(one, split):
+        np.testing.assert_allclose(a.predict(X), b.predict(X), atol=1e-5)
+
+
+def test_unsupported_inputs_are_clear_errors():
+    X, Y = _synthetic(n=20)
+    cfg = get_config("small").replace(hidden_dim=16, embed_dim=8, epochs=1)
+    with pytest.raises(BatchedNotSupported, match="loss terms"):
+        fit_many([X], [Y], [0], config=cfg.replace(loss_weights={"x": 1.0}), device="cpu")
+    with pytest.raises(ConfigError, match="as many"):
+        fit_many([X, X], [Y], [0, 1], config=cfg)
+    with pytest.raises(ConfigError, match="max_group"):
+        fit_many([X], [Y], [0], config=cfg, max_group=-1)
+    assert not supports_batched(torch.nn.Linear(3, 3))
+    with pytest.raises(BatchedNotSupported):
+        train_batched([torch.nn.Linear(3, 3)], [X], [Y], cfg, [0])
+
+
+def test_bf16_autocast_on_cpu_trains():
+    X, Y = _synthetic(n=30)
+    cfg = get_config("small").replace(hidden_dim=32, embed_dim=16, epochs=2)
+    (dec,) = fit_many([X], [Y], [0], config=cfg, device="cpu", amp="bf16")
+    assert all(np.isfinite(h["val_loss"]) for h in dec.history_)
+    assert np.isfinite(dec.predict(X)).all()
+
+
+# ---------------------------------------------------------------- device settings
+def test_resolve_device_and_amp():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(ConfigError, match="unknown device"):
+        resolve_device("tpu-9000")
+    cpu = torch.device("cpu")
+    assert resolve_amp("off", cpu) is None and resolve_amp("auto", cpu) is None
+    assert resolve_amp("bf16", cpu) is torch.bfloat16
+    with pytest.raises(ConfigError, match="fp16"):
+        resolve_amp("fp16", cpu)
+    with pytest.raises(ConfigError, match="allowed"):
+        resolve_amp("fp8", cpu)
+
+
+def test_thread_policy(monkeypatch):
+    monkeypatch.delenv("CORTEXFLOW_NUM_THREADS", raising=False)
+    monkeypatch.setenv("CORTEXFLOW_WORKERS", "64")
+    assert default_num_threads() == 1  # many workers share the cores: one thread each
+    assert default_num_threads(workers=1) >= 1
+    monkeypatch.setenv("CORTEXFLOW_NUM_THREADS", "3")
+    assert default_num_threads() == 3
+    assert configure_threads(2) == 2 and torch.get_num_threads() == 2
+    monkeypatch.setenv("CORTEXFLOW_NUM_THREADS", "zero")
+    with pytest.raises(ConfigError, match="CORTEXFLOW_NUM_THREADS"):
+        default_num_threads()
+    with pytest.raises(ConfigError, match="num_threads"):
+        configure_threads("many")
+
+
+def test_deterministic_switch(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        dev = apply_device_settings(DeviceSettings(device="cpu", deterministic=True, num_threads=1))
+        assert dev.type == "cpu"
+        assert torch.are_deterministic_algorithms_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        set_deterministic(False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    with pytest.raises(ConfigError, match="amp"):
+        DeviceSettings(amp="fp64")

@@ -1,0 +1,106 @@
+"""The Ray backend on a local 2-CPU Ray instance: tasks, a retried failure, results in a store.
+
+Skipped when Ray is not installed (``pip install 'cortexflow[ray]'``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cortexflow.benchmark.backends import LocalBackend, RayBackend, TaskFailure, make_backend
+from cortexflow.exceptions import ConfigError
+from cortexflow.utils.io import atomic_write_json
+
+
+def _store_writer(folder: Path):
+    """A minimal resumable store: one JSON file per finished item, written atomically by the driver."""
+
+    def on_result(item, result):
+        atomic_write_json(folder / f"{item['key']}.json", result)
+
+    return on_result
+
+
+def test_local_backend_and_choices(tmp_path):
+    def square(item):
+        return {"key": item["key"], "value": item["x"] ** 2}
+
+    items = [{"key": f"t{i}", "x": i} for i in range(3)]
+    with make_backend("local") as be:
+        assert isinstance(be, LocalBackend)
+        out = be.map(square, items, _store_writer(tmp_path))
+    assert [r["value"] for r in out] == [0, 1, 4]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t0.json", "t1.json", "t2.json"]
+    with pytest.raises(ConfigError, match="allowed: local, ray"):
+        make_backend("dask")
+    with pytest.raises(ConfigError, match="--address only applies"):
+        make_backend("local", address="auto")
+
+
+def test_missing_ray_names_the_extra(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(ConfigError, match=r"cortexflow\[ray\]"):
+        make_backend("ray")
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    backend = RayBackend(num_cpus=2, max_retries=2, init_kwargs={"log_to_driver": False})
+    backend._ensure_ray()
+    yield backend
+    backend.close()
+    assert not ray.is_initialized()
+
+
+def test_ray_runs_tasks_retries_a_failure_and_fills_the_store(ray_local, tmp_path):
+    flag_dir = tmp_path / "flags"
+    flag_dir.mkdir()
+    store = tmp_path / "store"
+    store.mkdir()
+
+    def task(item):  # defined here so that Ray pickles it by value
+        import os
+        from pathlib import Path
+
+        import torch
+
+        flag = Path(item["flags"]) / item["key"]
+        if item.get("fail_once") and not flag.exists():
+            flag.write_text("attempt 1 failed")
+            raise RuntimeError(f"transient failure of {item['key']}")
+        return {"key": item["key"], "value": item["x"] * 10, "pid": os.getpid(), "threads": torch.get_num_threads()}
+
+    items = [{"key": f"run{i}", "x": i, "flags": str(flag_dir), "fail_once": i == 2} for i in range(4)]
+    seen = []
+    results = ray_local.map(task, items, lambda it, res: (seen.append(it["key"]), _store_writer(store)(it, res)))
+    assert [r["value"] for r in results] == [0, 10, 20, 30]
+    assert sorted(seen) == [f"run{i}" for i in range(4)]
+    assert (flag_dir / "run2").read_text() == "attempt 1 failed"  # it did fail once, then was retried
+    stored = {p.stem: json.loads(p.read_text()) for p in store.glob("*.json")}
+    assert sorted(stored) == [f"run{i}" for i in range(4)] and stored["run2"]["value"] == 20
+    assert all(r["threads"] == 1 for r in results)  # one CPU per task, one torch thread
+
+
+def test_ray_reports_a_task_that_keeps_failing(ray_local, tmp_path):
+    def task(item):
+        if item["x"] == 1:
+            raise ValueError("always broken")
+        return item["x"]
+
+    got = {}
+    with pytest.raises(TaskFailure, match="1 benchmark task"):
+        RayBackend(max_retries=1).map(task, [{"x": 0}, {"x": 1}, {"x": 2}], lambda it, r: got.update({it["x"]: r}))
+    assert got == {0: 0, 2: 2}  # the others still reached the store
