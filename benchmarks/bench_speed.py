@@ -148,10 +148,14 @@ def main(argv=None) -> int:
     overrides = dict(s.split("=", 1) for s in args.sets)
     cfg = get_config("auto", dataset="vangerven", **overrides)
     tasks = _tasks(ds, args.folds, list(range(args.seeds)))
-    meta = {"command": " ".join(shlex.quote(a) for a in sys.argv), "threads": threads,
+    meta = {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "threads": threads,
             "device": str(resolve_device(args.device)), "torch": torch.__version__, "python": platform.python_version(),
             "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
             "config": cfg.to_dict(), "folds": args.folds, "seeds": args.seeds, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    # warm-up (library initialisation, first allocations) so that no arm pays it
+    warm_cfg = cfg.replace(epochs=1)
+    CCCV1Decoder(config=warm_cfg, random_state=0, device=args.device).fit(ds.X_train[:20], ds.Y_train[:20])
+    fit_many([ds.X_train[:20]] * 2, [ds.Y_train[:20]] * 2, [0, 1], config=warm_cfg, device=args.device)
     results = []
     for arm in [a.strip() for a in args.arms.split(",") if a.strip()]:
         print(f"[bench_speed] {arm}: {len(tasks)} models ...", flush=True)

@@ -190,3 +190,52 @@ def test_deterministic_switch(monkeypatch):
     assert not torch.are_deterministic_algorithms_enabled()
     with pytest.raises(ConfigError, match="amp"):
         DeviceSettings(amp="fp64")
+
+
+# ------------------------------------------------------------ benchmark integration
+def test_train_mode_is_part_of_the_result_key_of_batched_methods_only(data_dir):
+    from cortexflow.benchmark.runner import build_tasks
+
+    kw = dict(methods="mean-image,cccv1", splits="kfold", n_folds=2, seeds=1, data_dir=data_dir)
+    batched = build_tasks("vangerven", train_mode="batched", **kw).tasks
+    seq = build_tasks("vangerven", train_mode="sequential", **kw).tasks
+    for b, s in zip(batched, seq):
+        if b.method == "cccv1":
+            assert b.train == (("mode", "batched"),) and s.train == () and b.key != s.key
+        else:
+            assert b.train == s.train == () and b.key == s.key
+    amp = build_tasks("vangerven", train_mode="batched", amp="bf16", **kw).tasks
+    assert {t.train for t in amp if t.method == "cccv1"} == {(("mode", "batched"), ("amp", "bf16"))}
+    with pytest.raises(ConfigError, match="batched training only"):
+        build_tasks("vangerven", train_mode="sequential", amp="bf16", **kw)
+    with pytest.raises(ConfigError, match="allowed: batched, sequential"):
+        build_tasks("vangerven", train_mode="parallel", **kw)
+
+
+def test_batched_hook_scores_like_run_task(data_dir):
+    """The cccv1 hook yields one TaskResult per task, with run_task's row layout."""
+    from cortexflow.benchmark.backends import cccv1_fit_predict_many
+    from cortexflow.benchmark.runner import build_tasks, run_task
+
+    tasks = [t for t in build_tasks("vangerven", methods="cccv1", splits="kfold", n_folds=3, seeds=1, fast=True,
+                                    data_dir=data_dir).tasks][:2]
+    pairs = list(cccv1_fit_predict_many(tasks))
+    assert [t.key for t, _ in pairs] == [t.key for t in tasks]
+    ref = run_task(tasks[0])
+    got = pairs[0][1]
+    assert [set(r) for r in got.rows] == [set(r) for r in ref.rows]
+    assert [r["image"] for r in got.rows] == [r["image"] for r in ref.rows]
+    np.testing.assert_array_equal(got.test_index, ref.test_index)
+    assert got.predictions.shape == ref.predictions.shape and got.fit_seconds > 0
+
+
+def test_members_with_different_hyper_parameters_are_refused():
+    from cortexflow.models.cccv1 import CCCV1
+
+    X, Y = _synthetic(n=20)
+    cfg = get_config("small").replace(hidden_dim=16, embed_dim=8, epochs=1)
+    a = CCCV1(X.shape[1], hidden_dim=16, embed_dim=8, output_shape=(64,), alpha=0.1)
+    b = CCCV1(X.shape[1], hidden_dim=16, embed_dim=8, output_shape=(64,), alpha=0.2)
+    Yf = Y.reshape(len(Y), -1).astype(np.float32)
+    with pytest.raises(BatchedNotSupported, match="one architecture"):
+        train_batched([a, b], [X, X], [Yf, Yf], cfg, [0, 1], device="cpu")

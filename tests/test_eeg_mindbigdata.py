@@ -179,6 +179,15 @@ def test_max_events_and_codes(tmp_path):
     assert ep.labels.tolist() == [7] and ep.dropped["other_code"] == 2
 
 
+def test_max_per_class_stops_when_every_class_is_full(tmp_path):
+    f = tmp_path / "mw.txt"
+    codes = [1, 2, 1, 1, 2, 2, 1, 9]
+    f.write_text("".join(format_mindbigdata_line(i, i, "MW", "FP1", c, range(i, i + 8)) + "\n" for i, c in enumerate(codes)))
+    ep = read_mindbigdata(f, codes=[1, 2], max_per_class=2)
+    assert ep.labels.tolist() == [1, 2, 1, 2] and ep.event_ids.tolist() == [0, 1, 2, 4]
+    assert ep.dropped["over_cap"] == 1 and ep.n_dropped == 0  # reading stopped at event 4
+
+
 @pytest.mark.parametrize(
     "line, match",
     [

@@ -129,7 +129,8 @@ def test_robust_scaler_fits_on_training_trials_only():
 def test_preprocess_epochs_chain_and_report():
     rng = np.random.default_rng(1)
     X = rng.normal(0, 10, size=(6, 4, 256))
-    X[2, 1, 100] = 1000.0  # artefact
+    X[2, 1] += 500.0 * np.exp(-((np.arange(256) - 100) / FS) ** 2 / (2 * 0.08**2))  # a blink-like artefact
+    X += 4000.0 + np.linspace(0, 300, 256)  # DC offset and drift of raw headset data: not artefacts
     Y, keep, rep = preprocess_epochs(
         X, FS, l_freq=1.0, h_freq=30.0, notch=50.0, reference="average", baseline="epoch",
         new_sfreq=64.0, reject_ptp=300.0, ch_names=["a", "b", "c", "d"],

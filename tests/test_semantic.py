@@ -366,6 +366,20 @@ def test_cccv1_semantic_fits_predicts_and_trains_its_heads(cache):
     np.testing.assert_array_equal(P, P2)
 
 
+def test_cccv1_semantic_with_zero_weights_is_exactly_cccv1(cache):
+    """The ablation isolates the guidance: switched off, the same seed gives CCCV1's exact predictions."""
+    from cortexflow.models.estimator import CCCV1Decoder
+
+    X, Y, Xt, _ = _synthetic(n_train=24)
+    cfg = get_config("small", **TINY)
+    off = cfg.replace(loss_weights={"semantic_infonce": 0.0, "semantic_cosine": 0.0})
+    base = CCCV1Decoder(config=cfg, device="cpu", random_state=5).fit(X, Y).predict(Xt)
+    sem0 = CCCV1SemanticDecoder(config=off, encoder="pixels", device="cpu", random_state=5).fit(X, Y).predict(Xt)
+    np.testing.assert_array_equal(base, sem0)
+    sem = CCCV1SemanticDecoder(config=cfg, encoder="pixels", device="cpu", random_state=5).fit(X, Y).predict(Xt)
+    assert not np.array_equal(base, sem)
+
+
 def test_cccv1_semantic_weights_come_from_config_loss_weights(cache):
     X, Y, _, _ = _synthetic(n_train=24)
     cfg = get_config("small", **TINY, loss_weights={"semantic_infonce": 0.0, "semantic_cosine": 0.3})

@@ -151,7 +151,7 @@ def test_paired_comparisons_needs_reference():
     rng = np.random.default_rng(0)
     df = _tidy(rng, methods=("ridge", "mean-image"))
     with pytest.raises(ConfigError, match="reference method 'cccv1'"):
-        paired_comparisons(df, reference="cccv1")
+        paired_comparisons(df, reference="cccv1", metrics=["mse"])
 
 
 def test_significance_marks():

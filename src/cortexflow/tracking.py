@@ -37,7 +37,8 @@ from typing import Any, Iterable, Mapping
 
 from cortexflow.exceptions import ConfigError
 
-__all__ = ["TRACKERS", "NullTracker", "MlflowTracker", "make_tracker", "default_tracking_uri", "flatten_params"]
+__all__ = ["TRACKERS", "NullTracker", "MlflowTracker", "make_tracker", "default_tracking_uri", "flatten_params",
+           "log_benchmark"]
 
 logger = logging.getLogger(__name__)
 
@@ -295,3 +296,51 @@ def make_tracker(kind: str | None, out_dir: str | os.PathLike, tracking_uri: str
             raise ConfigError("--tracking-uri given without --track mlflow")
         return NullTracker()
     return MlflowTracker(out_dir, tracking_uri=tracking_uri, **kwargs)
+
+
+#: benchmark.json entries logged as MLflow parameters
+_BENCH_PARAMS = ("command", "datasets", "methods", "splits", "folds", "seeds", "split_seed", "fast", "backend",
+                 "backend_options", "train_mode", "amp", "deterministic", "jobs", "threads", "reference", "unit")
+
+
+def log_benchmark(tracker: NullTracker, meta: Mapping[str, Any], results, out_dir: str | os.PathLike) -> str:
+    """Log one finished benchmark: parameters, summary metrics, and the report's files.
+
+    Parameters
+    ----------
+    tracker : NullTracker or MlflowTracker
+        From :func:`make_tracker` (started here when needed, and ended).
+    meta : mapping
+        The benchmark's ``benchmark.json`` content.
+    results : pandas.DataFrame
+        The tidy per-image table (``results.csv``).
+    out_dir : path
+        The benchmark's folder; its figures, tables and report are logged.
+
+    Returns
+    -------
+    str
+        ``"<tracking uri>#<run id>"`` ("" when tracking is off).
+    """
+    if not tracker.enabled:
+        return ""
+    tracker.start()
+    try:
+        tracker.log_params({k: meta[k] for k in _BENCH_PARAMS if k in meta})
+        if len(results):
+            split_col = "split" if "split" in results.columns else None
+            tracker.log_summary(results, group_cols=[c for c in ("dataset", split_col, "method") if c])
+        tracker.log_metrics({"runs_total": meta.get("runs_total", 0), "runs_computed": meta.get("runs_computed", 0),
+                             "wall_seconds": meta.get("wall_seconds_total", meta.get("wall_seconds_this_invocation", 0))})
+        out = Path(out_dir)
+        files = [p for p in sorted(out.iterdir()) if p.is_file() and p.suffix.lower() in _ARTIFACT_SUFFIXES
+                 and p.name != "mlflow.db"]
+        n = tracker.log_artifacts(files)
+        for sub in sorted(p for p in out.iterdir() if p.is_dir() and p.name not in {"runs", "mlruns"}):
+            n += tracker.log_artifacts(sub, artifact_path=sub.name)
+        logger.info("tracking: logged %d file(s) to run %s", n, tracker.run_id)
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    tracker.end("FINISHED")
+    return f"{getattr(tracker, 'uri', '')}#{tracker.run_id}"

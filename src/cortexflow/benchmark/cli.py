@@ -26,6 +26,15 @@ def _method_options(values: tuple[str, ...]) -> dict[str, dict]:
     return out
 
 
+def _backend_options(backend: str, address: str | None) -> dict:
+    """Options of the chosen backend (issue 7)."""
+    from cortexflow.exceptions import ConfigError
+
+    if address and backend != "ray":
+        raise ConfigError("--address only applies to --backend ray")
+    return {"address": address} if backend == "ray" else {}
+
+
 @click.command("benchmark")
 @click.option("--datasets", required=True, help="Comma list of registered names or .mat/.npz paths, e.g. vangerven,miyawaki.")
 @click.option("--methods", default="all", show_default=True, help="'all' or a comma list of registered methods.")
@@ -39,15 +48,26 @@ def _method_options(values: tuple[str, ...]) -> dict[str, dict]:
 @click.option("--option", "options", multiple=True, metavar="METHOD:KEY=VALUE",
               help="Method option passed to its factory, e.g. cccv1:epochs=50 (repeatable; part of the result key).")
 @click.option("--fast", is_flag=True, help="Tiny training settings: a pipeline check, not results.")
-@click.option("--backend", default="local", show_default=True, help="Task backend ('local').")
+@click.option("--backend", default="local", show_default=True,
+              help="Task backend: 'local' (this machine) or 'ray' (a Ray cluster; needs cortexflow[ray]).")
+@click.option("--address", default=None, metavar="auto|HOST:PORT",
+              help="Ray cluster to join (with --backend ray); default: start a local Ray instance.")
+@click.option("--train-mode", type=click.Choice(["batched", "sequential"]), default="batched", show_default=True,
+              help="Train the folds x seeds of cccv1 together as one batched model, or one by one.")
+@click.option("--amp", type=click.Choice(["off", "auto", "bf16", "fp16"]), default="off", show_default=True,
+              help="Mixed precision of batched training (CUDA; bf16 on CPU only where it has bf16 units).")
+@click.option("--deterministic", is_flag=True, help="torch.use_deterministic_algorithms(True) and CUBLAS_WORKSPACE_CONFIG.")
+@click.option("--track", type=click.Choice(["none", "mlflow"]), default="none", show_default=True,
+              help="Log parameters, metrics and figures to MLflow (needs cortexflow[tracking]).")
+@click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: a local store in OUT).")
 @click.option("--jobs", default=1, show_default=True, type=int, help="Worker processes of the local backend.")
 @click.option("--threads", default=1, show_default=True, type=int, help="Torch threads per worker (0: torch's default).")
 @click.option("--reference", default="cccv1", show_default=True, help="Method every other is compared with.")
 @click.option("--unit", type=click.Choice(["image", "stimulus"]), default="image", show_default=True,
               help="Unit of the paired statistics (seeds averaged per unit).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def benchmark(datasets, methods, splits, folds, seeds, split_seed, out_dir, data_dir, options, fast, backend, jobs,
-              threads, reference, unit, no_progress) -> None:
+def benchmark(datasets, methods, splits, folds, seeds, split_seed, out_dir, data_dir, options, fast, backend, address,
+              train_mode, amp, deterministic, track, tracking_uri, jobs, threads, reference, unit, no_progress) -> None:
     """Benchmark methods on datasets and splits; write results.csv, stats.csv, summary.md and report.html.
 
     Each (dataset, method, split, fold, seed) run is stored in OUT/runs as soon as
@@ -60,6 +80,8 @@ def benchmark(datasets, methods, splits, folds, seeds, split_seed, out_dir, data
         datasets, methods, splits, folds, seeds, out_dir, split_seed=split_seed, fast=fast,
         method_options=_method_options(options), data_dir=data_dir, backend=backend, jobs=jobs,
         threads=threads or None, progress=not no_progress, reference=reference, unit=unit, command=cmd,
+        train_mode=train_mode, amp=amp, deterministic=deterministic, track=track, tracking_uri=tracking_uri,
+        backend_options=_backend_options(backend, address),
     )
     for note in res["notes"]:
         click.echo(f"note: {note}", err=True)

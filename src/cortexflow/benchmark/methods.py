@@ -234,7 +234,15 @@ def _mindvis_lite(seed: int, dataset_name: str, n_train: int, *, fast: bool = Fa
 
 register_method("mean-image", _mean_image, description="mean training image for every signal (the floor)")
 register_method("ridge", _ridge, description="ridge from z-scored signal to pixels, penalty by inner leave-one-out CV")
-register_method(REFERENCE_METHOD, _cccv1, description="CCCV1Decoder(config='auto', dataset=name)")
+def _cccv1_many(tasks, *, progress=False):
+    """Batched training of cccv1's folds x seeds (issue 7; see cortexflow.training.batched)."""
+    from cortexflow.benchmark.backends import cccv1_fit_predict_many
+
+    return cccv1_fit_predict_many(tasks, progress=progress)
+
+
+register_method(REFERENCE_METHOD, _cccv1, supports_batched=True, fit_predict_many=_cccv1_many,
+                description="CCCV1Decoder(config='auto', dataset=name)")
 register_method("brain-diffuser-lite", _brain_diffuser_lite,
                 description="VAE-latent ridge + feature-conditioned denoiser from the stage-1 image")
 register_method("mindvis-lite", _mindvis_lite,

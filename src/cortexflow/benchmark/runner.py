@@ -49,6 +49,7 @@ __all__ = [
     "BenchmarkPlan",
     "ResultStore",
     "run_task",
+    "score_task",
     "build_tasks",
     "run_benchmark",
     "register_backend",
@@ -93,6 +94,10 @@ class Task:
         Method options (sorted, JSON-serialisable).
     method_version : str
         Version of the method's code (part of the key).
+    train : tuple of (str, value)
+        Training-engine settings that change results (``("mode", "batched")``,
+        ``("amp", "bf16")``); empty for the sequential trainer. Part of the key
+        when not empty.
     data_dir : str, optional
         Data folder; not part of the key.
     """
@@ -109,6 +114,7 @@ class Task:
     fast: bool = False
     options: tuple = ()
     method_version: str = "1"
+    train: tuple = ()  # issue 7: batched training / AMP settings (part of the key when set)
     data_dir: str | None = None
 
     def key_payload(self) -> dict[str, Any]:
@@ -125,7 +131,7 @@ class Task:
             "split_seed": self.split_seed,
             "fold": self.fold,
             "seed": self.seed,
-        }
+        } | ({"train": [list(kv) for kv in self.train]} if self.train else {})
 
     @property
     def key(self) -> str:
@@ -140,12 +146,14 @@ class Task:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["options"] = [list(kv) for kv in self.options]
+        d["train"] = [list(kv) for kv in self.train]
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Task":
         d = dict(d)
         d["options"] = tuple(tuple(kv) for kv in d.get("options", ()))
+        d["train"] = tuple(tuple(kv) for kv in d.get("train", ()))
         return cls(**d)
 
 
@@ -254,6 +262,13 @@ def run_task(task: Task) -> TaskResult:
     t1 = time.perf_counter()
     pred = np.asarray(est.predict(X_te), dtype=np.float32)
     t2 = time.perf_counter()
+    return score_task(task, pred, Y_te, test_index, stim, t1 - t0, t2 - t1)
+
+
+def score_task(task: Task, pred, Y_te: np.ndarray, test_index: np.ndarray, stim: np.ndarray,
+               fit_seconds: float = 0.0, predict_seconds: float = 0.0) -> TaskResult:
+    """Check and score one task's predictions of its test rows (shared by ``run_task`` and batched hooks)."""
+    pred = np.asarray(pred, dtype=np.float32)
     if pred.shape != Y_te.shape:
         raise DataValidationError(f"method {task.method!r} predicted shape {pred.shape}; expected {Y_te.shape}")
     if not np.all(np.isfinite(pred)):
@@ -266,7 +281,7 @@ def run_task(task: Task) -> TaskResult:
                "seed": task.seed, "image": int(test_index[i]), "stimulus": int(stim[i])}
         row.update({m: float(scores[m][i]) for m in METRIC_COLUMNS})
         rows.append(row)
-    return TaskResult(task, rows, pred, np.asarray(test_index, dtype=np.int64), t1 - t0, t2 - t1)
+    return TaskResult(task, rows, pred, np.asarray(test_index, dtype=np.int64), fit_seconds, predict_seconds)
 
 
 # ---------------------------------------------------------------- store
@@ -343,10 +358,13 @@ def register_backend(name: str, executor: Executor, *, overwrite: bool = False) 
 
 
 def _set_threads(threads: int | None) -> None:
+    """Limit torch and BLAS/OpenMP threads of this process (worker initialiser)."""
     if threads:
         import torch
+        from threadpoolctl import threadpool_limits
 
         torch.set_num_threads(int(threads))
+        threadpool_limits(int(threads))
 
 
 def _local_executor(tasks: Sequence[Task], *, jobs: int = 1, threads: int | None = 1,
@@ -355,16 +373,22 @@ def _local_executor(tasks: Sequence[Task], *, jobs: int = 1, threads: int | None
     bar = progress_bar(total=len(tasks), progress=progress, desc="benchmark", unit="run", leave=True)
     try:
         if jobs <= 1:
+            import contextlib
+
             import torch
+            from threadpoolctl import threadpool_limits
 
             old = torch.get_num_threads()
-            _set_threads(threads)
+            limits = threadpool_limits(int(threads)) if threads else contextlib.nullcontext()
+            if threads:
+                torch.set_num_threads(int(threads))
             try:
-                for t in tasks:
-                    bar.set_postfix_str(t.label)
-                    res = run_task(t)
-                    bar.update(1)
-                    yield res
+                with limits:
+                    for t in tasks:
+                        bar.set_postfix_str(t.label)
+                        res = run_task(t)
+                        bar.update(1)
+                        yield res
             finally:
                 torch.set_num_threads(old)
         else:
@@ -427,6 +451,26 @@ def _options_tuple(options: Mapping[str, Any] | None) -> tuple:
     return tuple(sorted((str(k), v) for k, v in options.items()))
 
 
+def _train_settings(methods: Sequence[str], train_mode: str, amp: str) -> dict[str, tuple]:
+    """Per method, the ``Task.train`` settings of ``--train-mode`` and ``--amp`` (issue 7)."""
+    from cortexflow.training.devices import AMP_MODES
+
+    if train_mode not in ("batched", "sequential"):
+        raise ConfigError(f"train_mode={train_mode!r}; allowed: batched, sequential")
+    if amp not in AMP_MODES:
+        raise ConfigError(f"amp={amp!r}; allowed: {', '.join(AMP_MODES)}")
+    if amp != "off" and train_mode != "batched":
+        raise ConfigError(f"amp={amp!r} applies to batched training only; use train_mode='batched' or amp='off'")
+    out = {}
+    for m in methods:
+        spec = get_method(m)
+        if train_mode == "batched" and spec.supports_batched and spec.fit_predict_many is not None:
+            out[m] = (("mode", "batched"),) + ((("amp", amp),) if amp != "off" else ())
+        else:
+            out[m] = ()
+    return out
+
+
 def build_tasks(
     datasets: str | Iterable[str],
     methods: str | Iterable[str] = "all",
@@ -438,6 +482,8 @@ def build_tasks(
     fast: bool = False,
     method_options: Mapping[str, Mapping[str, Any]] | None = None,
     data_dir: str | os.PathLike | None = None,
+    train_mode: str = "batched",
+    amp: str = "off",
 ) -> BenchmarkPlan:
     """Plan every (dataset, method, split, fold, seed) task.
 
@@ -460,6 +506,7 @@ def build_tasks(
     if unknown:
         raise ConfigError(f"options given for method(s) {sorted(unknown)} that are not benchmarked ({', '.join(meth)})")
     data_dir_s = str(data_dir) if data_dir is not None else None
+    train_of = _train_settings(meth, train_mode, amp)  # issue 7
     plan = BenchmarkPlan(tasks=[], data_dir=data_dir_s)
     for d in ds_list:
         ds = _load(d, data_dir_s)
@@ -497,13 +544,14 @@ def build_tasks(
                             dataset=d, dataset_name=ds.name, checksum=ds.checksum, method=m, split=split,
                             fold=fold, n_folds=k, split_seed=int(split_seed), seed=int(seed), fast=bool(fast),
                             options=_options_tuple(method_options.get(m)), method_version=spec.version,
-                            data_dir=data_dir_s))
+                            train=train_of[m], data_dir=data_dir_s))
     return plan
 
 
 # ------------------------------------------------------------------- run
 def execute(plan: BenchmarkPlan, store: ResultStore, *, backend: str = "local", jobs: int = 1,
-            threads: int | None = 1, progress: bool | None = True) -> dict[str, int]:
+            threads: int | None = 1, progress: bool | None = True,
+            backend_options: Mapping[str, Any] | None = None) -> dict[str, int]:
     """Run the plan's unfinished tasks and store each result as it arrives.
 
     Methods registered with ``supports_batched`` get all their unfinished
@@ -528,17 +576,22 @@ def execute(plan: BenchmarkPlan, store: ResultStore, *, backend: str = "local", 
     rest: list[Task] = []
     for t in pending:
         spec = get_method(t.method)
-        if spec.supports_batched and spec.fit_predict_many is not None:
+        if spec.supports_batched and spec.fit_predict_many is not None and ("mode", "batched") in t.train:
             batched.setdefault(t.method, []).append(t)
         else:
             rest.append(t)
+    executor = BACKENDS[backend]
+    backend_options = dict(backend_options or {})
     for name, tasks in batched.items():
         hook = get_method(name).fit_predict_many
-        for item in hook(tasks, progress=progress):
+        run_batched = getattr(executor, "run_batched", None)  # issue 7: a cluster backend runs the groups
+        items = (run_batched(hook, tasks, jobs=jobs, threads=threads, progress=progress, **backend_options)
+                 if run_batched is not None else hook(tasks, progress=progress))
+        for item in items:
             res = item[1] if isinstance(item, tuple) else item
             store.save(res)
             computed += 1
-    for res in BACKENDS[backend](rest, jobs=jobs, threads=threads, progress=progress):
+    for res in executor(rest, jobs=jobs, threads=threads, progress=progress, **backend_options):
         store.save(res)
         computed += 1
     return {"total": len(plan.tasks), "done_before": done_before, "computed": computed}
@@ -611,6 +664,12 @@ def run_benchmark(
     reference: str = REFERENCE_METHOD,
     unit: str = "image",
     command: str | None = None,
+    train_mode: str = "batched",
+    amp: str = "off",
+    deterministic: bool = False,
+    backend_options: Mapping[str, Any] | None = None,
+    track: str | None = None,
+    tracking_uri: str | None = None,
 ) -> dict[str, Any]:
     """Plan, run (resuming), and write ``results.csv``, ``stats.csv``, ``summary.md`` and ``report.html``.
 
@@ -648,6 +707,20 @@ def run_benchmark(
         Unit of the paired statistics (see :mod:`cortexflow.evaluation.stats`).
     command : str, optional
         The command line, recorded in the report.
+    train_mode : {"batched", "sequential"}
+        ``batched`` trains the folds x seeds of a method that supports it
+        (cccv1) together (:mod:`cortexflow.training.batched`); others always
+        train one by one.
+    amp : {"off", "auto", "bf16", "fp16"}
+        Mixed precision of batched training (see :mod:`cortexflow.training.devices`).
+    deterministic : bool
+        ``torch.use_deterministic_algorithms(True)`` (and ``CUBLAS_WORKSPACE_CONFIG``).
+    backend_options : mapping, optional
+        Extra arguments of the backend (``{"address": "auto"}`` for Ray).
+    track : {"none", "mlflow"}, optional
+        Log parameters, metrics and the report's figures (:mod:`cortexflow.tracking`).
+    tracking_uri : str, optional
+        MLflow tracking URI (default: a local store in ``out``).
 
     Returns
     -------
@@ -655,10 +728,21 @@ def run_benchmark(
         Paths written, run counts and wall time.
     """
     t0 = time.perf_counter()
+    # ---- issue 7: tracking, devices, backends
+    from cortexflow.tracking import make_tracker
+
+    tracker = make_tracker(track, out, tracking_uri)  # checks the choice before any work
+    if deterministic:
+        from cortexflow.training.devices import set_deterministic
+
+        set_deterministic(True)
+        os.environ["CORTEXFLOW_DETERMINISTIC"] = "1"  # forwarded to worker processes
+    # ---- end issue 7
     plan = build_tasks(datasets, methods, splits, n_folds, seeds, split_seed=split_seed, fast=fast,
-                       method_options=method_options, data_dir=data_dir)
+                       method_options=method_options, data_dir=data_dir, train_mode=train_mode, amp=amp)
     store = ResultStore(out)
-    counts = execute(plan, store, backend=backend, jobs=jobs, threads=threads, progress=progress)
+    counts = execute(plan, store, backend=backend, jobs=jobs, threads=threads, progress=progress,
+                     backend_options=backend_options)
     wall = time.perf_counter() - t0
     results = collect_results(plan, store)
     out = Path(out)
@@ -689,6 +773,10 @@ def run_benchmark(
         "fit_seconds_per_method": {m: {"sum": float(np.sum(v)), "mean": float(np.mean(v)), "n": len(v)}
                                    for m, v in fit_seconds.items()},
         "backend": backend,
+        "backend_options": dict(backend_options or {}),
+        "train_mode": train_mode,
+        "amp": amp,
+        "deterministic": deterministic,
         "jobs": jobs,
         "threads": threads,
         "reference": reference,
@@ -706,4 +794,8 @@ def run_benchmark(
     meta["wall_seconds_total"] = time.perf_counter() - t0
     atomic_write_json(out / "benchmark.json", meta)
     paths["benchmark"] = str(out / "benchmark.json")
+    if tracker.enabled:  # issue 7
+        from cortexflow.tracking import log_benchmark
+
+        paths["tracking"] = log_benchmark(tracker, meta, results, out)
     return {"paths": paths, **counts, "wall_seconds": meta["wall_seconds_total"], "notes": plan.notes}

@@ -405,7 +405,7 @@ class CLIPImageEncoder(ImageEncoder):
                 f"encoder {self.name!r} needs the package transformers (pip install transformers); it is not installed"
             ) from exc
         src = self.model_name
-        looks_local = src.startswith((".", "/", "~")) or os.sep in src and Path(src).expanduser().exists()
+        looks_local = src.startswith((".", "/", "~")) or (os.sep in src and Path(src).expanduser().exists())
         if looks_local and not Path(src).expanduser().is_dir():
             raise EncoderUnavailableError(f"encoder {self.name!r}: model folder {src} does not exist")
         try:
@@ -510,6 +510,10 @@ def load_image_encoder(name: str | ImageEncoder = DEFAULT_ENCODER, *, device: st
     if not isinstance(name, str):
         raise ConfigError(f"encoder must be a name or an ImageEncoder; got {type(name).__name__}")
     key = (name, str(device), tuple(sorted(kwargs.items())))
+    try:
+        hash(key)
+    except TypeError:  # unhashable keyword values: load afresh
+        memo = False
     if memo:
         with _MEMO_LOCK:
             if key in _MEMO:

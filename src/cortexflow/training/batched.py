@@ -5,9 +5,10 @@ one, each small network pays Python and dispatch overhead per layer and per
 optimiser tensor. Here the K members of a group are stacked along a leading
 dimension and trained together:
 
-* every ``nn.Linear`` becomes one ``torch.baddbmm`` over the K members, every
-  ``nn.LayerNorm`` a normalisation followed by a per-member affine, dropout
-  draws an independent mask per member;
+* every ``nn.Linear`` becomes one ``torch.baddbmm`` over the K members (its
+  weight-gradient written into a persistent buffer, member by member on CPU),
+  every ``nn.LayerNorm`` a normalisation followed by a per-member affine,
+  dropout draws an independent mask per member;
 * each member keeps its own training rows (members may have different numbers
   of rows: batches are padded and masked), its own inner validation split and
   mini-batch order (both from its seed, exactly as :func:`train_model` draws
@@ -162,6 +163,14 @@ def _batched_forward(model: CCCV1, P: dict[str, torch.Tensor], x: torch.Tensor, 
     return _run_sequential(model.decoder.net, "decoder.net", P, _batched_encode(model, P, x, training, G), training, G)
 
 
+def _arch_signature(model: nn.Module) -> tuple:
+    """Shapes and hyper-parameters that the batched forward takes from the first member."""
+    shapes = tuple((k, tuple(v.shape)) for k, v in model.state_dict().items())
+    hyper = tuple((name, getattr(mod, "p", None), getattr(mod, "eps", None), getattr(mod, "alpha", None))
+                  for name, mod in model.named_modules())
+    return shapes, hyper
+
+
 def _linear_weight_names(model: nn.Module) -> set[str]:
     return {f"{name}.weight" for name, mod in model.named_modules() if isinstance(mod, nn.Linear)}
 
@@ -282,9 +291,9 @@ def train_batched(
     for m in models:
         if not supports_batched(m):
             raise BatchedNotSupported(f"{type(m).__name__} cannot be trained on the batched path; only CCCV1 without front-end")
-    shapes = {tuple((k, tuple(v.shape)) for k, v in m.state_dict().items()) for m in models}
-    if len(shapes) != 1:
-        raise BatchedNotSupported("batched members must share one architecture (same input width, output size, widths)")
+    if len({_arch_signature(m) for m in models}) != 1:
+        raise BatchedNotSupported("batched members must share one architecture (input width, output size, widths, "
+                                  "dropout rates, alpha); train differing configurations in separate calls")
     t0 = time.perf_counter()
     dev = resolve_device(device)
     amp_dtype = resolve_amp(amp, dev)
@@ -512,7 +521,10 @@ def fit_many(
         Raw training signals (n_k, n_features) and targets (n_k, ...) per member.
     seeds : sequence of int
         ``random_state`` per member.
-    config, dataset, device :
+    config : "auto", str, dict, CCCV1Config, or a sequence of them
+        As for :class:`CCCV1Decoder`; a sequence gives one per member.
+        Members whose resolved configurations differ train in separate stacks.
+    dataset, device :
         As for :class:`CCCV1Decoder`.
     amp : str
         Mixed precision (see :mod:`cortexflow.training.devices`).
@@ -537,8 +549,14 @@ def fit_many(
     max_group = int(max_group or DEFAULT_MAX_GROUP)
     if max_group < 1:
         raise ConfigError(f"max_group={max_group} must be >= 1")
+    if isinstance(config, (list, tuple)):
+        if len(config) != len(Xs):
+            raise ConfigError(f"fit_many got {len(config)} configs for {len(Xs)} members")
+        configs = list(config)
+    else:
+        configs = [config] * len(Xs)
     decs, prepared = [], []
-    for X, Y, seed in zip(Xs, Ys, seeds):
+    for X, Y, seed, config in zip(Xs, Ys, seeds, configs):
         dec = CCCV1Decoder(config=config, dataset=dataset, random_state=int(seed), device=device, progress=False)
         Xv, Yv = _validate_xy(dec, X, Y)
         dec.output_shape_ = tuple(Yv.shape[1:])

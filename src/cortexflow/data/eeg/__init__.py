@@ -21,6 +21,7 @@ from cortexflow.data.eeg.crell import (
     load_crell,
 )
 from cortexflow.data.eeg.epochs import EEGEpochs, concatenate_epochs
+from cortexflow.data.eeg.export import save_eeg_dataset
 from cortexflow.data.eeg.mindbigdata import (
     DIGIT_CLASSES,
     MINDBIGDATA_DEVICES,
@@ -75,5 +76,6 @@ __all__ = [
     "reject_by_peak_to_peak",
     "rereference",
     "resample",
+    "save_eeg_dataset",
     "simulate_evoked_eeg",
 ]

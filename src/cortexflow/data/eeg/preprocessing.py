@@ -375,9 +375,10 @@ def preprocess_epochs(
 ) -> tuple[np.ndarray, np.ndarray, PreprocessReport]:
     """Chain the preprocessing steps in a fixed, sensible order.
 
-    Order: peak-to-peak rejection on the input (so the threshold is in the
-    raw unit and judges the recorded artefacts), notch, band-pass,
-    re-reference, baseline, resampling. Steps left at ``None`` are skipped.
+    Order: notch, band-pass, re-reference, baseline, peak-to-peak rejection
+    (judged on the filtered signal, so slow drifts and DC offsets of raw
+    consumer-headset data do not reject every trial, while blinks and
+    movement still do), resampling. Steps left at ``None`` are skipped.
     Every step works trial by trial, so nothing here leaks across trials;
     robust scaling, which does fit statistics, is left to
     :class:`EEGRobustScaler` fitted on training trials.
@@ -398,12 +399,6 @@ def preprocess_epochs(
     steps: list[str] = []
     rej = None
     keep = np.ones(len(X), dtype=bool)
-    if reject_ptp is not None:
-        keep, rej = reject_by_peak_to_peak(X, reject_ptp, ch_names=ch_names)
-        X = X[keep]
-        steps.append(f"reject_ptp>{reject_ptp:g}: {rej.n_rejected}/{rej.n_total} rejected")
-        if len(X) == 0:
-            raise DataValidationError(f"peak-to-peak threshold {reject_ptp:g} rejected all {rej.n_total} trials")
     if notch is not None:
         X = notch_filter(X, sfreq, notch)
         steps.append(f"notch {notch} Hz")
@@ -416,6 +411,12 @@ def preprocess_epochs(
     if baseline is not None:
         X = baseline_correct(X, sfreq, None if baseline == "epoch" else baseline, tmin=tmin)
         steps.append(f"baseline {baseline}")
+    if reject_ptp is not None:
+        keep, rej = reject_by_peak_to_peak(X, reject_ptp, ch_names=ch_names)
+        X = X[keep]
+        steps.append(f"reject_ptp>{reject_ptp:g}: {rej.n_rejected}/{rej.n_total} rejected")
+        if len(X) == 0:
+            raise DataValidationError(f"peak-to-peak threshold {reject_ptp:g} rejected all {rej.n_total} trials")
     if new_sfreq is not None:
         X, sfreq = resample(X, sfreq, new_sfreq)
         steps.append(f"resample to {sfreq:g} Hz")
