@@ -100,7 +100,7 @@ def test_fetch_with_mirror(runner, loopback_mirror, tmp_path):
     assert info["checksum"] == "ok" and info["n_train"] == 90
 
 
-def test_fetch_bad_checksum_exits_2(runner, vangerven, tmp_path):
+def test_fetch_bad_checksum_exits_2(runner, tmp_path):
     import functools
     import threading
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer

@@ -159,3 +159,19 @@ def test_bad_subjects():
     pytest.importorskip("moabb")
     with pytest.raises(DataValidationError, match="subjects 1..20"):
         load_crell([0, 21])
+
+
+def test_download_failure_is_reported(monkeypatch):
+    pytest.importorskip("mne")
+    pytest.importorskip("moabb")
+    from moabb.datasets.bnci import bnci_2024_001
+
+    from cortexflow.exceptions import CortexFlowError
+
+    def offline(*a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(bnci_2024_001, "bnci_data_path", offline)
+    monkeypatch.setenv("MOABB_DOWNLOAD_PROVIDER", "upstream")
+    with pytest.raises(CortexFlowError, match=r"MOABB could not load BNCI 2024-001 subject\(s\) \[2\].*unreachable"):
+        load_crell([2])

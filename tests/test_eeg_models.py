@@ -85,8 +85,11 @@ def test_eeg_decoder_fit_predict_save_load(small_data, tmp_path):
     np.testing.assert_allclose(back.predict(ep.data[:5]), P, atol=1e-6)
     with pytest.raises(DataValidationError, match=r"trained on \(14, 64\)"):
         dec.predict(ep.data[:2, :10])
+    with pytest.raises(DataValidationError, match=r"pass one epoch as X\[None\]"):
+        dec.predict(ep.data[0])  # one epoch without its batch axis
+    np.testing.assert_allclose(dec.predict(ep.data[:5].reshape(5, -1)), P, atol=1e-6)  # flat rows work too
     with pytest.raises(DataValidationError, match="3-D epochs"):
-        dec.predict(ep.data[0])
+        dec.predict(ep.data[None])
 
 
 def test_eeg_decoder_is_deterministic_and_clonable(small_data):

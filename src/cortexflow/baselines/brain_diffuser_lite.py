@@ -101,7 +101,7 @@ class ConditionalDenoiser(nn.Module):
         super().__init__()
         self.n_pixels, self.cond_dim = n_pixels, cond_dim
         self.cond_noise, self.t_min = cond_noise, t_min
-        self.freqs = nn.Parameter(torch.arange(1, 9, dtype=torch.float32) * math.pi, requires_grad=False)
+        self.register_buffer("freqs", torch.arange(1, 9, dtype=torch.float32) * math.pi)
         self.net = nn.Sequential(
             nn.Linear(n_pixels + cond_dim + 16, hidden), nn.SiLU(), nn.Dropout(dropout),
             nn.Linear(hidden, hidden), nn.SiLU(), nn.Dropout(dropout),
@@ -258,6 +258,7 @@ class BrainDiffuserLite(RegressorMixin, BaseEstimator):
                       device=self.device, progress=self.progress, name="bdl-vae")
         self.vae_.cpu().eval()
         self.vae_.generator = None
+        self.vae_.last_stats = None
         timings["vae"] = time.perf_counter() - t0
 
         self.scaler_ = SignalScaler().fit(X)

@@ -235,6 +235,7 @@ class MindVisLite(RegressorMixin, BaseEstimator):
                                               progress=self.progress, name="mindvis-pretrain")
         mae.cpu()
         mae.generator = None
+        mae._state = None
         timings["pretrain"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()

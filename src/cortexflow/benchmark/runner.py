@@ -171,6 +171,10 @@ class TaskResult:
         Rows of the test images (in the official test set for the official
         split, in the official training set otherwise).
     fit_seconds, predict_seconds : float
+        Wall-clock seconds.
+    fit_cpu_seconds : float
+        CPU seconds of this process during ``fit`` (NaN when not measured);
+        on a shared, busy machine a steadier measure of cost than wall time.
     """
 
     task: Task
@@ -179,6 +183,7 @@ class TaskResult:
     test_index: np.ndarray
     fit_seconds: float = 0.0
     predict_seconds: float = 0.0
+    fit_cpu_seconds: float = float("nan")
 
 
 # ----------------------------------------------------------------- data
@@ -257,12 +262,14 @@ def run_task(task: Task) -> TaskResult:
         )
     X_tr, Y_tr, X_te, Y_te, test_index, stim = split_rows(ds, task.split, task.fold, task.n_folds, task.split_seed)
     est = make_estimator(task.method, task.seed, task.dataset_name, len(X_tr), fast=task.fast, **dict(task.options))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     est.fit(X_tr, Y_tr)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     pred = np.asarray(est.predict(X_te), dtype=np.float32)
     t2 = time.perf_counter()
-    return score_task(task, pred, Y_te, test_index, stim, t1 - t0, t2 - t1)
+    result = score_task(task, pred, Y_te, test_index, stim, t1 - t0, t2 - t1)
+    result.fit_cpu_seconds = c1 - c0
+    return result
 
 
 def score_task(task: Task, pred, Y_te: np.ndarray, test_index: np.ndarray, stim: np.ndarray,
@@ -328,6 +335,7 @@ class ResultStore:
             "rows": result.rows,
             "fit_seconds": result.fit_seconds,
             "predict_seconds": result.predict_seconds,
+            "fit_cpu_seconds": None if np.isnan(result.fit_cpu_seconds) else result.fit_cpu_seconds,
             "cortexflow_version": cortexflow.__version__,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
@@ -526,6 +534,9 @@ def build_tasks(
                 if n_groups < 2:
                     raise ConfigError(f"{ds.name}: novel-stimulus needs at least 2 unique training stimuli; found {n_groups}")
                 k = n_folds
+                if n_groups == n_train:
+                    plan.notes.append(f"{ds.name}: every training stimulus is unique, so novel-stimulus measures "
+                                      "the same thing as kfold (generalisation to unseen images)")
                 if n_folds > n_groups:
                     k = n_groups
                     plan.notes.append(
@@ -751,10 +762,13 @@ def run_benchmark(
 
     atomic_write_text(out / "results.csv", results.to_csv(index=False))
     paths["results"] = str(out / "results.csv")
-    fit_seconds = {}
+    fit_seconds: dict[str, list[float]] = {}
+    fit_cpu: dict[str, list[float]] = {}
     for t in plan.tasks:
         rec = store.load_record(t)
         fit_seconds.setdefault(t.method, []).append(float(rec.get("fit_seconds", 0.0)))
+        cpu = rec.get("fit_cpu_seconds")
+        fit_cpu.setdefault(t.method, []).append(float("nan") if cpu is None else float(cpu))
     meta = {
         "command": command,
         "datasets": plan.datasets,
@@ -770,8 +784,11 @@ def run_benchmark(
         "runs_resumed": counts["done_before"],
         "runs_computed": counts["computed"],
         "wall_seconds_this_invocation": wall,
-        "fit_seconds_per_method": {m: {"sum": float(np.sum(v)), "mean": float(np.mean(v)), "n": len(v)}
+        "fit_seconds_per_method": {m: {"sum": float(np.sum(v)), "mean": float(np.mean(v)), "n": len(v),
+                                       "cpu_mean": (float(np.nanmean(fit_cpu[m]))
+                                                    if np.isfinite(fit_cpu[m]).any() else None)}
                                    for m, v in fit_seconds.items()},
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "backend": backend,
         "backend_options": dict(backend_options or {}),
         "train_mode": train_mode,

@@ -116,7 +116,8 @@ class EEGDecoder(CCCV1Decoder):
         c = int(c) if c else 1
         if n_feat % c:
             raise DataValidationError(
-                f"X has {n_feat} values per row, which is not a multiple of n_channels={c}"
+                f"X has {n_feat} values per row, which is not a multiple of n_channels={c} "
+                "(2-D X is read as rows of n_channels * n_times values; pass one epoch as X[None])"
             )
         return X.reshape(len(X), c, n_feat // c)
 

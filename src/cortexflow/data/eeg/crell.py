@@ -226,8 +226,8 @@ def load_crell(
 ) -> EEGEpochs:
     """Load BNCI 2024-001 with MOABB and epoch every run with :func:`epoch_crell_raw`.
 
-    MOABB downloads each subject's file (about 0.5 GB) from the BNCI Horizon
-    2020 server on first use into its data folder (``data_dir`` if given,
+    MOABB downloads each subject's file on first use (from NEMAR's mirror or
+    the BNCI Horizon 2020 server; see ``moabb.set_download_provider``) into its data folder (``data_dir`` if given,
     else MNE's ``MNE_DATASETS_BNCI_PATH`` / ``MNE_DATA`` configuration).
 
     Parameters
@@ -263,7 +263,7 @@ def load_crell(
         except Exception as exc:  # network, disk or server errors from MOABB/pooch
             raise CortexFlowError(
                 f"MOABB could not load BNCI 2024-001 subject(s) {subjects}: {type(exc).__name__}: {exc}. "
-                "The files are downloaded from the BNCI Horizon 2020 server on first use; check the network "
+                "MOABB downloads the files on first use (NEMAR mirror or BNCI Horizon 2020 server); check the network "
                 f"or put the files in {data_dir or 'MNE_DATASETS_BNCI_PATH'}"
             ) from exc
     finally:

@@ -11,6 +11,7 @@ the epochs flattened channel after channel) plus ``eeg_n_channels``,
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from cortexflow.exceptions import DataValidationError
 from cortexflow.utils.io import atomic_write_with
 
 __all__ = ["save_eeg_dataset"]
+
+logger = logging.getLogger(__name__)
 
 
 def save_eeg_dataset(
@@ -64,7 +67,12 @@ def save_eeg_dataset(
         raise DataValidationError(f"images must be (n_classes, 28, 28) in [0, 1]; got shape {images.shape}")
     Y = targets_for_labels(epochs.labels, images)
     counts = np.bincount(epochs.labels, minlength=len(images))
-    stratify = epochs.labels if counts[counts > 0].min() >= 2 else None
+    n_classes = int((counts > 0).sum())
+    n_test = int(np.ceil(test_fraction * epochs.n_epochs))
+    ok = counts[counts > 0].min() >= 2 and n_classes <= n_test <= epochs.n_epochs - n_classes
+    stratify = epochs.labels if ok else None
+    if not ok:
+        logger.warning("save_eeg_dataset: too few trials to stratify %d classes; the split is not stratified", n_classes)
     tr, te = train_test_split(np.arange(epochs.n_epochs), test_size=test_fraction, random_state=seed,
                               stratify=stratify)
     X = epochs.data.reshape(epochs.n_epochs, -1)
