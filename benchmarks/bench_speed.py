@@ -27,7 +27,6 @@ Example (the command behind the table in docs/scale.md)::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex

@@ -287,3 +287,13 @@ def test_summary_and_stats_without_reference(dataset, tmp_path):
     meta = json.loads((tmp_path / "benchmark.json").read_text())
     assert any("no paired statistics" in n for n in meta["notes"])
     assert res["computed"] == 1 and (tmp_path / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_results(dataset, tmp_path):
+    a = run_benchmark(dataset, "mean-image,ridge,brain-diffuser-lite", "kfold", 3, 1, tmp_path / "a", fast=True,
+                      jobs=2, progress=False, report=False)
+    b = run_benchmark(dataset, "mean-image,ridge,brain-diffuser-lite", "kfold", 3, 1, tmp_path / "b", fast=True,
+                      jobs=1, progress=False, report=False)
+    assert a["computed"] == b["computed"] == 9
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / "results.csv"), pd.read_csv(tmp_path / "b" / "results.csv"))

@@ -106,7 +106,8 @@ class NullTracker:
                     metrics: Iterable[str] = ("mse", "pearson", "ssim", "two_way")) -> None:
         pass
 
-    def log_artifacts(self, paths: Iterable[str | os.PathLike] | str | os.PathLike, artifact_path: str | None = None) -> int:
+    def log_artifacts(self, paths: Iterable[str | os.PathLike] | str | os.PathLike,
+                      artifact_path: str | None = None) -> int:
         return 0
 
     def end(self, status: str = "FINISHED") -> None:
@@ -248,7 +249,8 @@ class MlflowTracker(NullTracker):
                 out[f"{prefix}.{m}_sd" if prefix else f"{m}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
         self.log_metrics(out)
 
-    def log_artifacts(self, paths: Iterable[str | os.PathLike] | str | os.PathLike, artifact_path: str | None = None) -> int:
+    def log_artifacts(self, paths: Iterable[str | os.PathLike] | str | os.PathLike,
+                      artifact_path: str | None = None) -> int:
         """Log files (figures, tables, the report); folders are searched for known file types.
 
         Returns
@@ -280,7 +282,8 @@ class MlflowTracker(NullTracker):
             self._client.set_terminated(self.run_id, status=status)
 
 
-def make_tracker(kind: str | None, out_dir: str | os.PathLike, tracking_uri: str | None = None, **kwargs) -> NullTracker:
+def make_tracker(kind: str | None, out_dir: str | os.PathLike, tracking_uri: str | None = None,
+                 **kwargs) -> NullTracker:
     """The tracker for ``--track KIND``: ``"none"`` (or None) or ``"mlflow"``.
 
     Raises
@@ -330,8 +333,9 @@ def log_benchmark(tracker: NullTracker, meta: Mapping[str, Any], results, out_di
         if len(results):
             split_col = "split" if "split" in results.columns else None
             tracker.log_summary(results, group_cols=[c for c in ("dataset", split_col, "method") if c])
+        wall = meta.get("wall_seconds_total", meta.get("wall_seconds_this_invocation", 0))
         tracker.log_metrics({"runs_total": meta.get("runs_total", 0), "runs_computed": meta.get("runs_computed", 0),
-                             "wall_seconds": meta.get("wall_seconds_total", meta.get("wall_seconds_this_invocation", 0))})
+                             "wall_seconds": wall})
         out = Path(out_dir)
         files = [p for p in sorted(out.iterdir()) if p.is_file() and p.suffix.lower() in _ARTIFACT_SUFFIXES
                  and p.name != "mlflow.db"]

@@ -287,10 +287,12 @@ def train_batched(
     """
     K = len(models)
     if not (K == len(Xs) == len(Ys) == len(seeds)) or K == 0:
-        raise ConfigError(f"train_batched needs as many models, Xs, Ys and seeds (>= 1); got {K}, {len(Xs)}, {len(Ys)}, {len(seeds)}")
+        raise ConfigError("train_batched needs as many models, Xs, Ys and seeds (>= 1); "
+                          f"got {K}, {len(Xs)}, {len(Ys)}, {len(seeds)}")
     for m in models:
         if not supports_batched(m):
-            raise BatchedNotSupported(f"{type(m).__name__} cannot be trained on the batched path; only CCCV1 without front-end")
+            raise BatchedNotSupported(f"{type(m).__name__} cannot be trained on the batched path; "
+                                      "only CCCV1 without front-end")
     if len({_arch_signature(m) for m in models}) != 1:
         raise BatchedNotSupported("batched members must share one architecture (input width, output size, widths, "
                                   "dropout rates, alpha); train differing configurations in separate calls")
@@ -404,7 +406,8 @@ def train_batched(
                 vmask[r, : len(va)] = 1.0
             vidx, vmask = vidx.to(dev), vmask.to(dev)
             with autocast(dev, amp_dtype):
-                vpred = _batched_forward(template, {n: t.detach() for n, t in P.items()}, Xpad[rows, vidx], training=False)
+                detached = {n: t.detach() for n, t in P.items()}
+                vpred = _batched_forward(template, detached, Xpad[rows, vidx], training=False)
             vsq = (vpred.float() - Ypad[rows, vidx]).pow(2).mean(-1)
             val = ((vsq * vmask).sum(1) / vmask.sum(1)).cpu().tolist()
             train_loss = (running / counts.clamp(min=1.0)).cpu().tolist()
@@ -576,7 +579,8 @@ def fit_many(
         out_shape = (math.prod(dec.output_shape_) or 1,)
         torch.manual_seed(int(seed))
         build = getattr(dec, "_build_network", None)
-        dec.model_ = build(Xs_.shape[1], out_shape, cfg) if build else build_model(cfg.model, Xs_.shape[1], out_shape, cfg)
+        dec.model_ = (build(Xs_.shape[1], out_shape, cfg) if build
+                      else build_model(cfg.model, Xs_.shape[1], out_shape, cfg))
         if not supports_batched(dec.model_):
             raise BatchedNotSupported(f"model {cfg.model!r} has no batched path; use train-mode sequential")
         decs.append(dec)
