@@ -297,3 +297,17 @@ def test_worker_processes_give_the_same_results(dataset, tmp_path):
                       jobs=1, progress=False, report=False)
     assert a["computed"] == b["computed"] == 9
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / "results.csv"), pd.read_csv(tmp_path / "b" / "results.csv"))
+
+
+def test_methods_all_is_the_five_core_methods_and_skips_opt_in_ones():
+    from cortexflow.benchmark.methods import METHODS, load_plugins, register_method, resolve_methods
+
+    load_plugins()
+    assert resolve_methods("all") == [m for m in METHODS if METHODS[m].in_all]
+    assert {"mean-image", "ridge", "cccv1", "brain-diffuser-lite", "mindvis-lite"} <= set(resolve_methods("all"))
+    register_method("opt-in-only", lambda seed, d, n, fast=False: None, in_all=False)
+    try:
+        assert "opt-in-only" not in resolve_methods("all")
+        assert resolve_methods("opt-in-only") == ["opt-in-only"]
+    finally:
+        METHODS.pop("opt-in-only")

@@ -105,19 +105,24 @@ def test_ray_reports_a_task_that_keeps_failing(ray_local, tmp_path):
     assert got == {0: 0, 2: 2}  # the others still reached the store
 
 
-def test_benchmark_on_ray_fills_the_store_and_resumes(ray_local, tmp_path, data_dir):
-    """`--backend ray`: per-task Ray tasks (mean-image) and a batched cccv1 group, then a resume."""
+@pytest.mark.parametrize(
+    "methods, batched",
+    [("mean-image,ridge", False), pytest.param("mean-image,cccv1", True, marks=pytest.mark.slow)],
+)
+def test_benchmark_on_ray_fills_the_store_and_resumes(ray_local, tmp_path, data_dir, methods, batched):
+    """`--backend ray`: per-task Ray tasks (and, in the slow variant, a batched cccv1 group), then a resume."""
     from cortexflow.benchmark.runner import run_benchmark
 
     out = tmp_path / "bench"
-    kwargs = dict(methods="mean-image,cccv1", splits="kfold", n_folds=2, seeds=1, out=out, fast=True,
+    kwargs = dict(methods=methods, splits="kfold", n_folds=2, seeds=1, out=out, fast=True,
                   data_dir=data_dir, backend="ray", progress=False, report=False)
     res = run_benchmark("vangerven", **kwargs)
     assert (res["total"], res["done_before"], res["computed"]) == (4, 0, 4)
     records = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
     assert len(records) == 4
-    assert {r["task"]["method"] for r in records} == {"mean-image", "cccv1"}
-    assert all(r["task"]["train"] == [["mode", "batched"]] for r in records if r["task"]["method"] == "cccv1")
+    assert {r["task"]["method"] for r in records} == set(methods.split(","))
+    if batched:
+        assert all(r["task"]["train"] == [["mode", "batched"]] for r in records if r["task"]["method"] == "cccv1")
     assert json.loads((out / "benchmark.json").read_text())["backend"] == "ray"
     again = run_benchmark("vangerven", **kwargs)
     assert (again["done_before"], again["computed"]) == (4, 0)

@@ -65,6 +65,9 @@ class MethodSpec:
         changes its results, and finished runs are recomputed.
     description : str
         One line for ``--help`` and the report.
+    in_all : bool
+        Whether ``--methods all`` includes it (False for methods that need
+        an optional extra or another kind of data, e.g. EEG epochs).
     """
 
     name: str
@@ -73,6 +76,7 @@ class MethodSpec:
     fit_predict_many: Callable[..., Iterable] | None = None
     version: str = "1"
     description: str = ""
+    in_all: bool = True
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -87,6 +91,7 @@ def register_method(
     version: str = "1",
     description: str = "",
     overwrite: bool = False,
+    in_all: bool = True,
 ) -> MethodSpec:
     """Register a benchmark method.
 
@@ -107,6 +112,8 @@ def register_method(
         One line.
     overwrite : bool
         Replace an existing registration instead of raising.
+    in_all : bool
+        Include the method in ``--methods all``.
 
     Returns
     -------
@@ -120,7 +127,7 @@ def register_method(
         raise ConfigError(f"method {name!r}: supports_batched=True needs a fit_predict_many hook")
     if name in METHODS and not overwrite:
         raise ConfigError(f"method {name!r} is already registered (pass overwrite=True to replace it)")
-    spec = MethodSpec(name, factory, supports_batched, fit_predict_many, str(version), description)
+    spec = MethodSpec(name, factory, supports_batched, fit_predict_many, str(version), description, in_all)
     METHODS[name] = spec
     return spec
 
@@ -155,7 +162,7 @@ def resolve_methods(spec: str | Iterable[str]) -> list[str]:
         raise ConfigError("no method given; use 'all' or a comma list of: " + ", ".join(list_methods()))
     out: list[str] = []
     for n in names:
-        for m in (list_methods() if n == "all" else [n]):
+        for m in ([k for k in list_methods() if METHODS[k].in_all] if n == "all" else [n]):
             get_method(m)
             if m not in out:
                 out.append(m)

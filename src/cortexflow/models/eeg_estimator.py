@@ -204,7 +204,7 @@ def register_benchmark_methods(overwrite: bool = False) -> list[str]:
         if name in METHODS and not overwrite:
             continue
         register_method(
-            name, functools.partial(eeg_method_factory, fe), version="1", overwrite=overwrite,
+            name, functools.partial(eeg_method_factory, fe), version="1", overwrite=overwrite, in_all=False,
             description=f"EEGDecoder: {fe} EEG front-end + CCCV1 (rows reshaped to n_channels x n_times)",
         )
         done.append(name)

@@ -116,6 +116,29 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
         metadata : dict, optional
             Dataset metadata stored in checkpoints.
         """
+        X, Y = self._validate_fit_input(X, Y)
+        self.output_shape_ = tuple(Y.shape[1:])
+        self.config_ = get_config(self.config, n_train=len(X), dataset=self.dataset)
+        self.config_, extra_terms = self._training_setup(X, Y, self.config_)
+        loss_terms = {**(self.loss_terms or {}), **extra_terms} or None
+        self.signal_scaler_ = self._make_signal_scaler().fit(X)
+        self.target_scaler_ = ImageScaler().fit(Y)
+        Xs = self.signal_scaler_.transform(X)
+        Ys = self.target_scaler_.transform(Y)
+        torch.manual_seed(self.random_state)
+        self.model_ = self._build_network(Xs.shape[1], (math.prod(self.output_shape_) or 1,), self.config_)
+        result: TrainResult = train_model(
+            self.model_, Xs, Ys, self.config_, seed=self.random_state, device=self.device,
+            progress=self.progress, loss_terms=loss_terms,
+        )
+        self.model_.cpu()
+        self.history_ = result.history
+        self.train_result_ = result
+        self.metadata_ = dict(metadata or {})
+        return self
+
+    def _validate_fit_input(self, X, Y) -> tuple[np.ndarray, np.ndarray]:
+        """Check the training rows (X, Y) of :meth:`fit`; set ``n_features_in_``; return them as arrays."""
         if Y is None:
             raise DataValidationError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         X = self._validate_X(X, reset=True)
@@ -136,25 +159,7 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
                 f"{type(self).__name__} needs at least 4 training samples (an inner validation split is carved "
                 f"out of them); got n_samples = {len(X)}"
             )
-        self.output_shape_ = tuple(Y.shape[1:])
-        self.config_ = get_config(self.config, n_train=len(X), dataset=self.dataset)
-        self.config_, extra_terms = self._training_setup(X, Y, self.config_)
-        loss_terms = {**(self.loss_terms or {}), **extra_terms} or None
-        self.signal_scaler_ = self._make_signal_scaler().fit(X)
-        self.target_scaler_ = ImageScaler().fit(Y)
-        Xs = self.signal_scaler_.transform(X)
-        Ys = self.target_scaler_.transform(Y)
-        torch.manual_seed(self.random_state)
-        self.model_ = self._build_network(Xs.shape[1], (math.prod(self.output_shape_) or 1,), self.config_)
-        result: TrainResult = train_model(
-            self.model_, Xs, Ys, self.config_, seed=self.random_state, device=self.device,
-            progress=self.progress, loss_terms=loss_terms,
-        )
-        self.model_.cpu()
-        self.history_ = result.history
-        self.train_result_ = result
-        self.metadata_ = dict(metadata or {})
-        return self
+        return X, Y
 
     def _training_setup(self, X: np.ndarray, Y: np.ndarray, config: CCCV1Config) -> tuple[CCCV1Config, dict]:
         """Hook for subclasses: adjust the resolved config and add loss terms for this fit.

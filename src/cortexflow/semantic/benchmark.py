@@ -67,7 +67,7 @@ def register(overwrite: bool = False):
     if METHOD_NAME in METHODS and not overwrite:
         return METHODS[METHOD_NAME]
     return register_method(
-        METHOD_NAME, cccv1_semantic_factory, version=METHOD_VERSION, overwrite=overwrite,
+        METHOD_NAME, cccv1_semantic_factory, version=METHOD_VERSION, overwrite=overwrite, in_all=False,
         description="CCCV1 + CLIP-style InfoNCE and cosine alignment of its embedding to EfficientNet-Lite0 "
                     "features (block10 + final), pixel MSE unchanged",
     )

@@ -471,28 +471,6 @@ def _compact(P, best, views, opt, Xpad, Ypad, keep, names, config, dev, fused_ad
 
 
 # ----------------------------------------------------------------------- decoders
-def _validate_xy(dec, X, Y) -> tuple[np.ndarray, np.ndarray]:
-    """The checks of ``CCCV1Decoder.fit`` on one member's rows."""
-    if Y is None:
-        raise DataValidationError(f"{type(dec).__name__} requires y to be passed, but the target y is None")
-    X = dec._validate_X(X, reset=True)
-    Y = np.asarray(Y)
-    if Y.dtype == object:
-        try:
-            Y = Y.astype(np.float64)
-        except (TypeError, ValueError) as exc:
-            raise DataValidationError(f"Y holds non-numeric data of dtype object ({exc})") from exc
-    if Y.ndim == 0 or len(Y) != len(X):
-        raise DataValidationError(f"X has {len(X)} rows but Y has shape {Y.shape}; they must have the same number of rows")
-    if not (np.issubdtype(Y.dtype, np.number) or Y.dtype == bool) or np.iscomplexobj(Y):
-        raise DataValidationError(f"Y holds non-numeric data of dtype {Y.dtype}; expected a real numeric array")
-    if not np.all(np.isfinite(Y)):
-        raise DataValidationError(f"Input Y contains {int(np.sum(~np.isfinite(Y)))} NaN or infinity value(s)")
-    if len(X) < 4:
-        raise DataValidationError(f"{type(dec).__name__} needs at least 4 training samples; got n_samples = {len(X)}")
-    return X, Y
-
-
 def _config_key(cfg: CCCV1Config) -> str:
     return cfg.to_json()
 
@@ -561,7 +539,7 @@ def fit_many(
     decs, prepared = [], []
     for X, Y, seed, config in zip(Xs, Ys, seeds, configs):
         dec = CCCV1Decoder(config=config, dataset=dataset, random_state=int(seed), device=device, progress=False)
-        Xv, Yv = _validate_xy(dec, X, Y)
+        Xv, Yv = dec._validate_fit_input(X, Y)
         dec.output_shape_ = tuple(Yv.shape[1:])
         cfg = get_config(config, n_train=len(Xv), dataset=dataset)
         setup = getattr(dec, "_training_setup", None)  # estimator hooks, when present
