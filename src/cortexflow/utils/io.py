@@ -43,6 +43,7 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[IO[bytes]], Non
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results and checkpoints are ordinary files
         with os.fdopen(fd, "wb") as fh:
             writer(fh)
             fh.flush()
