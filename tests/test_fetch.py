@@ -5,14 +5,12 @@ No test here reaches the network: every URL is ``http://127.0.0.1:<port>``.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+from _loopback import serve, serve_folder
 
 from cortexflow.data.fetch import DATA_ENV, fetch_dataset, get_data_dir
 from cortexflow.data.registry import DATASETS
@@ -20,11 +18,6 @@ from cortexflow.exceptions import ChecksumError, ConfigError, CortexFlowError
 from cortexflow.utils.io import sha256_file
 
 NAME = "crell"  # the smallest registered file (1.2 MB)
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # keep pytest output clean
-        pass
 
 
 class _HalfFileHandler(BaseHTTPRequestHandler):
@@ -43,24 +36,6 @@ class _HalfFileHandler(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-@contextlib.contextmanager
-def serve(handler):
-    """Run ``handler`` on 127.0.0.1 (free port) in a thread; yield the base URL; stop on exit."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-def serve_folder(folder: Path):
-    return serve(functools.partial(_QuietHandler, directory=str(folder)))
 
 
 def all_files(folder: Path) -> list[Path]:
