@@ -15,6 +15,8 @@ import torch
 from sklearn.linear_model import RidgeCV
 from torch import nn
 
+from cortexflow.data.validation import validate_signals
+from cortexflow.exceptions import DataValidationError
 from cortexflow.training.config import CCCV1Config
 from cortexflow.training.trainer import LossTerm, TrainResult, train_model
 
@@ -104,3 +106,20 @@ def seeded_generator(seed: int) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(int(seed))
     return g
+
+
+def check_training_rows(X, Y, *, min_rows: int, name: str, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """Validate the training rows of a baseline's ``fit``; return (X as float32, Y as ``dtype``).
+
+    Raises
+    ------
+    DataValidationError
+        Bad signals, different row counts, or fewer than ``min_rows`` rows.
+    """
+    X = validate_signals(np.asarray(X), key="X", allow_degenerate=True)
+    Y = np.asarray(Y, dtype=dtype)
+    if len(Y) != len(X):
+        raise DataValidationError(f"X has {len(X)} rows but Y has {len(Y)}")
+    if len(X) < min_rows:
+        raise DataValidationError(f"{name} needs at least {min_rows} training row(s); got {len(X)}")
+    return X, Y

@@ -34,9 +34,8 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from cortexflow.baselines._common import fit_ridge_cv, seeded_generator, train_network
+from cortexflow.baselines._common import check_training_rows, fit_ridge_cv, seeded_generator, train_network
 from cortexflow.data.preprocessing import SignalScaler
-from cortexflow.data.validation import validate_signals
 from cortexflow.exceptions import ConfigError, DataValidationError
 
 __all__ = ["BrainDiffuserLite", "ImageVAE", "ConditionalDenoiser"]
@@ -233,12 +232,7 @@ class BrainDiffuserLite(RegressorMixin, BaseEstimator):
             raise ConfigError(f"strength={self.strength!r} must lie in (0, 1]")
         if self.steps < 1:
             raise ConfigError(f"steps={self.steps!r} must be at least 1")
-        X = validate_signals(np.asarray(X), key="X", allow_degenerate=True)
-        Y = np.asarray(Y, dtype=np.float32)
-        if len(Y) != len(X):
-            raise DataValidationError(f"X has {len(X)} rows but Y has {len(Y)}")
-        if len(X) < 6:
-            raise DataValidationError(f"BrainDiffuserLite needs at least 6 training rows; got {len(X)}")
+        X, Y = check_training_rows(X, Y, min_rows=6, name="BrainDiffuserLite", dtype=np.float32)
         if Y.min() < 0 or Y.max() > 1:
             raise DataValidationError(f"Y must hold images in [0, 1]; got values in [{Y.min():.3g}, {Y.max():.3g}]")
         self.n_features_in_ = X.shape[1]

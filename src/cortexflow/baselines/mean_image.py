@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from cortexflow.data.validation import validate_signals
+from cortexflow.baselines._common import check_training_rows
 from cortexflow.exceptions import DataValidationError
 
 __all__ = ["MeanImageDecoder"]
@@ -35,12 +35,7 @@ class MeanImageDecoder(RegressorMixin, BaseEstimator):
 
     def fit(self, X, Y) -> "MeanImageDecoder":
         """Store the mean of ``Y`` (and the number of signal features)."""
-        X = validate_signals(np.asarray(X), key="X", allow_degenerate=True)
-        Y = np.asarray(Y, dtype=np.float64)
-        if len(Y) != len(X):
-            raise DataValidationError(f"X has {len(X)} rows but Y has {len(Y)}")
-        if len(Y) == 0:
-            raise DataValidationError("MeanImageDecoder needs at least one training row")
+        X, Y = check_training_rows(X, Y, min_rows=1, name="MeanImageDecoder", dtype=np.float64)
         self.n_features_in_ = X.shape[1]
         self.mean_image_ = Y.mean(axis=0).astype(np.float32)
         return self

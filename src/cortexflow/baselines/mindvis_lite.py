@@ -33,7 +33,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from cortexflow.baselines._common import seeded_generator, train_network
+from cortexflow.baselines._common import check_training_rows, seeded_generator, train_network
 from cortexflow.data.preprocessing import SignalScaler
 from cortexflow.data.validation import validate_signals
 from cortexflow.exceptions import ConfigError, DataValidationError
@@ -205,12 +205,7 @@ class MindVisLite(RegressorMixin, BaseEstimator):
         """Pretrain on the signals (plus ``unlabelled``), then fine-tune on (X, Y)."""
         if not 0 < self.mask_ratio < 1:
             raise ConfigError(f"mask_ratio={self.mask_ratio!r} must lie in (0, 1)")
-        X = validate_signals(np.asarray(X), key="X", allow_degenerate=True)
-        Y = np.asarray(Y, dtype=np.float32)
-        if len(Y) != len(X):
-            raise DataValidationError(f"X has {len(X)} rows but Y has {len(Y)}")
-        if len(X) < 6:
-            raise DataValidationError(f"MindVisLite needs at least 6 training rows; got {len(X)}")
+        X, Y = check_training_rows(X, Y, min_rows=6, name="MindVisLite", dtype=np.float32)
         if Y.ndim != 3:
             raise DataValidationError(f"Y must hold images of shape (n, H, W); got {Y.shape}")
         self.n_features_in_ = X.shape[1]

@@ -8,9 +8,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from cortexflow.baselines._common import default_alphas, fit_ridge_cv
+from cortexflow.baselines._common import check_training_rows, default_alphas, fit_ridge_cv
 from cortexflow.data.preprocessing import SignalScaler
-from cortexflow.data.validation import validate_signals
 from cortexflow.exceptions import DataValidationError
 
 __all__ = ["RidgeDecoder"]
@@ -52,12 +51,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
 
     def fit(self, X, Y) -> "RidgeDecoder":
         """Fit the scaler and the ridge on the training rows."""
-        X = validate_signals(np.asarray(X), key="X", allow_degenerate=True)
-        Y = np.asarray(Y, dtype=np.float64)
-        if len(Y) != len(X):
-            raise DataValidationError(f"X has {len(X)} rows but Y has {len(Y)}")
-        if len(X) < 3:
-            raise DataValidationError(f"RidgeDecoder needs at least 3 training rows; got {len(X)}")
+        X, Y = check_training_rows(X, Y, min_rows=3, name="RidgeDecoder", dtype=np.float64)
         self.n_features_in_ = X.shape[1]
         self.output_shape_ = tuple(Y.shape[1:])
         self.scaler_ = SignalScaler().fit(X)
