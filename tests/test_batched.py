@@ -145,6 +145,25 @@ def test_bf16_autocast_on_cpu_trains():
     assert np.isfinite(dec.predict(X)).all()
 
 
+def test_sequential_trainer_mixed_precision():
+    """``CCCV1Decoder(amp=...)``: bf16 autocast trains on CPU with float32 weights; fp16 needs CUDA; bad values are named."""
+    X, Y = _synthetic(n=40)
+    cfg = get_config("small").replace(hidden_dim=32, embed_dim=16, epochs=4, dropout_encoder=0.0, dropout_decoder=0.0)
+    full = CCCV1Decoder(config=cfg, random_state=0, device="cpu").fit(X, Y)
+    half = CCCV1Decoder(config=cfg, random_state=0, device="cpu", amp="bf16").fit(X, Y)
+    assert all(p.dtype == torch.float32 for p in half.model_.parameters())
+    assert half.get_params()["amp"] == "bf16"
+    v_full = np.array([h["val_loss"] for h in full.history_])
+    v_half = np.array([h["val_loss"] for h in half.history_])
+    assert np.isfinite(v_half).all()
+    assert not np.array_equal(v_full, v_half)  # autocast really ran in bf16 ...
+    np.testing.assert_allclose(v_half, v_full, rtol=0.05)  # ... and trains the same model up to bf16 rounding
+    with pytest.raises(ConfigError, match="fp16.*CUDA"):
+        CCCV1Decoder(config=cfg, device="cpu", amp="fp16").fit(X, Y)
+    with pytest.raises(ConfigError, match="amp='fp8'; allowed"):
+        CCCV1Decoder(config=cfg, device="cpu", amp="fp8").fit(X, Y)
+
+
 # ---------------------------------------------------------------- device settings
 def test_resolve_device_and_amp():
     assert resolve_device("cpu").type == "cpu"

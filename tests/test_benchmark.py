@@ -311,3 +311,38 @@ def test_methods_all_is_the_five_core_methods_and_skips_opt_in_ones():
         assert resolve_methods("opt-in-only") == ["opt-in-only"]
     finally:
         METHODS.pop("opt-in-only")
+
+
+def test_plugins_load_from_a_source_checkout_and_from_entry_points(monkeypatch, tmp_path, caplog):
+    """Built-in plugins register without package metadata; third-party entry points are called; a broken one warns."""
+    import importlib.metadata
+    import sys
+
+    from cortexflow.benchmark import methods
+
+    (tmp_path / "my_cf_plugin.py").write_text(
+        "from cortexflow.benchmark.methods import register_method\n"
+        "calls = []\n"
+        "def register():\n"
+        "    calls.append(1)\n"
+        "    register_method('my-plugin-method', lambda seed, d, n, fast=False: None, in_all=False)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    eps = [importlib.metadata.EntryPoint("mine", "my_cf_plugin:register", "cortexflow.methods"),
+           importlib.metadata.EntryPoint("broken", "no_such_module_xyz:register", "cortexflow.methods"),
+           importlib.metadata.EntryPoint("semantic", "cortexflow.semantic.benchmark:register", "cortexflow.methods")]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: [e for e in eps if e.group == group])
+    saved = dict(methods.METHODS)
+    monkeypatch.setattr(methods, "_PLUGINS_LOADED", False)
+    for name in [m for m in methods.METHODS if m.startswith(("cccv1-eeg", "cccv1-semantic"))]:
+        methods.METHODS.pop(name)
+    try:
+        with caplog.at_level("WARNING", logger="cortexflow.benchmark.methods"):
+            methods.load_plugins()
+            methods.load_plugins()  # once only
+        assert {"cccv1-eeg-flatten", "cccv1-eeg-shallow", "cccv1-eeg-eegnet", "cccv1-semantic",
+                "my-plugin-method"} <= set(methods.METHODS)
+        assert sys.modules["my_cf_plugin"].calls == [1]
+        assert "no_such_module_xyz" in caplog.text
+    finally:
+        methods.METHODS.clear()
+        methods.METHODS.update(saved)

@@ -56,7 +56,7 @@ def test_save_is_atomic_and_overwrites(fitted, data, tiny_config, tmp_path):
     other = CCCV1Decoder(config=tiny_config, random_state=1, device="cpu").fit(X, Y)
     other.save(path)  # replaces the old checkpoint
     assert _entries(tmp_path) == ["ckpt"]
-    np.testing.assert_array_equal(CCCV1Decoder.load(path).predict(X), other.predict(X))
+    np.testing.assert_array_equal(CCCV1Decoder.load(path, device="cpu").predict(X), other.predict(X))
     assert not np.array_equal(other.predict(X), fitted.predict(X))
 
 
@@ -72,7 +72,7 @@ def test_failed_save_keeps_the_old_checkpoint(saved, fitted, data):
         save_checkpoint_dir(saved, broken_writer)
     assert _entries(saved.parent) == ["ckpt"]
     assert (saved / CHECKPOINT_WEIGHTS).read_bytes() == before
-    np.testing.assert_array_equal(CCCV1Decoder.load(saved).predict(X), fitted.predict(X))
+    np.testing.assert_array_equal(CCCV1Decoder.load(saved, device="cpu").predict(X), fitted.predict(X))
 
 
 def test_corrupt_json(saved):

@@ -130,6 +130,32 @@ def test_train_rejects_unknown_setting(data_dir, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_train_device_options(data_dir, tmp_path):
+    """--amp and --deterministic reach training and metrics.json; an unavailable device is a clear exit-2 error."""
+    import torch
+
+    from cortexflow.training.devices import set_deterministic
+
+    out = tmp_path / "run"
+    try:
+        res = CliRunner().invoke(cli, ["train", "--dataset", "vangerven", "--data-dir", str(data_dir), "--out", str(out),
+                                       "--device", "cpu", "--amp", "bf16", "--deterministic", "--no-progress", *FAST])
+        assert res.exit_code == 0, res.output
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        set_deterministic(False)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["device"], metrics["amp"], metrics["deterministic"]) == ("cpu", "bf16", True)
+    assert json.loads((out / "checkpoint" / "checkpoint.json").read_text())["params"]["amp"] == "bf16"
+    res = CliRunner().invoke(cli, ["train", "--dataset", "vangerven", "--amp", "fp8"])
+    assert res.exit_code == 2 and "fp8" in res.output
+    if not torch.cuda.is_available():
+        res = CliRunner().invoke(cli, ["train", "--dataset", "vangerven", "--data-dir", str(data_dir),
+                                       "--out", str(tmp_path / "gpu"), "--device", "cuda", "--no-progress", *FAST])
+        assert res.exit_code == 2 and "CUDA is not available" in res.stderr
+        assert not (tmp_path / "gpu").exists()
+
+
 def test_train_on_a_users_file(vangerven, tmp_path):
     path = tmp_path / "subject01.npz"
     np.savez(path, fmriTrn=vangerven.X_train[:40], stimTrn=vangerven.Y_train[:40],

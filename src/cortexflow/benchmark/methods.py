@@ -176,22 +176,40 @@ def make_estimator(name: str, seed: int, dataset_name: str, n_train: int, *, fas
 
 _PLUGINS_LOADED = False
 
+#: Registration hooks that ship with CortexFlow. They are also declared as entry
+#: points, but are called directly so that a source checkout on ``PYTHONPATH``
+#: (no installed package metadata) has them too.
+BUILTIN_PLUGINS = (
+    "cortexflow.models.eeg_estimator:register_benchmark_methods",
+    "cortexflow.semantic.benchmark:register",
+)
+
+
+def _call_hook(name: str, value: str) -> None:
+    import importlib
+
+    try:
+        module, _, attr = value.partition(":")
+        hook = getattr(importlib.import_module(module), attr)
+        if callable(hook):
+            hook()
+    except Exception as exc:  # a broken plugin must not break the built-in methods
+        logger.warning("could not load benchmark method plugin %r (%s): %s", name, value, exc)
+
 
 def load_plugins() -> None:
-    """Call every entry point of the group ``cortexflow.methods`` once (they register methods)."""
+    """Register the methods of :data:`BUILTIN_PLUGINS` and of every entry point of ``cortexflow.methods``, once."""
     global _PLUGINS_LOADED
     if _PLUGINS_LOADED:
         return
     _PLUGINS_LOADED = True
     from importlib.metadata import entry_points
 
+    for value in BUILTIN_PLUGINS:
+        _call_hook(value.rsplit(":", 1)[0], value)
     for ep in entry_points(group="cortexflow.methods"):
-        try:
-            hook = ep.load()
-            if callable(hook):
-                hook()
-        except Exception as exc:  # a broken plugin must not break the built-in methods
-            logger.warning("could not load benchmark method plugin %r: %s", ep.name, exc)
+        if ep.value.replace(" ", "") not in BUILTIN_PLUGINS:
+            _call_hook(ep.name, ep.value)
 
 
 # ---------------------------------------------------------------- built-ins

@@ -136,20 +136,29 @@ def _write_metrics(out: Path, per_image: dict, extra: dict) -> dict:
 @click.option("--config", "config", default="auto", show_default=True, help="'auto' or a preset (small, medium, large, vangerven, miyawaki, crell, mindbigdata).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field, e.g. --set epochs=50 (repeatable).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")
+@click.option("--amp", type=click.Choice(["off", "auto", "bf16", "fp16"]), default="off", show_default=True,
+              help="Mixed precision of training (CUDA; bf16 also on CPU).")
+@click.option("--deterministic", is_flag=True, help="Deterministic algorithms (CUDA: also CUBLAS_WORKSPACE_CONFIG).")
 @click.option("--no-progress", is_flag=True, help="Hide the per-epoch progress bar.")
-def train(dataset: str, seed: int, out_dir: str, config: str, sets, data_dir, device: str, no_progress: bool) -> None:
+def train(dataset: str, seed: int, out_dir: str, config: str, sets, data_dir, device: str, amp: str,
+          deterministic: bool, no_progress: bool) -> None:
     """Train CCCV1 on the official split; write checkpoint, metrics.json and a PNG grid."""
     from cortexflow.data.loading import load_dataset
     from cortexflow.evaluation.metrics import evaluate_reconstructions
     from cortexflow.models.estimator import CCCV1Decoder
     from cortexflow.reporting.figures import reconstruction_grid
     from cortexflow.training.config import get_config
+    from cortexflow.training.devices import resolve_device, set_deterministic
 
+    dev = resolve_device(device)  # a clear error for 'cuda' on a machine without CUDA
+    if deterministic:
+        set_deterministic(True)
     ds = load_dataset(dataset, data_dir)
     cfg = get_config(config, n_train=len(ds.X_train), dataset=ds.name, **_parse_sets(sets))
     out = Path(out_dir)
-    model = CCCV1Decoder(config=cfg, dataset=ds.name, random_state=seed, device=device, progress=not no_progress)
+    model = CCCV1Decoder(config=cfg, dataset=ds.name, random_state=seed, device=str(dev), progress=not no_progress,
+                         amp=amp)
     model.fit(ds.X_train, ds.Y_train, metadata={k: ds.metadata[k] for k in ("name", "sha256", "source", "modality")})
     model.save(out / "checkpoint")
     pred = model.predict(ds.X_test)
@@ -158,6 +167,7 @@ def train(dataset: str, seed: int, out_dir: str, config: str, sets, data_dir, de
         "dataset": ds.name, "split": "official", "seed": seed, "n_test": len(ds.X_test),
         "config": cfg.to_dict(), "best_epoch": model.train_result_.best_epoch,
         "stopped_epoch": model.train_result_.stopped_epoch, "train_seconds": model.train_result_.seconds,
+        "device": str(dev), "amp": amp, "deterministic": deterministic,
     })
     reconstruction_grid(ds.Y_test, {"CCCV1": pred}, out / "reconstructions.png", title=f"{ds.name}: official test split, seed {seed}")
     click.echo(json.dumps({"out": str(out), **summary}, indent=2))

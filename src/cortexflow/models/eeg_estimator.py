@@ -53,7 +53,7 @@ class EEGDecoder(CCCV1Decoder):
         250 Hz for ``shallow`` and 128 Hz for ``eegnet``).
     clip : float or None
         Clipping of the robust-scaled signals, in robust standard deviations.
-    config, dataset, random_state, device, progress, loss_terms
+    config, dataset, random_state, device, progress, loss_terms, amp
         As in :class:`~cortexflow.models.estimator.CCCV1Decoder`; ``config``'s
         ``model`` field is set to ``"eeg_<frontend>"``.
 
@@ -80,9 +80,10 @@ class EEGDecoder(CCCV1Decoder):
         device: str = "auto",
         progress: bool = False,
         loss_terms: dict | None = None,
+        amp: str = "off",
     ):
         super().__init__(config=config, dataset=dataset, random_state=random_state, device=device,
-                         progress=progress, loss_terms=loss_terms)
+                         progress=progress, loss_terms=loss_terms, amp=amp)
         self.frontend = frontend
         self.frontend_params = frontend_params
         self.n_channels = n_channels

@@ -21,7 +21,8 @@ from cortexflow.data.validation import validate_signals
 from cortexflow.exceptions import CheckpointError, DataValidationError
 from cortexflow.models.registry import build_model
 from cortexflow.training.config import CCCV1Config, get_config
-from cortexflow.training.trainer import TrainResult, resolve_device, train_model
+from cortexflow.training.devices import resolve_device
+from cortexflow.training.trainer import TrainResult, train_model
 from cortexflow.utils.io import atomic_write_json
 
 __all__ = ["CCCV1Decoder", "save_checkpoint_dir", "CHECKPOINT_WEIGHTS", "CHECKPOINT_META"]
@@ -53,6 +54,10 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
         Show a per-epoch progress bar during ``fit``.
     loss_terms : dict, optional
         Extra loss terms passed to :func:`cortexflow.training.train_model`.
+    amp : {"off", "auto", "bf16", "fp16"}
+        Mixed precision of training (CUDA: ``"auto"`` is bf16 where the GPU
+        has it, else fp16 with a gradient scaler; CPU: ``"bf16"`` only, and
+        ``"auto"`` means off). Weights stay float32.
 
     Attributes
     ----------
@@ -77,6 +82,7 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
         device: str = "auto",
         progress: bool = False,
         loss_terms: dict | None = None,
+        amp: str = "off",
     ):
         self.config = config
         self.dataset = dataset
@@ -84,6 +90,7 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
         self.device = device
         self.progress = progress
         self.loss_terms = loss_terms
+        self.amp = amp
 
     # ------------------------------------------------------------------ fit
     def _validate_X(self, X, *, reset: bool) -> np.ndarray:
@@ -129,7 +136,7 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
         self.model_ = self._build_network(Xs.shape[1], (math.prod(self.output_shape_) or 1,), self.config_)
         result: TrainResult = train_model(
             self.model_, Xs, Ys, self.config_, seed=self.random_state, device=self.device,
-            progress=self.progress, loss_terms=loss_terms,
+            progress=self.progress, loss_terms=loss_terms, amp=self.amp,
         )
         self.model_.cpu()
         self.history_ = result.history

@@ -48,7 +48,7 @@ class CCCV1SemanticDecoder(CCCV1Decoder):
 
     Parameters
     ----------
-    config, dataset, random_state, device, progress, loss_terms :
+    config, dataset, random_state, device, progress, loss_terms, amp :
         As in :class:`cortexflow.models.CCCV1Decoder`. The weights of the two
         semantic terms are read from ``config.loss_weights`` (keys
         ``semantic_infonce`` and ``semantic_cosine``); missing keys take
@@ -83,13 +83,14 @@ class CCCV1SemanticDecoder(CCCV1Decoder):
         device: str = "auto",
         progress: bool = False,
         loss_terms: dict | None = None,
+        amp: str = "off",
         encoder: str | ImageEncoder = DEFAULT_ENCODER,
         layers: Mapping[str, float] | Sequence[str] | None = None,
         hidden_dim: int = 512,
         cache_dir: str | os.PathLike | None = None,
     ):
         super().__init__(config=config, dataset=dataset, random_state=random_state, device=device,
-                         progress=progress, loss_terms=loss_terms)
+                         progress=progress, loss_terms=loss_terms, amp=amp)
         self.encoder = encoder
         self.layers = layers
         self.hidden_dim = hidden_dim

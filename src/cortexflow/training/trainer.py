@@ -20,6 +20,7 @@ from torch import nn
 
 from cortexflow.data.splits import inner_validation_split
 from cortexflow.training.config import CCCV1Config
+from cortexflow.training.devices import autocast, make_grad_scaler, resolve_amp, resolve_device
 from cortexflow.utils.progress import progress_bar
 
 __all__ = ["TrainResult", "train_model", "resolve_device", "make_adam", "LossTerm"]
@@ -41,13 +42,6 @@ class TrainResult:
     stopped_epoch: int = 0
     seconds: float = 0.0
     device: str = "cpu"
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` gives CUDA when available, else CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def make_adam(params: list, config: CCCV1Config, device: torch.device) -> torch.optim.Adam:
@@ -86,6 +80,7 @@ def train_model(
     progress: bool | None = False,
     loss_terms: Mapping[str, LossTerm] | None = None,
     val_index: tuple[np.ndarray, np.ndarray] | None = None,
+    amp: str = "off",
 ) -> TrainResult:
     """Train ``model`` in place on (X, Y) with early stopping on an inner split.
 
@@ -110,6 +105,10 @@ def train_model(
         Terms that are ``nn.Module`` have their parameters trained too.
     val_index : (train_idx, val_idx), optional
         Use this inner split instead of drawing one.
+    amp : {"off", "auto", "bf16", "fp16"}
+        Mixed precision of the forward pass (see :mod:`cortexflow.training.devices`):
+        the loss is computed in float32, parameters and optimiser state stay
+        float32, and fp16 uses a gradient scaler.
 
     Returns
     -------
@@ -117,6 +116,8 @@ def train_model(
     """
     t0 = time.perf_counter()
     dev = resolve_device(device)
+    amp_dtype = resolve_amp(amp, dev)
+    scaler = make_grad_scaler(dev, amp_dtype)
     loss_terms = dict(loss_terms or {})
     term_modules = nn.ModuleDict({k: v for k, v in loss_terms.items() if isinstance(v, nn.Module)})
     model.to(dev)
@@ -140,8 +141,10 @@ def train_model(
 
     def total_loss(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = Xt[idx], Yt[idx]
-        emb = model.encode(x)
-        pred = model.decode(emb)
+        with autocast(dev, amp_dtype):
+            emb = model.encode(x)
+            pred = model.decode(emb)
+        emb, pred = emb.float(), pred.float()
         pix = mse(pred, y.reshape(pred.shape))
         loss = pix
         if loss_terms:
@@ -162,10 +165,18 @@ def train_model(
             idx = tr[b.to(dev)]
             opt.zero_grad(set_to_none=True)
             loss, _ = total_loss(idx)
-            loss.backward()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+            else:
+                loss.backward()
             if config.grad_clip > 0:
                 nn.utils.clip_grad_norm_(params, config.grad_clip)
-            opt.step()
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
             running += loss.detach() * len(idx)
             count += len(idx)
         model.eval()
