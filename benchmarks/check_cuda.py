@@ -7,6 +7,7 @@ a few seeds
 * on the CPU (the reference),
 * on CUDA in fp32 (the standard trainer),
 * on CUDA with deterministic algorithms, twice (the two runs must agree bit for bit),
+* on CUDA with mixed precision (bf16, and fp16 with a gradient scaler),
 * on CUDA with the batched trainer, fp32 and bf16 autocast,
 
 and writes the held-out test metrics of every run (MSE, Pearson r, SSIM) and
@@ -97,10 +98,11 @@ def main(argv=None) -> int:
               flush=True)
         atomic_write_json(out / "cuda_check.json", report)
 
-    def single(device: str, seed: int) -> tuple[dict, np.ndarray]:
+    def single(device: str, seed: int, amp: str = "off") -> tuple[dict, np.ndarray]:
         _sync(device)
         t0 = time.perf_counter()
-        dec = CCCV1Decoder(config=cfg, dataset=args.dataset, random_state=seed, device=device).fit(ds.X_train, ds.Y_train)
+        dec = CCCV1Decoder(config=cfg, dataset=args.dataset, random_state=seed, device=device,
+                           amp=amp).fit(ds.X_train, ds.Y_train)
         _sync(device)
         fit_s = time.perf_counter() - t0
         pred = dec.predict(ds.X_test)
@@ -127,6 +129,9 @@ def main(argv=None) -> int:
     record("cuda_deterministic", det_a)
     report["deterministic_repeat_identical"] = same
     print(f"[check_cuda] deterministic repeat gives identical predictions per seed: {same}", flush=True)
+
+    for amp in ("bf16", "fp16") if gpu.startswith("cuda") else ("bf16",):
+        record(f"cuda_amp_{amp}", [single(gpu, s, amp)[0] for s in seeds])
 
     for amp in ("off", "bf16"):
         _sync(gpu)

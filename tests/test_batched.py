@@ -22,15 +22,16 @@ from cortexflow.training.devices import (
     set_deterministic,
 )
 
-# Agreement tolerance of batched vs sequential training WITH dropout: the two
-# paths draw different dropout masks, so each member is a different random draw
-# of the same procedure. Tolerance: mean held-out MSE of the 6 members within
-# 8 % (relative), each member within 20 %. Measured on this setting with seed
-# pairs (0,1), (2,3), (4,5), (6,7): mean differences 0.9, 4.6, 0.4, 1.8 %,
-# worst member 9, 13, 6, 4.5 %; two sequential seeds on the same fold differ by
-# up to 12 %. Without dropout the paths agree to float noise (first test).
-MEAN_REL_TOL = 0.08
-MEMBER_REL_TOL = 0.20
+# Agreement tolerance of batched vs sequential training on CPU. Each member's
+# dropout masks come from its own stream, started where the sequential
+# trainer's stream starts and drawn with the same shapes, so the two paths
+# differ only in floating-point summation order (batched matrix products, the
+# Gram-norm gradient clipping): measured differences are below 1e-6 in
+# validation loss and predictions. Stated tolerance: per-epoch validation loss
+# rtol 1e-4, predictions atol 1e-4, held-out MSE rtol 1e-3 per member.
+VAL_RTOL = 1e-4
+PRED_ATOL = 1e-4
+MSE_RTOL = 1e-3
 
 
 def _synthetic(n=60, d=40, side=8, seed=0):
@@ -68,11 +69,18 @@ def test_without_dropout_batched_equals_sequential():
 
 
 def test_with_dropout_metrics_agree_within_tolerance(vangerven):
-    """Real data, dropout on: batched and sequential test MSE agree within the stated tolerance."""
+    """Real data, the real configuration's dropout: batched and sequential training give the same metrics.
+
+    vangerven, 3 folds of 5-fold CV x 2 seeds, a narrower network (for test time),
+    early stopping at different epochs. Every member matches its sequential twin:
+    same best and stopping epochs, validation losses, predictions and test MSE
+    within the tolerances stated at the top of this file.
+    """
     from cortexflow.data.splits import kfold_splits
 
     ds = vangerven
     cfg = get_config("vangerven").replace(hidden_dim=128, embed_dim=64, epochs=30, patience=8, lr=2e-3)
+    assert cfg.dropout_encoder > 0 and cfg.dropout_decoder > 0
     splits = list(kfold_splits(len(ds.X_train), 5, seed=0))[:3]
     tasks = [(sp, s) for sp in splits for s in (0, 1)]
     batched = fit_many([ds.X_train[sp.train] for sp, _ in tasks], [ds.Y_train[sp.train] for sp, _ in tasks],
@@ -80,15 +88,33 @@ def test_with_dropout_metrics_agree_within_tolerance(vangerven):
     mse_b, mse_s = [], []
     for db, (sp, seed) in zip(batched, tasks):
         dseq = CCCV1Decoder(config=cfg, random_state=seed, device="cpu").fit(ds.X_train[sp.train], ds.Y_train[sp.train])
+        assert (db.train_result_.best_epoch, db.train_result_.stopped_epoch) == \
+            (dseq.train_result_.best_epoch, dseq.train_result_.stopped_epoch)
+        np.testing.assert_allclose([h["val_loss"] for h in db.history_], [h["val_loss"] for h in dseq.history_],
+                                   rtol=VAL_RTOL)
+        pb, ps = db.predict(ds.X_train[sp.test]), dseq.predict(ds.X_train[sp.test])
+        np.testing.assert_allclose(pb, ps, atol=PRED_ATOL)
         truth = ds.Y_train[sp.test]
-        mse_b.append(float(np.mean((db.predict(ds.X_train[sp.test]) - truth) ** 2)))
-        mse_s.append(float(np.mean((dseq.predict(ds.X_train[sp.test]) - truth) ** 2)))
+        mse_b.append(float(np.mean((pb - truth) ** 2)))
+        mse_s.append(float(np.mean((ps - truth) ** 2)))
     mse_b, mse_s = np.array(mse_b), np.array(mse_s)
-    assert abs(mse_b.mean() - mse_s.mean()) / mse_s.mean() <= MEAN_REL_TOL, (mse_b, mse_s)
-    assert np.all(np.abs(mse_b - mse_s) / mse_s <= MEMBER_REL_TOL), (mse_b, mse_s)
+    np.testing.assert_allclose(mse_b, mse_s, rtol=MSE_RTOL)
     # and both actually learned something: better than predicting the mean training image
     floor = np.mean([np.mean((ds.Y_train[sp.train].mean(0) - ds.Y_train[sp.test]) ** 2) for sp, _ in tasks])
     assert mse_b.mean() < floor and mse_s.mean() < floor
+
+
+def test_a_members_result_does_not_depend_on_its_stack():
+    """With dropout, the same member trained alone, in a stack of three, or in another order gives the same model."""
+    X, Y = _synthetic(n=40)
+    cfg = get_config("small").replace(hidden_dim=32, embed_dim=16, epochs=6, dropout_encoder=0.3, dropout_decoder=0.2)
+    three = fit_many([X, X[:30], X[5:]], [Y, Y[:30], Y[5:]], [4, 5, 6], config=cfg, device="cpu")
+    alone = fit_many([X[5:]], [Y[5:]], [6], config=cfg, device="cpu")
+    reordered = fit_many([X[5:], X], [Y[5:], Y], [6, 4], config=cfg, device="cpu")
+    np.testing.assert_allclose(three[2].predict(X), alone[0].predict(X), atol=1e-5)
+    np.testing.assert_allclose(three[2].predict(X), reordered[0].predict(X), atol=1e-5)
+    np.testing.assert_allclose(three[0].predict(X), reordered[1].predict(X), atol=1e-5)
+    assert not np.allclose(three[0].predict(X), three[2].predict(X), atol=1e-3)
 
 
 def test_batched_decoder_checkpoint_round_trip(tmp_path):
@@ -246,6 +272,25 @@ def test_batched_hook_scores_like_run_task(data_dir):
     assert [r["image"] for r in got.rows] == [r["image"] for r in ref.rows]
     np.testing.assert_array_equal(got.test_index, ref.test_index)
     assert got.predictions.shape == ref.predictions.shape and got.fit_seconds > 0
+    if not torch.cuda.is_available():  # on CPU the batched path reproduces run_task's model
+        np.testing.assert_allclose(got.predictions, ref.predictions, atol=PRED_ATOL)
+        np.testing.assert_allclose([r["mse"] for r in got.rows], [r["mse"] for r in ref.rows], rtol=MSE_RTOL)
+
+
+def test_local_backend_splits_batched_groups_over_workers(data_dir, tmp_path):
+    """--jobs 2 trains a batched group as two stacks in two worker processes, with the same results as one stack."""
+    import pandas as pd
+
+    from cortexflow.benchmark.runner import run_benchmark
+
+    kw = dict(fast=True, progress=False, report=False, data_dir=data_dir, train_mode="batched")
+    one = run_benchmark("vangerven", "cccv1", "kfold", 2, 2, tmp_path / "one", jobs=1, **kw)
+    two = run_benchmark("vangerven", "cccv1", "kfold", 2, 2, tmp_path / "two", jobs=2, **kw)
+    assert one["computed"] == two["computed"] == 4
+    a, b = pd.read_csv(tmp_path / "one" / "results.csv"), pd.read_csv(tmp_path / "two" / "results.csv")
+    pd.testing.assert_frame_equal(a.drop(columns=["mse", "pearson", "ssim", "psnr", "two_way"]),
+                                  b.drop(columns=["mse", "pearson", "ssim", "psnr", "two_way"]))
+    np.testing.assert_allclose(a["mse"], b["mse"], rtol=MSE_RTOL, atol=1e-7)
 
 
 def test_members_with_different_hyper_parameters_are_refused():
@@ -258,3 +303,22 @@ def test_members_with_different_hyper_parameters_are_refused():
     Yf = Y.reshape(len(Y), -1).astype(np.float32)
     with pytest.raises(BatchedNotSupported, match="one architecture"):
         train_batched([a, b], [X, X], [Yf, Yf], cfg, [0, 1], device="cpu")
+
+
+def test_deferred_weight_gradients_equal_clip_after_compute():
+    """Gram-matrix norms and the deferred, pre-scaled weight gradient equal the direct computation."""
+    from cortexflow.training.batched import _DeferredWeightGrads
+
+    gen = torch.Generator().manual_seed(0)
+    x, g = torch.randn(3, 5, 40, generator=gen), torch.randn(3, 5, 24, generator=gen)
+    direct = torch.bmm(x.transpose(1, 2), g)
+    d = _DeferredWeightGrads()
+    out = torch.full((3, 40, 24), float("nan"))
+    d.add(x, g, out)
+    d.add(x[:, :2], g[:, :2], torch.empty(3, 40, 24))  # norms of several layers add up
+    expected = direct.flatten(1).norm(dim=1) ** 2 + torch.bmm(x[:, :2].transpose(1, 2), g[:, :2]).flatten(1).norm(dim=1) ** 2
+    torch.testing.assert_close(d.sq_norm, expected, rtol=1e-5, atol=1e-5)
+    coef = torch.tensor([1.0, 0.5, 0.1])
+    d.finish(coef)
+    torch.testing.assert_close(out, direct * coef.view(3, 1, 1), rtol=1e-5, atol=1e-6)
+    assert d.items == [] and d.sq_norm is None

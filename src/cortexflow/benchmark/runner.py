@@ -415,6 +415,40 @@ def _local_executor(tasks: Sequence[Task], *, jobs: int = 1, threads: int | None
         bar.close()
 
 
+def _local_run_batched(hook: Callable[..., Iterable], tasks: Sequence[Task], *, jobs: int = 1,
+                       threads: int | None = 1, progress: bool | None = True) -> Iterator[tuple[Task, TaskResult]]:
+    """Batched groups on the local backend: in this process, or split over ``jobs`` worker processes.
+
+    With ``jobs > 1`` each (dataset, split, options) group is dealt round-robin
+    into ``jobs`` parts that train as separate stacks in worker processes (one
+    per core on a small machine), so batched training uses every core as the
+    sequential mode's worker pool does. A member's result does not depend on
+    which members share its stack (``tests/test_batched.py``), so splitting
+    changes the timing, not the numbers.
+    """
+    from cortexflow.benchmark.backends import _run_group, group_batched_tasks
+
+    if jobs <= 1:
+        yield from hook(tasks, progress=progress)
+        return
+    parts = [part for group in group_batched_tasks(tasks) for part in (group[i::jobs] for i in range(jobs)) if part]
+    bar = progress_bar(total=len(tasks), progress=progress, desc="batched", unit="run", leave=True)
+    try:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_set_threads,
+                                 initargs=(threads,)) as pool:
+            futures = [pool.submit(_run_group, (hook, part)) for part in parts]
+            for fut in as_completed(futures):
+                for pair in fut.result():
+                    bar.update(1)
+                    yield pair
+    finally:
+        bar.close()
+
+
+_local_executor.run_batched = _local_run_batched  # type: ignore[attr-defined]
 register_backend("local", _local_executor)
 
 

@@ -8,7 +8,7 @@ dimension and trained together:
 * every ``nn.Linear`` becomes one ``torch.baddbmm`` over the K members (its
   weight-gradient written into a persistent buffer, member by member on CPU),
   every ``nn.LayerNorm`` a normalisation followed by a per-member affine,
-  dropout draws an independent mask per member;
+  dropout draws each member's mask from that member's own random stream;
 * each member keeps its own training rows (members may have different numbers
   of rows: batches are padded and masked), its own inner validation split and
   mini-batch order (both from its seed, exactly as :func:`train_model` draws
@@ -22,12 +22,16 @@ dimension and trained together:
 * early stopping is per member: a member that stops keeps its best weights,
   leaves the stack, and costs nothing afterwards.
 
-What cannot be identical to the sequential path is the dropout random stream
-(masks are drawn for all members at once), plus floating-point summation order
-in batched matrix products and the fused optimiser. With dropout switched off
-the two paths agree to floating-point noise; with dropout on, the members are
-different random draws of the same training procedure, so their metrics agree
-only within a tolerance (see ``tests/test_batched.py`` and ``docs/scale.md``).
+Dropout masks come from one random stream per member, started where the
+sequential path's stream starts (on CPU: the global generator's state right
+after the member's weights were initialised; on CUDA: the CUDA generator seeded
+with the member's seed), and are drawn with the shapes the sequential trainer
+uses. On CPU the batched path therefore reproduces sequential training to
+floating-point noise, dropout included, and a member's result does not depend
+on which other members share its stack (so a group may be split over worker
+processes). On CUDA, PyTorch's fused dropout kernel draws its masks in a
+different pattern, so CUDA members agree with sequential CUDA training only
+statistically (see ``tests/test_batched.py`` and ``docs/scale.md``).
 """
 
 from __future__ import annotations
@@ -169,13 +173,29 @@ class _GroupedLinear(torch.autograd.Function):
         return gx, gw, gb, None, None
 
 
+def _member_dropout(h: torch.Tensor, p: float, streams: Sequence[tuple[torch.Generator, int]]) -> torch.Tensor:
+    """Dropout with member r's mask drawn from ``streams[r] = (generator, rows)`` over its first ``rows`` rows.
+
+    The arithmetic is that of PyTorch's CPU dropout (``noise.bernoulli_(1 - p)``,
+    ``noise.div_(1 - p)``, ``input * noise``) and each draw has the shape the
+    sequential trainer's draw has, so the same generator state gives the same mask.
+    """
+    noise = torch.zeros_like(h)
+    for r, (gen, rows) in enumerate(streams):
+        if rows:
+            noise[r, :rows].bernoulli_(1.0 - p, generator=gen)
+    noise.div_(1.0 - p)
+    return h * noise
+
+
 def _run_sequential(seq: nn.Sequential, prefix: str, P: dict[str, torch.Tensor], h: torch.Tensor,
                     training: bool, G: dict[str, torch.Tensor] | None = None,
-                    deferred: _DeferredWeightGrads | None = None) -> torch.Tensor:
+                    deferred: _DeferredWeightGrads | None = None, streams=None) -> torch.Tensor:
     """Apply the layers of ``seq`` to ``h`` (K, B, F) with stacked parameters ``P``.
 
     ``G`` maps linear-weight names to persistent gradient buffers and
-    ``deferred`` collects their deferred computation (see :class:`_GroupedLinear`).
+    ``deferred`` collects their deferred computation (see :class:`_GroupedLinear`);
+    ``streams`` gives each member's dropout generator and rows (see :func:`_member_dropout`).
     """
     for i, layer in enumerate(seq):
         name = f"{prefix}.{i}"
@@ -190,7 +210,8 @@ def _run_sequential(seq: nn.Sequential, prefix: str, P: dict[str, torch.Tensor],
                 h = torch.addcmul(P[name + ".bias"].unsqueeze(1), h, P[name + ".weight"].unsqueeze(1))
         elif isinstance(layer, nn.Dropout):
             if training and layer.p > 0:
-                h = F.dropout(h, layer.p, training=True)
+                h = (_member_dropout(h, layer.p, streams) if streams is not None
+                     else F.dropout(h, layer.p, training=True))
         else:
             h = _ACTIVATIONS[type(layer)](h)
     return h
@@ -198,18 +219,18 @@ def _run_sequential(seq: nn.Sequential, prefix: str, P: dict[str, torch.Tensor],
 
 def _batched_encode(model: CCCV1, P: dict[str, torch.Tensor], x: torch.Tensor, training: bool,
                     G: dict[str, torch.Tensor] | None = None,
-                    deferred: _DeferredWeightGrads | None = None) -> torch.Tensor:
-    e = F.normalize(_run_sequential(model.encoder.net, "encoder.net", P, x, training, G, deferred), dim=-1)
-    r = _run_sequential(model.enhancer.net, "enhancer.net", P, e, training, G, deferred)
+                    deferred: _DeferredWeightGrads | None = None, streams=None) -> torch.Tensor:
+    e = F.normalize(_run_sequential(model.encoder.net, "encoder.net", P, x, training, G, deferred, streams), dim=-1)
+    r = _run_sequential(model.enhancer.net, "enhancer.net", P, e, training, G, deferred, streams)
     return F.normalize(e + model.enhancer.alpha * r, dim=-1)
 
 
 def _batched_forward(model: CCCV1, P: dict[str, torch.Tensor], x: torch.Tensor, training: bool,
                      G: dict[str, torch.Tensor] | None = None,
-                     deferred: _DeferredWeightGrads | None = None) -> torch.Tensor:
+                     deferred: _DeferredWeightGrads | None = None, streams=None) -> torch.Tensor:
     """(K, B, D) inputs to (K, B, n_out) outputs (flat)."""
-    return _run_sequential(model.decoder.net, "decoder.net", P, _batched_encode(model, P, x, training, G, deferred),
-                           training, G, deferred)
+    return _run_sequential(model.decoder.net, "decoder.net", P,
+                           _batched_encode(model, P, x, training, G, deferred, streams), training, G, deferred, streams)
 
 
 def _arch_signature(model: nn.Module) -> tuple:
@@ -279,6 +300,7 @@ class _Member:
     tr: np.ndarray
     va: np.ndarray
     gen: torch.Generator
+    dropout_gen: torch.Generator
     plateau: _Plateau
     result: TrainResult
     bad_epochs: int = 0
@@ -309,6 +331,7 @@ def train_batched(
     amp: str = "off",
     progress: bool | None = False,
     fused_adam: bool | None = None,
+    rng_states: Sequence[torch.Tensor] | None = None,
 ) -> list[TrainResult]:
     """Train K models of the same architecture together, each in place, as :func:`train_model` would.
 
@@ -333,6 +356,12 @@ def train_batched(
         Per-epoch progress bar showing how many members are still training.
     fused_adam : bool, optional
         Use PyTorch's fused Adam (default: on CPU and CUDA).
+    rng_states : sequence of torch.Tensor, optional
+        Member k's CPU dropout stream: the state of PyTorch's global CPU
+        generator right after its weights were initialised (what the
+        sequential trainer's dropout would continue from). Default: a
+        generator seeded with the member's seed. On CUDA the stream is the
+        CUDA generator seeded with the member's seed.
 
     Returns
     -------
@@ -381,8 +410,13 @@ def train_batched(
         tr, va = inner_validation_split(len(Xs[k]), config.val_fraction, int(seeds[k]))
         gen = torch.Generator()
         gen.manual_seed(int(seeds[k]))
-        members.append(_Member(k, int(seeds[k]), tr, va, gen, _Plateau(config.lr_factor, config.lr_patience),
-                               TrainResult(device=str(dev))))
+        dropout_gen = torch.Generator(device=dev)
+        if dev.type == "cpu" and rng_states is not None:
+            dropout_gen.set_state(rng_states[k])
+        else:
+            dropout_gen.manual_seed(int(seeds[k]))
+        members.append(_Member(k, int(seeds[k]), tr, va, gen, dropout_gen,
+                               _Plateau(config.lr_factor, config.lr_patience), TrainResult(device=str(dev))))
 
     # ---- stacked parameters (leaves), best copies, optimiser with one group per member
     linear_weights = _linear_weight_names(template)
@@ -427,7 +461,8 @@ def train_batched(
             for g in accumulated:
                 g.zero_()
             with autocast(dev, amp_dtype):
-                pred = _batched_forward(template, P, x, training=True, G=G, deferred=deferred)
+                streams = [(members[i].dropout_gen, int(steps_rows[r, s])) for r, i in enumerate(active)]
+                pred = _batched_forward(template, P, x, training=True, G=G, deferred=deferred, streams=streams)
             sq = (pred.float() - y).pow(2).mean(-1)  # (A, B)
             n_rows = mask.sum(1)
             per_member = (sq * mask).sum(1) / n_rows.clamp(min=1.0)
@@ -575,8 +610,9 @@ def fit_many(
 
     Each returned decoder is what ``CCCV1Decoder(config, dataset, random_state=seed).fit(X, Y)``
     would give, trained on the batched path: the same preprocessing (scalers
-    fitted on that member's rows), the same initial weights, inner split and
-    batch order; only dropout masks and floating-point order differ.
+    fitted on that member's rows), the same initial weights, inner split,
+    batch order and (on CPU) dropout masks; only floating-point summation
+    order differs. On CUDA the dropout masks differ (see the module notes).
 
     Parameters
     ----------
@@ -618,7 +654,7 @@ def fit_many(
         configs = list(config)
     else:
         configs = [config] * len(Xs)
-    decs, prepared = [], []
+    decs, prepared, rng_states = [], [], []
     for X, Y, seed, config in zip(Xs, Ys, seeds, configs):
         dec = CCCV1Decoder(config=config, dataset=dataset, random_state=int(seed), device=device, progress=False,
                            amp=amp)
@@ -642,6 +678,7 @@ def fit_many(
         build = getattr(dec, "_build_network", None)
         dec.model_ = (build(Xs_.shape[1], out_shape, cfg) if build
                       else build_model(cfg.model, Xs_.shape[1], out_shape, cfg))
+        rng_states.append(torch.get_rng_state())  # where the sequential trainer's dropout stream would start
         if not supports_batched(dec.model_):
             raise BatchedNotSupported(f"model {cfg.model!r} has no batched path; use train-mode sequential")
         decs.append(dec)
@@ -657,7 +694,7 @@ def fit_many(
             results = train_batched(
                 [decs[i].model_ for i in chunk], [prepared[i][0] for i in chunk], [prepared[i][1] for i in chunk],
                 decs[chunk[0]].config_, [decs[i].random_state for i in chunk], device=device, amp=amp,
-                progress=progress, fused_adam=fused_adam,
+                progress=progress, fused_adam=fused_adam, rng_states=[rng_states[i] for i in chunk],
             )
             for i, res in zip(chunk, results):
                 decs[i].history_ = res.history
