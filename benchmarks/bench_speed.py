@@ -20,8 +20,8 @@ same thread setting. With ``--full-benchmark`` it also times the default
 
 Example (the command behind the table in docs/scale.md)::
 
-    CORTEXFLOW_DATA=/work/shared/datasets python benchmarks/bench_speed.py \\
-        --arms batched,sequential --threads 1 --out runs/bench_speed
+    CORTEXFLOW_DATA=../shared/datasets python benchmarks/bench_speed.py \\
+        --arms batched,sequential --threads 1 --repeats 3 --out runs/bench_speed
 """
 
 from __future__ import annotations
@@ -110,17 +110,25 @@ def full_benchmark(out: Path, extra: str) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    seq = next((r for r in results if r["arm"] == "sequential"), None)
-    lines = ["| arm | models | wall s total | wall s / model | CPU s / model | speed-up (wall) | speed-up (CPU) "
-             "| mean epochs | held-out MSE mean ± sd | Pearson r | load avg before→after |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        sw = f"{seq['wall_s'] / r['wall_s']:.2f}x" if seq else "-"
-        sc = f"{seq['cpu_s'] / r['cpu_s']:.2f}x" if seq else "-"
+    """One row per arm: median wall and CPU time over repeats (min-max when repeated), quality of the first repeat."""
+    arms = list(dict.fromkeys(r["arm"] for r in results))
+    runs = {a: [r for r in results if r["arm"] == a] for a in arms}
+    med = {a: (float(np.median([r["wall_s"] for r in runs[a]])), float(np.median([r["cpu_s"] for r in runs[a]])))
+           for a in arms}
+    lines = ["| arm | models | repeats | wall s total (median, min-max) | wall s / model | CPU s / model "
+             "| speed-up (wall) | speed-up (CPU) | mean epochs | held-out MSE mean ± sd | Pearson r | load avg before→after |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for a in arms:
+        r0, rs = runs[a][0], runs[a]
+        n = r0["models"]
+        walls = [r["wall_s"] for r in rs]
+        spread = f" ({min(walls):.0f}-{max(walls):.0f})" if len(rs) > 1 else ""
+        sw = f"{med['sequential'][0] / med[a][0]:.2f}x" if "sequential" in med else "-"
+        sc = f"{med['sequential'][1] / med[a][1]:.2f}x" if "sequential" in med else "-"
         lines.append(
-            f"| {r['arm']} | {r['models']} | {r['wall_s']:.0f} | {r['wall_s_per_model']:.1f} | {r['cpu_s_per_model']:.1f} "
-            f"| {sw} | {sc} | {r['epochs_mean']:.0f} | {r['mse_mean']:.4f} ± {r['mse_sd']:.4f} | {r['pearson_mean']:.3f} "
-            f"| {r['load_before'][0]:.1f}→{r['load_after'][0]:.1f} |")
+            f"| {a} | {n} | {len(rs)} | {med[a][0]:.0f}{spread} | {med[a][0] / n:.1f} | {med[a][1] / n:.1f} "
+            f"| {sw} | {sc} | {r0['epochs_mean']:.0f} | {r0['mse_mean']:.4f} ± {r0['mse_sd']:.4f} | {r0['pearson_mean']:.3f} "
+            f"| {min(r['load_before'][0] for r in rs):.1f}→{max(r['load_after'][0] for r in rs):.1f} |")
     return "\n".join(lines)
 
 
@@ -132,6 +140,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", default="auto", help="torch intra-op threads for every arm ('auto' = the policy)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--max-group", type=int, default=None, help="largest stack of the batched arm")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="run the arms this many times, alternating their order (timings of a shared machine vary)")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config field (e.g. epochs=5 for a quick check; changes the protocol)")
     ap.add_argument("--data-dir", default=None)
@@ -156,13 +166,16 @@ def main(argv=None) -> int:
     CCCV1Decoder(config=warm_cfg, random_state=0, device=args.device).fit(ds.X_train[:20], ds.Y_train[:20])
     fit_many([ds.X_train[:20]] * 2, [ds.Y_train[:20]] * 2, [0, 1], config=warm_cfg, device=args.device)
     results = []
-    for arm in [a.strip() for a in args.arms.split(",") if a.strip()]:
-        print(f"[bench_speed] {arm}: {len(tasks)} models ...", flush=True)
-        res = run_arm(arm, ds, tasks, cfg, args.device, args.max_group)
-        results.append(res)
-        print(f"[bench_speed] {arm}: {res['wall_s']:.1f} s wall, {res['cpu_s']:.1f} s CPU, MSE {res['mse_mean']:.4f}",
-              flush=True)
-        atomic_write_json(out / "speed.json", {"meta": meta, "results": results})
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    for rep in range(max(1, args.repeats)):
+        for arm in (arms if rep % 2 == 0 else arms[::-1]):
+            print(f"[bench_speed] repeat {rep + 1}, {arm}: {len(tasks)} models ...", flush=True)
+            res = run_arm(arm, ds, tasks, cfg, args.device, args.max_group)
+            res["repeat"] = rep + 1
+            results.append(res)
+            print(f"[bench_speed] {arm}: {res['wall_s']:.1f} s wall, {res['cpu_s']:.1f} s CPU, "
+                  f"MSE {res['mse_mean']:.4f}", flush=True)
+            atomic_write_json(out / "speed.json", {"meta": meta, "results": results})
     report = {"meta": meta, "results": results}
     if args.full_benchmark is not None:
         print("[bench_speed] full benchmark ...", flush=True)
@@ -170,7 +183,7 @@ def main(argv=None) -> int:
     atomic_write_json(out / "speed.json", report)
     md = [f"Command: `{meta['command']}`", "",
           f"torch {meta['torch']}, {meta['device']}, {threads} intra-op thread(s), {meta['cpu_count']} cores; "
-          f"vangerven, {args.folds}-fold x {args.seeds} seeds, config {cfg.pattern}"
+          f"vangerven, {args.folds}-fold x {args.seeds} seeds, config {cfg.pattern}, {max(1, args.repeats)} repeat(s)"
           + (f" with overrides {overrides}" if overrides else ""), "", table(results)]
     if "full_benchmark" in report:
         fb = report["full_benchmark"]

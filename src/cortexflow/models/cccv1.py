@@ -14,7 +14,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CLIPGuidedEncoder", "SemanticEnhancer", "CLIPGuidedDecoder", "CCCV1"]
+__all__ = ["StreamDropout", "CLIPGuidedEncoder", "SemanticEnhancer", "CLIPGuidedDecoder", "CCCV1"]
+
+
+class StreamDropout(nn.Dropout):
+    """``nn.Dropout`` with its mask drawn by explicit operations: ``bernoulli_(1 - p)``, ``div_(1 - p)``, multiply.
+
+    The result is the same inverted dropout as ``nn.Dropout``; spelling the
+    mask out (rather than leaving it to PyTorch's internal, version- and
+    device-specific dropout kernels) lets the batched trainer
+    (:mod:`cortexflow.training.batched`) draw the identical mask for each
+    member from that member's own random stream. Checkpoints are unaffected
+    (dropout has no parameters).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p == 1.0:
+            return x * 0.0
+        noise = torch.empty_like(x).bernoulli_(1.0 - self.p)
+        noise.div_(1.0 - self.p)
+        return x * noise
 
 
 class CLIPGuidedEncoder(nn.Module):
@@ -26,15 +47,15 @@ class CLIPGuidedEncoder(nn.Module):
             nn.Linear(input_dim, hidden_dim),
             nn.LayerNorm(hidden_dim),
             nn.SiLU(),
-            nn.Dropout(dropout),
+            StreamDropout(dropout),
             nn.Linear(hidden_dim, hidden_dim),
             nn.LayerNorm(hidden_dim),
             nn.SiLU(),
-            nn.Dropout(dropout * 0.7),
+            StreamDropout(dropout * 0.7),
             nn.Linear(hidden_dim, embed_dim),
             nn.LayerNorm(embed_dim),
             nn.SiLU(),
-            nn.Dropout(dropout * 0.5),
+            StreamDropout(dropout * 0.5),
             nn.Linear(embed_dim, embed_dim),
             nn.LayerNorm(embed_dim),
             nn.Tanh(),
@@ -69,7 +90,7 @@ class CLIPGuidedDecoder(nn.Module):
             nn.Linear(embed_dim, embed_dim),
             nn.LayerNorm(embed_dim),
             nn.SiLU(),
-            nn.Dropout(dropout),
+            StreamDropout(dropout),
             nn.Linear(embed_dim, n_out),
             nn.Sigmoid(),
         )

@@ -25,13 +25,12 @@ dimension and trained together:
 Dropout masks come from one random stream per member, started where the
 sequential path's stream starts (on CPU: the global generator's state right
 after the member's weights were initialised; on CUDA: the CUDA generator seeded
-with the member's seed), and are drawn with the shapes the sequential trainer
-uses. On CPU the batched path therefore reproduces sequential training to
-floating-point noise, dropout included, and a member's result does not depend
-on which other members share its stack (so a group may be split over worker
-processes). On CUDA, PyTorch's fused dropout kernel draws its masks in a
-different pattern, so CUDA members agree with sequential CUDA training only
-statistically (see ``tests/test_batched.py`` and ``docs/scale.md``).
+with the member's seed), and are drawn with the shapes and operations of the
+network's :class:`~cortexflow.models.cccv1.StreamDropout`. The batched path
+therefore reproduces sequential training up to floating-point summation
+order, dropout included (tested on CPU), and a member's result does not depend
+on which other members share its stack, so a group may be split over worker
+processes and an interrupted group resumes with the same results.
 """
 
 from __future__ import annotations
@@ -176,9 +175,10 @@ class _GroupedLinear(torch.autograd.Function):
 def _member_dropout(h: torch.Tensor, p: float, streams: Sequence[tuple[torch.Generator, int]]) -> torch.Tensor:
     """Dropout with member r's mask drawn from ``streams[r] = (generator, rows)`` over its first ``rows`` rows.
 
-    The arithmetic is that of PyTorch's CPU dropout (``noise.bernoulli_(1 - p)``,
-    ``noise.div_(1 - p)``, ``input * noise``) and each draw has the shape the
-    sequential trainer's draw has, so the same generator state gives the same mask.
+    The operations are those of :class:`~cortexflow.models.cccv1.StreamDropout`
+    (``bernoulli_(1 - p)``, ``div_(1 - p)``, multiply), and each member's draw
+    has the shape of the sequential trainer's draw, so the same generator
+    state gives the same mask.
     """
     noise = torch.zeros_like(h)
     for r, (gen, rows) in enumerate(streams):
@@ -611,8 +611,7 @@ def fit_many(
     Each returned decoder is what ``CCCV1Decoder(config, dataset, random_state=seed).fit(X, Y)``
     would give, trained on the batched path: the same preprocessing (scalers
     fitted on that member's rows), the same initial weights, inner split,
-    batch order and (on CPU) dropout masks; only floating-point summation
-    order differs. On CUDA the dropout masks differ (see the module notes).
+    batch order and dropout masks; only floating-point summation order differs.
 
     Parameters
     ----------
