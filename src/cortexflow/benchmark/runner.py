@@ -378,40 +378,28 @@ def _set_threads(threads: int | None) -> None:
 def _local_executor(tasks: Sequence[Task], *, jobs: int = 1, threads: int | None = 1,
                     progress: bool | None = True) -> Iterator[TaskResult]:
     """Run tasks here, one after another, or in ``jobs`` worker processes."""
+    if jobs > 1:
+        yield from _local_run_all({}, tasks, jobs=jobs, threads=threads, progress=progress)
+        return
+    import contextlib
+
+    import torch
+    from threadpoolctl import threadpool_limits
+
     bar = progress_bar(total=len(tasks), progress=progress, desc="benchmark", unit="run", leave=True)
+    old = torch.get_num_threads()
+    limits = threadpool_limits(int(threads)) if threads else contextlib.nullcontext()
+    if threads:
+        torch.set_num_threads(int(threads))
     try:
-        if jobs <= 1:
-            import contextlib
-
-            import torch
-            from threadpoolctl import threadpool_limits
-
-            old = torch.get_num_threads()
-            limits = threadpool_limits(int(threads)) if threads else contextlib.nullcontext()
-            if threads:
-                torch.set_num_threads(int(threads))
-            try:
-                with limits:
-                    for t in tasks:
-                        bar.set_postfix_str(t.label)
-                        res = run_task(t)
-                        bar.update(1)
-                        yield res
-            finally:
-                torch.set_num_threads(old)
-        else:
-            import multiprocessing as mp
-
-            ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_set_threads,
-                                     initargs=(threads,)) as pool:
-                futures = {pool.submit(run_task, t): t for t in tasks}
-                for fut in as_completed(futures):
-                    res = fut.result()
-                    bar.set_postfix_str(res.task.label)
-                    bar.update(1)
-                    yield res
+        with limits:
+            for t in tasks:
+                bar.set_postfix_str(t.label)
+                res = run_task(t)
+                bar.update(1)
+                yield res
     finally:
+        torch.set_num_threads(old)
         bar.close()
 
 
