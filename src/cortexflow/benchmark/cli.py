@@ -60,7 +60,7 @@ def _backend_options(backend: str, address: str | None) -> dict:
 @click.option("--track", type=click.Choice(["none", "mlflow"]), default="none", show_default=True,
               help="Log parameters, metrics and figures to MLflow (needs cortexflow[tracking]).")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: a local store in OUT).")
-@click.option("--jobs", default=1, show_default=True, type=int, help="Worker processes of the local backend.")
+@click.option("--jobs", default=1, show_default=True, type=int, help="Worker processes of the local backend (batched groups are split over them).")
 @click.option("--threads", default=1, show_default=True, type=int, help="Torch threads per worker (0: torch's default).")
 @click.option("--reference", default="cccv1", show_default=True, help="Method every other is compared with.")
 @click.option("--unit", type=click.Choice(["image", "stimulus"]), default="image", show_default=True,
