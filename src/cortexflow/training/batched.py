@@ -473,7 +473,6 @@ def train_batched(
                 total.backward()
             if any(P[n].grad is not G[n] for n in names):  # pragma: no cover - autograd replaced a buffer
                 raise RuntimeError("batched training: a gradient buffer was replaced during backward")
-            grads = G
             for r in idle:  # no step (and no Adam step count) for a member without rows in this step
                 for v in views[r]:
                     v.grad = None
@@ -489,9 +488,9 @@ def train_batched(
                         g.mul_(coef.view(A, *([1] * (g.dim() - 1))).to(g.dtype))
             elif config.grad_clip > 0:
                 with torch.no_grad():
-                    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads.values()])
+                    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in G.values()])
                     coef = (config.grad_clip / (torch.linalg.vector_norm(norms.float(), dim=0) + 1e-6)).clamp(max=1.0)
-                    for g in grads.values():
+                    for g in G.values():
                         g.mul_(coef.view(A, *([1] * (g.dim() - 1))).to(g.dtype))
             if scaler is not None:
                 scaler.step(opt)
