@@ -182,6 +182,7 @@ _PLUGINS_LOADED = False
 BUILTIN_PLUGINS = (
     "cortexflow.models.eeg_estimator:register_benchmark_methods",
     "cortexflow.semantic.benchmark:register",
+    "cortexflow.priors.methods:register",
 )
 
 

@@ -20,7 +20,15 @@ from cortexflow.exceptions import ChecksumError, CortexFlowError
 from cortexflow.utils.io import sha256_file
 from cortexflow.utils.progress import progress_enabled
 
-__all__ = ["get_data_dir", "dataset_path", "fetch_dataset", "checksum_status", "DATA_ENV", "MIRROR_ENV"]
+__all__ = [
+    "get_data_dir",
+    "dataset_path",
+    "fetch_dataset",
+    "download_verified",
+    "checksum_status",
+    "DATA_ENV",
+    "MIRROR_ENV",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +113,52 @@ def fetch_dataset(
 
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
     url = f"{mirror.rstrip('/')}/{info.name}/{info.filename}" if mirror else info.url
-    logger.info("downloading %s from %s", info.name, url)
+    return download_verified(url, dest, info.sha256, label=f"dataset {info.name!r}", progress=progress, timeout=timeout)
+
+
+def download_verified(
+    url: str,
+    dest: str | os.PathLike,
+    sha256: str,
+    *,
+    label: str,
+    progress: bool | None = None,
+    timeout: float = 60.0,
+) -> Path:
+    """Download ``url`` to ``dest``, moved into place only after its sha256 matches.
+
+    The bytes go to a temporary file beside ``dest``; a failed, interrupted or
+    mismatching download leaves nothing behind.
+
+    Parameters
+    ----------
+    url : str
+        Where to download from.
+    dest : path-like
+        Final path of the file; its folder is created.
+    sha256 : str
+        Expected hex digest.
+    label : str
+        What the file is, for messages (e.g. ``"dataset 'vangerven'"``).
+    progress : bool, optional
+        Show a download progress bar.
+    timeout : float
+        Seconds to wait for the server before giving up.
+
+    Returns
+    -------
+    pathlib.Path
+        ``dest``.
+
+    Raises
+    ------
+    ChecksumError
+        The downloaded file does not match ``sha256``.
+    CortexFlowError
+        The download failed.
+    """
+    dest = Path(dest)
+    logger.info("downloading %s from %s", label, url)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -114,21 +167,21 @@ def fetch_dataset(
     try:
         pooch.retrieve(
             url,
-            known_hash=f"sha256:{info.sha256}",
-            fname=info.filename,
+            known_hash=f"sha256:{sha256}",
+            fname=dest.name,
             path=dest.parent,
             downloader=downloader,
         )
     except ValueError as exc:
         if "hash" in str(exc).lower():
             raise ChecksumError(
-                f"checksum mismatch for dataset {info.name!r} downloaded from {url}: expected sha256 "
-                f"{info.sha256}; the file was discarded ({exc})"
+                f"checksum mismatch for {label} downloaded from {url}: expected sha256 "
+                f"{sha256}; the file was discarded ({exc})"
             ) from exc
-        raise CortexFlowError(f"download of dataset {info.name!r} from {url} failed: {exc}") from exc
+        raise CortexFlowError(f"download of {label} from {url} failed: {exc}") from exc
     except Exception as exc:  # requests' ConnectionError, ChunkedEncodingError, HTTPError, ...
         raise CortexFlowError(
-            f"download of dataset {info.name!r} from {url} failed ({type(exc).__name__}: {exc}); "
+            f"download of {label} from {url} failed ({type(exc).__name__}: {exc}); "
             f"nothing was written to {dest}"
         ) from exc
     return dest

@@ -1,0 +1,429 @@
+"""Registry of image-prior corpora: external images of the same kind as a data set's stimuli.
+
+A prior corpus teaches an image prior (:mod:`cortexflow.priors.models`) what
+the stimuli of a data set look like, from many images that are never
+evaluation data. Three corpora are registered:
+
+``mnist-t10k``
+    The 10,000 MNIST test digits, two IDX files pinned to a public commit and
+    sha256, fetched like the data sets into ``<data_dir>/priors/mnist/``
+    (``CORTEXFLOW_DATA`` pointing at the shared data folder needs no network).
+``miyawaki-patterns``
+    Random 10x10 binary patterns and random geometric shapes on the same
+    10x10 grid, rendered to 28x28 exactly as the miyawaki file renders its
+    patterns (nearest-neighbour zoom: cell rows/columns of 2, 3, ..., 3, 2
+    pixels). Generated from a seed.
+``font-letters``
+    The 26 lower-case letters drawn with matplotlib's DejaVu fonts, with
+    random affine and elastic deformation, black on white like the Crell
+    letter targets. Generated from a seed.
+
+:func:`default_prior` names the corpus that a registered data set uses when a
+method is not told which.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cortexflow.data.fetch import MIRROR_ENV, download_verified, get_data_dir
+from cortexflow.exceptions import ChecksumError, ConfigError, DataValidationError
+from cortexflow.priors import generators
+from cortexflow.utils.io import sha256_file
+
+__all__ = [
+    "CorpusFile",
+    "CorpusInfo",
+    "Corpus",
+    "CORPORA",
+    "list_corpora",
+    "get_corpus_info",
+    "load_corpus",
+    "corpus_dir",
+    "read_idx",
+    "default_prior",
+    "DEFAULT_PRIORS",
+]
+
+logger = logging.getLogger(__name__)
+
+_RAW = "https://raw.githubusercontent.com/{repository}/{commit}/{path}"
+IMAGE_SIZE = 28
+
+
+@dataclass(frozen=True)
+class CorpusFile:
+    """One pinned public file of a corpus.
+
+    Attributes
+    ----------
+    filename : str
+        Name inside ``<data_dir>/<corpus folder>/``.
+    repository, commit, source_path : str
+        Where the public file lives; ``url`` is built from them.
+    sha256 : str
+        Expected checksum.
+    size_bytes : int
+        Expected size.
+    """
+
+    filename: str
+    repository: str
+    commit: str
+    source_path: str
+    sha256: str
+    size_bytes: int
+
+    @property
+    def url(self) -> str:
+        """Public URL of the file, pinned to a commit."""
+        return _RAW.format(repository=self.repository, commit=self.commit, path=self.source_path)
+
+
+@dataclass(frozen=True)
+class CorpusInfo:
+    """Static description of one registered corpus.
+
+    Attributes
+    ----------
+    name : str
+        Registry key (``cortexflow prior train --corpus NAME``).
+    kind : {"files", "generated"}
+        Read from pinned files, or generated from a seed.
+    description : str
+        One line.
+    n_images : int
+        Number of images the corpus holds.
+    folder : str
+        Sub-folder of the data folder for ``"files"`` corpora (e.g. ``"priors/mnist"``).
+    files : tuple of CorpusFile
+        The pinned files (``"files"`` corpora).
+    params : dict
+        Generator parameters (``"generated"`` corpora); part of the checksum.
+    generator_version : str
+        Bumped whenever the generator's output changes; part of the checksum.
+    citation, licence : str
+        Human-readable text.
+    """
+
+    name: str
+    kind: str
+    description: str
+    n_images: int
+    folder: str = ""
+    files: tuple[CorpusFile, ...] = ()
+    params: dict = field(default_factory=dict)
+    generator_version: str = ""
+    citation: str = ""
+    licence: str = ""
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable dict (with each file's ``url``)."""
+        d = asdict(self)
+        d["files"] = [{**asdict(f), "url": f.url} for f in self.files]
+        return d
+
+
+@dataclass
+class Corpus:
+    """The images of a corpus, loaded.
+
+    Attributes
+    ----------
+    name : str
+    images : ndarray of float32, shape (n, 28, 28), values in [0, 1]
+    labels : ndarray of int64, shape (n,), or None
+        Class of each image where the corpus has classes (digit, letter index, shape kind).
+    checksum : str
+        sha256 identifying the content: of the pinned files' checksums, or of
+        the generator version and parameters.
+    info : CorpusInfo
+    """
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray | None
+    checksum: str
+    info: CorpusInfo
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+CORPORA: dict[str, CorpusInfo] = {}
+_GENERATORS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {}
+
+
+def _register(info: CorpusInfo, generator: Callable | None = None) -> None:
+    CORPORA[info.name] = info
+    if generator is not None:
+        _GENERATORS[info.name] = generator
+
+
+def list_corpora() -> list[str]:
+    """Names of the registered corpora, sorted."""
+    return sorted(CORPORA)
+
+
+def get_corpus_info(name: str) -> CorpusInfo:
+    """Registry entry of corpus ``name``.
+
+    Raises
+    ------
+    ConfigError
+        ``name`` is not registered (the message lists the corpora).
+    """
+    try:
+        return CORPORA[name]
+    except KeyError:
+        raise ConfigError(f"unknown prior corpus {name!r}; registered corpora: {', '.join(list_corpora())}") from None
+
+
+def corpus_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """Folder of a ``"files"`` corpus: ``<data_dir>/<info.folder>``."""
+    info = get_corpus_info(name)
+    return get_data_dir(data_dir) / info.folder
+
+
+# ---------------------------------------------------------------- IDX files
+_IDX_DTYPES = {0x08: np.uint8}
+
+
+def read_idx(path: str | os.PathLike, *, expected_ndim: int) -> np.ndarray:
+    """Read a gzip-compressed IDX file (the MNIST format) into a numpy array.
+
+    Parameters
+    ----------
+    path : path-like
+        ``*.gz`` IDX file: 2 zero bytes, a type byte (0x08 = uint8), a
+        dimension-count byte, then that many big-endian uint32 sizes, then the data.
+    expected_ndim : int
+        3 for an image file, 1 for a label file.
+
+    Returns
+    -------
+    ndarray of uint8
+
+    Raises
+    ------
+    DataValidationError
+        Not gzip, truncated, wrong magic number, dimension count or length.
+    """
+    path = Path(path)
+    try:
+        with gzip.open(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataValidationError(f"{path}: not a readable gzip IDX file ({type(exc).__name__}: {exc})") from exc
+    if len(raw) < 4:
+        raise DataValidationError(f"{path}: {len(raw)} bytes, too short for an IDX header")
+    zero, dtype_code, ndim = int.from_bytes(raw[:2], "big"), raw[2], raw[3]
+    if zero != 0 or dtype_code not in _IDX_DTYPES:
+        raise DataValidationError(
+            f"{path}: bad IDX magic number 0x{raw[:4].hex()}; expected 0x000008{expected_ndim:02x} (unsigned bytes)"
+        )
+    if ndim != expected_ndim:
+        raise DataValidationError(f"{path}: IDX file has {ndim} dimension(s); expected {expected_ndim}")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataValidationError(f"{path}: truncated IDX header ({len(raw)} bytes, need {header})")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    n_values = int(np.prod(dims, dtype=np.int64))
+    if len(raw) - header != n_values:
+        raise DataValidationError(
+            f"{path}: IDX header says {dims} = {n_values} values but the file holds {len(raw) - header} "
+            "(truncated or corrupt)"
+        )
+    return np.frombuffer(raw, dtype=_IDX_DTYPES[dtype_code], offset=header).reshape(dims)
+
+
+def _ensure_file(info: CorpusInfo, f: CorpusFile, data_dir, download: bool, progress: bool | None) -> Path:
+    dest = corpus_dir(info.name, data_dir) / f.filename
+    if dest.is_file():
+        if sha256_file(dest) == f.sha256:
+            return dest
+        if not download:
+            raise ChecksumError(
+                f"{dest}: sha256 {sha256_file(dest)} does not match the registry's {f.sha256} for corpus "
+                f"{info.name!r}; delete it or pass download=True to fetch it again"
+            )
+        logger.warning("%s exists but its sha256 does not match the registry; downloading it again", dest)
+    elif not download:
+        raise DataValidationError(
+            f"{dest}: corpus file missing (corpus {info.name!r}); pass download=True or set $CORTEXFLOW_DATA"
+        )
+    mirror = os.environ.get(MIRROR_ENV)
+    url = f"{mirror.rstrip('/')}/{info.folder}/{f.filename}" if mirror else f.url
+    return download_verified(url, dest, f.sha256, label=f"corpus {info.name!r} file {f.filename}", progress=progress)
+
+
+def _files_checksum(info: CorpusInfo) -> str:
+    h = hashlib.sha256()
+    for f in info.files:
+        h.update(f"{f.filename}:{f.sha256}\n".encode())
+    return h.hexdigest()
+
+
+def generated_checksum(info: CorpusInfo) -> str:
+    """sha256 of a generated corpus' name, generator version and parameters."""
+    blob = json.dumps({"name": info.name, "version": info.generator_version, "params": info.params}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _load_mnist(info: CorpusInfo, data_dir, download: bool, progress) -> tuple[np.ndarray, np.ndarray]:
+    paths = {f.filename: _ensure_file(info, f, data_dir, download, progress) for f in info.files}
+    images = read_idx(paths["t10k-images-idx3-ubyte.gz"], expected_ndim=3)
+    labels = read_idx(paths["t10k-labels-idx1-ubyte.gz"], expected_ndim=1)
+    if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or len(images) != len(labels):
+        raise DataValidationError(f"corpus {info.name!r}: images {images.shape} and labels {labels.shape} do not match")
+    return images.astype(np.float32) / 255.0, labels.astype(np.int64)
+
+
+def load_corpus(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    *,
+    progress: bool | None = None,
+) -> Corpus:
+    """Load (fetching or generating) the images of corpus ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A registered corpus (:func:`list_corpora`).
+    data_dir : path-like, optional
+        Data folder of file corpora; see :func:`cortexflow.data.fetch.get_data_dir`.
+    download : bool
+        Fetch a missing or mismatching file. With ``False`` such a file raises.
+    progress : bool, optional
+        Download progress bar.
+
+    Returns
+    -------
+    Corpus
+
+    Raises
+    ------
+    ConfigError
+        Unknown corpus.
+    ChecksumError
+        A file does not match its pinned sha256 (and ``download=False``), or a
+        download does not.
+    DataValidationError
+        A file is missing (``download=False``), truncated or corrupt.
+    """
+    info = get_corpus_info(name)
+    if info.kind == "files":
+        images, labels = _load_mnist(info, data_dir, download, progress)
+        checksum = _files_checksum(info)
+    else:
+        images, labels = _GENERATORS[name](**info.params)
+        checksum = generated_checksum(info)
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    if images.shape != (info.n_images, IMAGE_SIZE, IMAGE_SIZE):
+        raise DataValidationError(f"corpus {name!r}: got images {images.shape}; expected ({info.n_images}, 28, 28)")
+    return Corpus(name=name, images=images, labels=labels, checksum=checksum, info=info)
+
+
+# ---------------------------------------------------------------- registry
+_register(
+    CorpusInfo(
+        name="mnist-t10k",
+        kind="files",
+        description="the 10,000 MNIST test digits (handwritten 0-9, 28x28): prior of vangerven and digit EEG targets",
+        n_images=10000,
+        folder="priors/mnist",
+        files=(
+            CorpusFile(
+                filename="t10k-images-idx3-ubyte.gz",
+                repository="kelas/mnist",
+                commit="283b387221ab46655e600cfcc25d843bb14292b9",
+                source_path="t10k-images-idx3-ubyte.gz",
+                sha256="167310007f03058885c7e95e6c0b19c20de5c7fd3031f4cbdadc9014a523d80b",
+                size_bytes=1648877,
+            ),
+            CorpusFile(
+                filename="t10k-labels-idx1-ubyte.gz",
+                repository="kelas/mnist",
+                commit="283b387221ab46655e600cfcc25d843bb14292b9",
+                source_path="t10k-labels-idx1-ubyte.gz",
+                sha256="fc607395669ec21321ea83e4b82c0544b7e8e63ff5b34337c06bc0a17cc0da3c",
+                size_bytes=4542,
+            ),
+        ),
+        citation="LeCun, Y., Cortes, C., Burges, C. J. C. The MNIST database of handwritten digits.",
+        licence="CC BY-SA 3.0 (MNIST); the holding repository states none",
+    )
+)
+
+_register(
+    CorpusInfo(
+        name="miyawaki-patterns",
+        kind="generated",
+        description=(
+            "random 10x10 binary patterns and random geometric shapes (squares, frames, crosses, lines, "
+            "bar glyphs) rendered to 28x28 like the miyawaki stimuli: prior of miyawaki"
+        ),
+        n_images=10000,
+        params={"n_random": 5000, "n_shapes": 5000, "seed": 0},
+        generator_version=generators.MIYAWAKI_VERSION,
+        citation="Miyawaki, Y. et al. (2008). Neuron 60(5): decoders trained on random 10x10 patterns.",
+        licence="generated by CortexFlow",
+    ),
+    generators.miyawaki_patterns,
+)
+
+_register(
+    CorpusInfo(
+        name="font-letters",
+        kind="generated",
+        description=(
+            "the 26 lower-case letters in matplotlib's DejaVu fonts, random affine + elastic deformation, "
+            "black on white like the Crell targets: prior of crell"
+        ),
+        n_images=10400,
+        params={"per_letter": 400, "seed": 0},
+        generator_version=generators.LETTERS_VERSION,
+        citation="DejaVu fonts (shipped with matplotlib).",
+        licence="glyphs: DejaVu font licence (free); generated by CortexFlow",
+    ),
+    generators.font_letters,
+)
+
+#: Default prior corpus of each registered data set (a prefix match for the digit EEG sets).
+DEFAULT_PRIORS: dict[str, str] = {
+    "vangerven": "mnist-t10k",
+    "miyawaki": "miyawaki-patterns",
+    "mindbigdata": "mnist-t10k",
+    "crell": "font-letters",
+}
+
+
+def default_prior(dataset_name: str | None) -> str | None:
+    """Default prior corpus of a data set, or ``None`` when it has none (a user's file).
+
+    ``vangerven`` and the digit EEG data sets (``mindbigdata*``) use
+    ``mnist-t10k``, ``miyawaki`` uses ``miyawaki-patterns`` and ``crell*``
+    uses ``font-letters``.
+    """
+    if not dataset_name:
+        return None
+    name = str(dataset_name).lower()
+    if name in DEFAULT_PRIORS:
+        return DEFAULT_PRIORS[name]
+    if name.startswith("mindbigdata"):
+        return "mnist-t10k"
+    if name.startswith("crell"):
+        return "font-letters"
+    return None

@@ -1,0 +1,224 @@
+"""``ridge-prior``: ridge from brain signals to an image prior's embedding, decoded by the prior."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_is_fitted
+
+from cortexflow.baselines._common import check_training_rows, default_alphas, fit_ridge_cv
+from cortexflow.data.preprocessing import SignalScaler
+from cortexflow.data.registry import DATASETS
+from cortexflow.exceptions import ConfigError, DataValidationError
+from cortexflow.priors.corpora import default_prior, get_corpus_info, list_corpora
+from cortexflow.priors.guard import DEFAULT_THRESHOLD, dataset_stimuli
+from cortexflow.priors.models import PriorConfig
+from cortexflow.priors.training import FittedPrior, fine_tune_prior, get_prior
+
+__all__ = ["RidgePriorDecoder", "resolve_prior_corpus", "resolve_prior_config", "guard_stimuli", "prior_report_info"]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_prior_corpus(prior: str | None, dataset: str | None) -> str:
+    """The corpus to use: ``prior`` if given, else the data set's default.
+
+    Raises
+    ------
+    ConfigError
+        Unknown corpus, or no ``prior`` for a data set without a default (a
+        user's file); the message lists the registered corpora.
+    """
+    if prior is not None:
+        get_corpus_info(prior)
+        return prior
+    name = default_prior(dataset)
+    if name is None:
+        raise ConfigError(
+            f"data set {dataset!r} has no default image prior; pass prior=NAME (on the command line "
+            f"--method-option {{method}}:prior=NAME) with one of the registered corpora: {', '.join(list_corpora())}"
+        )
+    return name
+
+
+def resolve_prior_config(prior_config: PriorConfig | Mapping[str, Any] | None, **overrides: Any) -> PriorConfig:
+    """A :class:`PriorConfig` from a config, a dict of fields, or None (defaults); ``overrides`` applied when not None."""
+    if isinstance(prior_config, PriorConfig):
+        cfg = prior_config
+    elif prior_config is None:
+        cfg = PriorConfig()
+    elif isinstance(prior_config, Mapping):
+        cfg = PriorConfig.from_dict(dict(prior_config))
+    else:
+        raise ConfigError(f"prior_config must be a PriorConfig, a dict or None; got {type(prior_config).__name__}")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return cfg.replace(**changes) if changes else cfg
+
+
+def guard_stimuli(stimuli, dataset: str | None, Y: np.ndarray, data_dir=None) -> np.ndarray:
+    """Stimuli the near-duplicate guard checks: ``stimuli`` if given, else a registered data set's
+    training and test stimuli, else the training stimuli ``Y`` (a user's file)."""
+    if stimuli is not None:
+        return np.asarray(stimuli, dtype=np.float32)
+    if dataset is not None and dataset in DATASETS:
+        return dataset_stimuli(dataset, data_dir)
+    return np.asarray(Y, dtype=np.float32)
+
+
+def prior_report_info(prior: FittedPrior) -> dict[str, Any]:
+    """The JSON-serialisable facts about a prior that the benchmark report shows."""
+    info = prior.info
+    return {
+        "prior_corpus": info["corpus"],
+        "prior_n_images": int(info["n_images"]),
+        "prior_n_dropped": int(info["n_dropped"]),
+        "prior_threshold": float(info["threshold"]),
+        "prior_cache_key": info["cache_key"],
+        "prior_kind": prior.config.kind,
+        "prior_embed_dim": prior.embed_dim,
+        "prior_recon_mse": float(info["recon_mse"]),
+        "prior_fine_tuned": "fine_tuned" in info,
+    }
+
+
+class RidgePriorDecoder(RegressorMixin, BaseEstimator):
+    """Ridge regression from brain signal to an image prior's embedding, decoded by the prior.
+
+    Signals are z-scored with training-row statistics; the targets are the
+    prior's unit-norm embeddings of the training stimuli; one ridge penalty
+    shared by all embedding dimensions is chosen by cross-validation on the
+    training rows (efficient leave-one-out by default, as in
+    :class:`~cortexflow.baselines.ridge.RidgeDecoder`). A prediction is
+    re-normalised and decoded by the prior's decoder.
+
+    Parameters
+    ----------
+    prior : str, optional
+        Corpus of the prior (``cortexflow.priors.list_corpora()``); ``None``
+        uses the data set's default (``default_prior(dataset)``).
+    dataset : str, optional
+        Registered data set name: default prior, and the stimuli for the
+        near-duplicate guard when ``stimuli`` is not given.
+    alpha : float or array-like, optional
+        Fixed penalty, or a grid to choose from; 21 values from 1e-3 to 1e7 when omitted.
+    cv : int or None
+        ``None``: efficient leave-one-out; an int: K-fold on the training rows.
+    prior_config : PriorConfig or dict, optional
+        Prior architecture and training (default ``PriorConfig()``, 512-d AE).
+    embed_dim, prior_kind, prior_epochs : optional
+        Shortcuts overriding those fields of ``prior_config``.
+    fine_tune_epochs : int
+        Fine-tune (a copy of) the prior on the training stimuli for this many
+        epochs before encoding them (0 = off).
+    fine_tune_lr : float
+        Learning rate of that fine-tuning.
+    stimuli : ndarray (m, 28, 28), optional
+        All stimuli of the data set (train and test) for the near-duplicate guard.
+    threshold : float
+        Near-duplicate threshold of the guard.
+    random_state : int
+        Seed of the fine-tuning (the prior itself is seeded by ``prior_config.seed``).
+    data_dir, cache_dir : path-like, optional
+        Data folder and prior cache root.
+    progress : bool, optional
+        Progress bar of a prior training.
+
+    Attributes
+    ----------
+    prior_ : FittedPrior
+    corpus_ : str
+    alpha_ : float
+    scaler_ : SignalScaler
+    ridge_ : sklearn.linear_model.RidgeCV
+    n_features_in_ : int
+    report_info_ : dict
+        Prior corpus, images, duplicates dropped, cache key (for the benchmark report).
+    """
+
+    def __init__(
+        self,
+        prior: str | None = None,
+        dataset: str | None = None,
+        alpha=None,
+        cv: int | None = None,
+        prior_config: PriorConfig | Mapping[str, Any] | None = None,
+        embed_dim: int | None = None,
+        prior_kind: str | None = None,
+        prior_epochs: int | None = None,
+        fine_tune_epochs: int = 0,
+        fine_tune_lr: float = 3e-4,
+        stimuli: np.ndarray | None = None,
+        threshold: float = DEFAULT_THRESHOLD,
+        random_state: int = 0,
+        data_dir=None,
+        cache_dir=None,
+        progress: bool | None = None,
+    ):
+        self.prior = prior
+        self.dataset = dataset
+        self.alpha = alpha
+        self.cv = cv
+        self.prior_config = prior_config
+        self.embed_dim = embed_dim
+        self.prior_kind = prior_kind
+        self.prior_epochs = prior_epochs
+        self.fine_tune_epochs = fine_tune_epochs
+        self.fine_tune_lr = fine_tune_lr
+        self.stimuli = stimuli
+        self.threshold = threshold
+        self.random_state = random_state
+        self.data_dir = data_dir
+        self.cache_dir = cache_dir
+        self.progress = progress
+
+    def _alphas(self) -> np.ndarray:
+        if self.alpha is None:
+            return default_alphas()
+        alphas = np.atleast_1d(np.asarray(self.alpha, dtype=float))
+        if alphas.ndim != 1 or len(alphas) == 0 or not np.all(np.isfinite(alphas)) or np.any(alphas <= 0):
+            raise ConfigError(f"alpha={self.alpha!r} must be a positive number or a 1-d grid of them")
+        return alphas
+
+    def fit(self, X, Y) -> "RidgePriorDecoder":
+        """Fit the scaler and the ridge on the training rows (training the prior if not cached)."""
+        X, Y = check_training_rows(X, Y, min_rows=3, name="RidgePriorDecoder", dtype=np.float32)
+        if Y.shape[1:] != (28, 28):
+            raise DataValidationError(f"Y has shape {Y.shape}; ridge-prior needs 28x28 stimuli (n, 28, 28)")
+        alphas = self._alphas()
+        self.corpus_ = resolve_prior_corpus(self.prior, self.dataset)
+        cfg = resolve_prior_config(self.prior_config, embed_dim=self.embed_dim, kind=self.prior_kind,
+                                   epochs=self.prior_epochs)
+        exclude = guard_stimuli(self.stimuli, self.dataset, Y, self.data_dir)
+        prior = get_prior(self.corpus_, exclude=exclude, config=cfg, data_dir=self.data_dir,
+                          cache_dir=self.cache_dir, progress=self.progress, threshold=self.threshold)
+        if self.fine_tune_epochs:
+            prior = fine_tune_prior(prior, Y, epochs=int(self.fine_tune_epochs), lr=float(self.fine_tune_lr),
+                                    seed=int(self.random_state), progress=self.progress)
+        self.prior_ = prior
+        self.n_features_in_ = X.shape[1]
+        self.scaler_ = SignalScaler().fit(X)
+        targets = prior.encode_images(Y).astype(np.float64)
+        self.ridge_ = fit_ridge_cv(self.scaler_.transform(X).astype(np.float64), targets, alphas, self.cv)
+        self.alpha_ = float(self.ridge_.alpha_)
+        if len(alphas) > 1 and self.alpha_ in (alphas.min(), alphas.max()):
+            logger.warning("ridge-prior penalty %.3g lies at the edge of the grid [%.3g, %.3g]",
+                           self.alpha_, alphas.min(), alphas.max())
+        self.report_info_ = {**prior_report_info(prior), "alpha": self.alpha_}
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        """Predicted unit-norm prior embeddings (n, embed_dim)."""
+        check_is_fitted(self, "ridge_")
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise DataValidationError(f"X has shape {X.shape}; expected (n, {self.n_features_in_})")
+        Z = self.ridge_.predict(self.scaler_.transform(X).astype(np.float64))
+        Z = np.atleast_2d(Z)
+        return (Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+    def predict(self, X) -> np.ndarray:
+        """Reconstructions (n, 28, 28) float32 in [0, 1]."""
+        return self.prior_.decode_embeddings(self.transform(X))

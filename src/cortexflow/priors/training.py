@@ -1,0 +1,350 @@
+"""Train an image prior on a guarded corpus, and cache it on disk.
+
+:func:`get_prior` is the one entry point: it loads the corpus, drops the
+near-duplicates of the given stimuli (:mod:`cortexflow.priors.guard`), and
+returns a :class:`FittedPrior`, trained once and then read from the cache.
+
+The cache entry of a prior is the folder
+
+``<cache root>/priors/<corpus>/<key>/`` with ``weights.safetensors`` and ``prior.json``
+
+where ``key`` hashes the cache format, the corpus name and checksum, the
+:class:`PriorConfig`, the guard threshold and the indices of the dropped images.
+The cache root is the ``cache_dir`` argument, else ``$CORTEXFLOW_CACHE``,
+else the user's cache folder (``pooch.os_cache("cortexflow")``), the same
+root as the embedding cache. Both files are written atomically, the JSON
+last, so an interrupted training never leaves an entry that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save
+
+from cortexflow.exceptions import CheckpointError, DataValidationError
+from cortexflow.priors.corpora import load_corpus
+from cortexflow.priors.guard import DEFAULT_THRESHOLD, drop_near_duplicates
+from cortexflow.priors.models import ImagePrior, PriorConfig
+from cortexflow.semantic.cache import get_cache_dir
+from cortexflow.utils.io import atomic_write_bytes, atomic_write_json
+from cortexflow.utils.progress import progress_bar
+
+__all__ = [
+    "FittedPrior",
+    "get_prior",
+    "train_prior",
+    "fine_tune_prior",
+    "prior_cache_dir",
+    "prior_cache_key",
+    "CACHE_FORMAT",
+    "TRAINING_COUNTER",
+]
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+_WEIGHTS, _META = "weights.safetensors", "prior.json"
+#: Number of prior trainings this process has run (tests check that a cache hit adds none).
+TRAINING_COUNTER = {"trainings": 0}
+
+
+def prior_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Root of the prior cache: ``<cache root>/priors`` (``cache_dir``, ``$CORTEXFLOW_CACHE``, user cache)."""
+    return get_cache_dir(cache_dir) / "priors"
+
+
+def prior_cache_key(corpus: str, corpus_checksum: str, config: PriorConfig, threshold: float, dropped: np.ndarray) -> str:
+    """sha256 naming a prior: corpus + its checksum + config + guard threshold + dropped indices."""
+    blob = json.dumps(
+        {
+            "format": CACHE_FORMAT,
+            "corpus": corpus,
+            "corpus_checksum": corpus_checksum,
+            "config": config.to_dict(),
+            "threshold": float(threshold),
+            "dropped": hashlib.sha256(np.asarray(dropped, dtype=np.int64).tobytes()).hexdigest(),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class FittedPrior:
+    """A trained, frozen image prior and what it was trained on.
+
+    Attributes
+    ----------
+    model : ImagePrior
+        In eval mode, parameters without gradients.
+    config : PriorConfig
+    info : dict
+        ``corpus``, ``corpus_checksum``, ``n_images`` (trained on), ``n_dropped``
+        (near-duplicates removed), ``threshold``, ``train_time_s``,
+        ``recon_mse`` (on the training images), ``cache_key``, ``from_cache``.
+    path : pathlib.Path or None
+        Cache folder of the entry (None when not cached, e.g. after fine-tuning).
+    """
+
+    def __init__(self, model: ImagePrior, info: dict[str, Any], path: Path | None = None):
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.config = model.config
+        self.info = info
+        self.path = path
+
+    @property
+    def embed_dim(self) -> int:
+        """Size of the embedding."""
+        return int(self.config.embed_dim)
+
+    def encode_images(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Unit-norm embeddings (n, embed_dim) float32 of images (n, 28, 28) in [0, 1]."""
+        x = _as_images(images, "images")
+        with torch.no_grad():
+            out = [self.model.encode(torch.from_numpy(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+        return torch.cat(out).numpy() if out else np.zeros((0, self.embed_dim), np.float32)
+
+    def decode_embeddings(self, embeddings: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Images (n, 28, 28) float32 in [0, 1] from embeddings (n, embed_dim); each row is re-normalised."""
+        z = np.asarray(embeddings, dtype=np.float32)
+        if z.ndim != 2 or z.shape[1] != self.embed_dim:
+            raise DataValidationError(f"embeddings have shape {z.shape}; expected (n, {self.embed_dim})")
+        if not np.isfinite(z).all():
+            raise DataValidationError("embeddings hold NaN or infinite values")
+        with torch.no_grad():
+            out = [self.model.decode(torch.from_numpy(z[i : i + batch_size])) for i in range(0, len(z), batch_size)]
+        return torch.cat(out).numpy() if out else np.zeros((0, 28, 28), np.float32)
+
+    def reconstruct(self, images: np.ndarray) -> np.ndarray:
+        """Encode then decode: the prior's version of each image."""
+        return self.decode_embeddings(self.encode_images(images))
+
+    def __repr__(self) -> str:
+        return (f"FittedPrior(corpus={self.info.get('corpus')!r}, kind={self.config.kind!r}, "
+                f"embed_dim={self.embed_dim}, n_images={self.info.get('n_images')}, n_dropped={self.info.get('n_dropped')})")
+
+
+def _as_images(images, key: str) -> np.ndarray:
+    x = np.asarray(images, dtype=np.float32)
+    if x.ndim != 3 or x.shape[1:] != (28, 28):
+        raise DataValidationError(f"{key} has shape {x.shape}; expected (n, 28, 28)")
+    if not np.isfinite(x).all():
+        raise DataValidationError(f"{key} holds NaN or infinite values")
+    return np.ascontiguousarray(x)
+
+
+def _build_model(config: PriorConfig) -> ImagePrior:
+    """The untrained model, its initial weights drawn from ``config.seed`` (global RNG restored after)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(config.seed))
+        return ImagePrior(config)
+
+
+def train_prior(
+    images: np.ndarray,
+    config: PriorConfig,
+    *,
+    weights: np.ndarray | None = None,
+    model: ImagePrior | None = None,
+    progress: bool | None = None,
+    desc: str = "prior",
+) -> tuple[ImagePrior, dict[str, Any]]:
+    """Train an :class:`ImagePrior` on ``images`` with ``config``.
+
+    Deterministic for a given ``config.seed`` and thread count: the initial
+    weights, the batch order and the VAE's noise come from the seed, through
+    a private generator.
+
+    Parameters
+    ----------
+    images : ndarray (n, 28, 28) in [0, 1]
+    config : PriorConfig
+    weights : ndarray (n,), optional
+        Sampling weight of each image (batches are drawn with replacement in
+        proportion to them); uniform epochs without replacement when omitted.
+    model : ImagePrior, optional
+        Start from this model (fine-tuning) instead of a fresh one.
+    progress : bool, optional
+        Per-epoch progress bar.
+    desc : str
+        Label of the progress bar.
+
+    Returns
+    -------
+    model : ImagePrior (eval mode)
+    stats : dict with ``train_time_s``, ``recon_mse`` (28x28 MSE on ``images``), ``final_loss``
+    """
+    x = torch.from_numpy(_as_images(images, "images"))
+    n = len(x)
+    if n == 0:
+        raise DataValidationError("no image to train the prior on")
+    gen = torch.Generator().manual_seed(int(config.seed))
+    model = _build_model(config) if model is None else model
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, -(-n // config.batch_size))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs * steps_per_epoch, eta_min=config.lr * 0.05)
+    w = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float64))
+    if w is not None and (w.shape != (n,) or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0):
+        raise DataValidationError(f"weights must be {n} finite values >= 0 with a positive sum")
+    t0 = time.perf_counter()
+    last = float("nan")
+    bar = progress_bar(range(config.epochs), progress=progress, desc=desc, unit="epoch")
+    for _ in bar:
+        order = torch.randperm(n, generator=gen) if w is None else torch.multinomial(w, n, replacement=True, generator=gen)
+        total, count = 0.0, 0
+        for i in range(0, n, config.batch_size):
+            idx = order[i : i + config.batch_size]
+            if len(idx) < 2 and n >= 2:  # BatchNorm needs two images
+                continue
+            loss, _ = model.loss(x[idx], gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total, count = total + float(loss.detach()) * len(idx), count + len(idx)
+        last = total / max(count, 1)
+        bar.set_postfix(loss=f"{last:.4f}")
+    train_time = time.perf_counter() - t0
+    model.eval()
+    with torch.no_grad():
+        recon = torch.cat([model(x[i : i + 1024]) for i in range(0, n, 1024)])
+    stats = {"train_time_s": round(train_time, 3), "recon_mse": float(((recon - x) ** 2).mean()), "final_loss": last}
+    logger.info("trained %s prior on %d images in %.1f s (recon MSE %.4f)", config.kind, n, train_time, stats["recon_mse"])
+    return model, stats
+
+
+def _save(path: Path, model: ImagePrior, info: dict) -> None:
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path / _WEIGHTS, save(state))
+    atomic_write_json(path / _META, {"format": CACHE_FORMAT, "config": model.config.to_dict(), "info": info})
+
+
+def _load(path: Path, key: str) -> FittedPrior | None:
+    meta_path, weights_path = path / _META, path / _WEIGHTS
+    if not (meta_path.is_file() and weights_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != CACHE_FORMAT or meta["info"].get("cache_key") != key:
+            return None
+        config = PriorConfig.from_dict(meta["config"])
+        model = ImagePrior(config)
+        model.load_state_dict(load_file(str(weights_path)))
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        logger.warning("prior cache entry %s is unreadable (%s); training again", path, exc)
+        return None
+    info = dict(meta["info"], from_cache=True)
+    return FittedPrior(model, info, path)
+
+
+def get_prior(
+    corpus: str,
+    *,
+    exclude: np.ndarray | None = None,
+    config: PriorConfig | None = None,
+    data_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    use_cache: bool = True,
+) -> FittedPrior:
+    """The image prior of ``corpus``, trained on its guarded images (from the cache when possible).
+
+    Parameters
+    ----------
+    corpus : str
+        A registered corpus (:func:`cortexflow.priors.list_corpora`).
+    exclude : ndarray (m, 28, 28), optional
+        Stimuli the prior will be evaluated with (a data set's training *and*
+        test stimuli): corpus images within pixel MSE ``threshold`` of any of
+        them are dropped before training.
+    config : PriorConfig, optional
+        Architecture and training settings; defaults to ``PriorConfig()``.
+    data_dir : path-like, optional
+        Data folder of file corpora.
+    cache_dir : path-like, optional
+        Cache root (default ``$CORTEXFLOW_CACHE``, else the user cache folder).
+    progress : bool, optional
+        Progress bar of the training.
+    threshold : float
+        Near-duplicate threshold (see :mod:`cortexflow.priors.guard`).
+    use_cache : bool
+        Read and write the cache (``False``: always train, write nothing).
+
+    Returns
+    -------
+    FittedPrior
+    """
+    config = config or PriorConfig()
+    data = load_corpus(corpus, data_dir, progress=progress)
+    images, dropped = (data.images, np.zeros(0, np.int64)) if exclude is None else drop_near_duplicates(
+        data.images, exclude, threshold=threshold
+    )
+    if exclude is not None:
+        logger.info("prior %s: %d near-duplicate(s) of the %d given stimuli dropped", corpus, len(dropped), len(exclude))
+    if config.max_images is not None:
+        images = images[: int(config.max_images)]
+    key = prior_cache_key(corpus, data.checksum, config, threshold, dropped)
+    path = prior_cache_dir(cache_dir) / corpus / key[:24]
+    if use_cache:
+        hit = _load(path, key)
+        if hit is not None:
+            logger.debug("prior cache hit %s", path)
+            return hit
+    model, stats = train_prior(images, config, progress=progress, desc=f"prior {corpus}")
+    TRAINING_COUNTER["trainings"] += 1
+    info = {
+        "corpus": corpus,
+        "corpus_checksum": data.checksum,
+        "n_images": int(len(images)),
+        "n_dropped": int(len(dropped)),
+        "dropped_indices": [int(i) for i in dropped[:1000]],
+        "threshold": float(threshold),
+        "cache_key": key,
+        "torch_threads": torch.get_num_threads(),
+        **stats,
+    }
+    if use_cache:
+        _save(path, model, info)
+    return FittedPrior(model, dict(info, from_cache=False), path if use_cache else None)
+
+
+def fine_tune_prior(
+    prior: FittedPrior,
+    images: np.ndarray,
+    *,
+    epochs: int = 30,
+    lr: float = 3e-4,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool | None = None,
+) -> FittedPrior:
+    """A copy of ``prior`` fine-tuned on ``images`` (e.g. a data set's training stimuli); not cached.
+
+    Raises
+    ------
+    CheckpointError
+        ``prior`` has no model.
+    """
+    if not isinstance(prior, FittedPrior):
+        raise CheckpointError(f"prior must be a FittedPrior; got {type(prior).__name__}")
+    cfg = prior.config.replace(epochs=int(epochs), lr=float(lr), seed=int(seed), batch_size=int(batch_size))
+    model = ImagePrior(cfg)
+    model.load_state_dict(prior.model.state_dict())
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model, stats = train_prior(images, cfg, model=model, progress=progress, desc="fine-tune prior")
+    info = dict(prior.info, fine_tuned={"n_images": int(len(images)), "epochs": int(epochs), "lr": float(lr), **stats},
+                from_cache=False)
+    return FittedPrior(model, info, None)
