@@ -41,7 +41,7 @@ def _flat(images, key: str) -> np.ndarray:
         raise DataValidationError(f"{key} has shape {a.shape}; expected (n, 28, 28) or (n, 784)")
     if not np.isfinite(a).all():
         raise DataValidationError(f"{key} holds NaN or infinite values")
-    return a.reshape(len(a), -1)
+    return a.reshape(len(a), 784)
 
 
 def pairwise_mse(a, b) -> np.ndarray:

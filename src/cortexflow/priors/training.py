@@ -43,6 +43,8 @@ __all__ = [
     "get_prior",
     "train_prior",
     "fine_tune_prior",
+    "cached_prior",
+    "list_cached_priors",
     "prior_cache_dir",
     "prior_cache_key",
     "CACHE_FORMAT",
@@ -248,6 +250,49 @@ def _load(path: Path, key: str) -> FittedPrior | None:
     return FittedPrior(model, info, path)
 
 
+def _prepare(corpus, exclude, config, data_dir, cache_dir, threshold, progress):
+    """Load and guard the corpus; return (corpus, kept images, dropped indices, cache key, cache folder)."""
+    data = load_corpus(corpus, data_dir, progress=progress)
+    if exclude is None:
+        images, dropped = data.images, np.zeros(0, np.int64)
+    else:
+        images, dropped = drop_near_duplicates(data.images, exclude, threshold=threshold)
+        logger.info("prior %s: %d near-duplicate(s) of the %d given stimuli dropped", corpus, len(dropped), len(exclude))
+    if config.max_images is not None:
+        images = images[: int(config.max_images)]
+    key = prior_cache_key(corpus, data.checksum, config, threshold, dropped)
+    return data, images, dropped, key, prior_cache_dir(cache_dir) / corpus / key[:24]
+
+
+def cached_prior(
+    corpus: str,
+    *,
+    exclude: np.ndarray | None = None,
+    config: PriorConfig | None = None,
+    data_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> FittedPrior | None:
+    """The cached prior that :func:`get_prior` would return with these arguments, or None (never trains)."""
+    config = config or PriorConfig()
+    *_, key, path = _prepare(corpus, exclude, config, data_dir, cache_dir, threshold, False)
+    return _load(path, key)
+
+
+def list_cached_priors(corpus: str, cache_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """Summaries (config, info, path) of every complete cache entry of ``corpus``, newest first."""
+    root = prior_cache_dir(cache_dir) / corpus
+    out = []
+    for meta in root.glob(f"*/{_META}") if root.is_dir() else []:
+        try:
+            d = json.loads(meta.read_text())
+            if d.get("format") == CACHE_FORMAT and (meta.parent / _WEIGHTS).is_file():
+                out.append({"config": d["config"], "info": d["info"], "path": str(meta.parent), "mtime": meta.stat().st_mtime})
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning("skipping unreadable prior cache entry %s (%s)", meta, exc)
+    return sorted(out, key=lambda e: -e["mtime"])
+
+
 def get_prior(
     corpus: str,
     *,
@@ -287,16 +332,7 @@ def get_prior(
     FittedPrior
     """
     config = config or PriorConfig()
-    data = load_corpus(corpus, data_dir, progress=progress)
-    images, dropped = (data.images, np.zeros(0, np.int64)) if exclude is None else drop_near_duplicates(
-        data.images, exclude, threshold=threshold
-    )
-    if exclude is not None:
-        logger.info("prior %s: %d near-duplicate(s) of the %d given stimuli dropped", corpus, len(dropped), len(exclude))
-    if config.max_images is not None:
-        images = images[: int(config.max_images)]
-    key = prior_cache_key(corpus, data.checksum, config, threshold, dropped)
-    path = prior_cache_dir(cache_dir) / corpus / key[:24]
+    data, images, dropped, key, path = _prepare(corpus, exclude, config, data_dir, cache_dir, threshold, progress)
     if use_cache:
         hit = _load(path, key)
         if hit is not None:
