@@ -1,0 +1,539 @@
+"""``cccv1-prior``: the CCCV1 brain encoder trained into an image prior's embedding space.
+
+An image prior (:mod:`cortexflow.priors`) learns, from many external images of
+the same kind as the stimuli, an encoder from an image to a unit-norm
+embedding and a decoder from the embedding back to the image. This estimator
+trains a brain encoder into that embedding space:
+
+* the encoder is CCCV1's (:class:`~cortexflow.models.cccv1.CLIPGuidedEncoder`,
+  an MLP with progressive dropout, followed by the
+  :class:`~cortexflow.models.cccv1.SemanticEnhancer`), or with
+  ``encoder="attention"`` a small self-attention encoder over groups of
+  voxels (:class:`VoxelGroupAttentionEncoder`);
+* its loss is the pixel MSE of the image that the prior's decoder (frozen)
+  makes from the brain embedding, plus ``1 - cosine`` and the symmetric
+  InfoNCE (:func:`cortexflow.semantic.losses.clip_infonce`) between the brain
+  embedding and the prior's embedding of the training stimulus: images and
+  brain signals share one embedding space learned from many images;
+* optionally (``finetune_decoder=True``) a second phase trains encoder and
+  decoder together with a learning rate ``finetune_lr_factor`` times smaller;
+* preprocessing (z-scored signals), the inner validation split and early
+  stopping use the training rows only (:func:`cortexflow.training.train_model`,
+  which draws the split with :func:`cortexflow.data.splits.inner_validation_split`);
+* ``n_members > 1`` trains that many members with different seeds, one after
+  another, and predicts the mean of their images.
+
+Every random choice comes from the estimator's own :class:`torch.Generator`
+(weights, dropout masks) and from ``train_model``'s seeded generator (inner
+split, batch order): ``fit`` never touches torch's global random state.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cortexflow.baselines._common import fit_ridge_cv
+from cortexflow.data.preprocessing import ImageScaler, SignalScaler
+from cortexflow.exceptions import ConfigError, DataValidationError
+from cortexflow.models.cccv1 import CLIPGuidedEncoder, SemanticEnhancer, StreamDropout
+from cortexflow.models.estimator import CCCV1Decoder
+from cortexflow.semantic.losses import LearnableTemperature, clip_infonce
+from cortexflow.priors.guard import DEFAULT_THRESHOLD
+from cortexflow.priors.ridge_prior import guard_stimuli, prior_report_info, resolve_prior_config, resolve_prior_corpus
+from cortexflow.priors.training import FittedPrior, get_prior
+from cortexflow.training.config import CCCV1Config, get_config
+from cortexflow.training.trainer import train_model
+
+__all__ = [
+    "CCCV1PriorDecoder",
+    "PriorBrainNet",
+    "PriorEnsemble",
+    "VoxelGroupAttentionEncoder",
+    "GeneratorDropout",
+    "EmbeddingAlignment",
+    "ENCODERS",
+    "DEFAULT_LOSS_WEIGHTS",
+    "member_seeds",
+]
+
+logger = logging.getLogger(__name__)
+
+ENCODERS = ("mlp", "attention")
+#: Weights of the two alignment terms beside the pixel MSE (chosen by inner CV on vangerven's training rows).
+DEFAULT_LOSS_WEIGHTS = {"prior_cosine": 1.0, "prior_infonce": 0.1}
+
+
+# ------------------------------------------------------------------ random streams
+class GeneratorDropout(StreamDropout):
+    """:class:`StreamDropout` whose masks come from an explicit ``torch.Generator``.
+
+    ``generator`` is not a parameter or buffer: it is set by the estimator
+    before training and cleared afterwards (dropout is off in eval mode).
+    """
+
+    def __init__(self, p: float, generator: torch.Generator | None = None):
+        super().__init__(p)
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.generator is None or self.generator.device != x.device:
+            return super().forward(x)
+        noise = torch.empty_like(x).bernoulli_(1.0 - self.p, generator=self.generator)
+        return x * noise.div_(1.0 - self.p)
+
+
+def _use_generator_dropout(module: nn.Module) -> nn.Module:
+    """Replace every ``nn.Dropout`` inside ``module`` by a :class:`GeneratorDropout` of the same rate."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.Dropout) and not isinstance(child, GeneratorDropout):
+            setattr(module, name, GeneratorDropout(child.p))
+        else:
+            _use_generator_dropout(child)
+    return module
+
+
+def _set_dropout_generator(module: nn.Module, gen: torch.Generator | None) -> None:
+    for m in module.modules():
+        if isinstance(m, GeneratorDropout):
+            m.generator = gen
+
+
+@torch.no_grad()
+def _init_weights(module: nn.Module, gen: torch.Generator) -> None:
+    """Re-draw the random initial weights of ``module`` from ``gen`` (PyTorch's default schemes).
+
+    ``nn.Linear``: weight and bias uniform in +-1/sqrt(fan_in) (what
+    ``reset_parameters`` draws); ``nn.MultiheadAttention``: Xavier-uniform
+    input projection; parameters named ``pos``: normal with sd 0.02.
+    LayerNorm and zero biases are deterministic already.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            bound = 1.0 / math.sqrt(m.in_features) if m.in_features > 0 else 0.0
+            m.weight.uniform_(-bound, bound, generator=gen)
+            if m.bias is not None:
+                m.bias.uniform_(-bound, bound, generator=gen)
+        elif isinstance(m, nn.MultiheadAttention) and m.in_proj_weight is not None:
+            nn.init.xavier_uniform_(m.in_proj_weight, generator=gen)
+        pos = getattr(m, "pos", None)
+        if isinstance(pos, nn.Parameter):
+            pos.normal_(0.0, 0.02, generator=gen)
+
+
+def member_seeds(random_state: int, n_members: int) -> list[int]:
+    """Seeds of the ensemble members: ``random_state`` first (so one member is the plain model), then spaced."""
+    return [int(random_state) + 10_007 * m for m in range(int(n_members))]
+
+
+# ---------------------------------------------------------------------- encoders
+class VoxelGroupAttentionEncoder(nn.Module):
+    """Self-attention over groups of voxels, pooled into a unit-norm embedding.
+
+    The signal vector (``input_dim`` features) is cut into ``n_tokens``
+    contiguous groups (zero-padded at the end); each group is projected to a
+    ``token_dim`` token with a learned position embedding; ``depth``
+    pre-norm transformer blocks (multi-head self-attention and an MLP, both
+    residual) mix the tokens; the tokens are mean-pooled and projected to the
+    embedding, followed by LayerNorm, Tanh and L2 normalisation like CCCV1's
+    encoder.
+    """
+
+    def __init__(self, input_dim: int, embed_dim: int = 512, n_tokens: int = 32, token_dim: int = 64,
+                 depth: int = 1, heads: int = 4, dropout: float = 0.1):
+        super().__init__()
+        if n_tokens < 1 or token_dim < 1 or depth < 1 or heads < 1 or token_dim % heads:
+            raise ConfigError(f"attention encoder: n_tokens={n_tokens}, token_dim={token_dim}, depth={depth} and "
+                              f"heads={heads} must be >= 1 with token_dim divisible by heads")
+        self.input_dim, self.n_tokens = int(input_dim), int(n_tokens)
+        self.group = math.ceil(self.input_dim / self.n_tokens)
+        self.embed = nn.Linear(self.group, token_dim)
+        self.pos = nn.Parameter(torch.zeros(1, self.n_tokens, token_dim))
+        self.drop_in = GeneratorDropout(dropout)
+        self.norms1 = nn.ModuleList(nn.LayerNorm(token_dim) for _ in range(depth))
+        self.attn = nn.ModuleList(nn.MultiheadAttention(token_dim, heads, batch_first=True) for _ in range(depth))
+        self.norms2 = nn.ModuleList(nn.LayerNorm(token_dim) for _ in range(depth))
+        self.mlps = nn.ModuleList(
+            nn.Sequential(nn.Linear(token_dim, 2 * token_dim), nn.SiLU(), GeneratorDropout(dropout),
+                          nn.Linear(2 * token_dim, token_dim))
+            for _ in range(depth)
+        )
+        self.head = nn.Sequential(nn.LayerNorm(token_dim), nn.Linear(token_dim, embed_dim), nn.LayerNorm(embed_dim),
+                                  nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = self.n_tokens * self.group - x.shape[1]
+        if pad:
+            x = F.pad(x, (0, pad))
+        h = self.drop_in(self.embed(x.reshape(len(x), self.n_tokens, self.group)) + self.pos)
+        for n1, attn, n2, mlp in zip(self.norms1, self.attn, self.norms2, self.mlps):
+            a = n1(h)
+            h = h + attn(a, a, a, need_weights=False)[0]
+            h = h + mlp(n2(h))
+        return F.normalize(self.head(h.mean(dim=1)), dim=-1)
+
+
+def build_brain_encoder(kind: str, input_dim: int, embed_dim: int, config: CCCV1Config) -> nn.Module:
+    """The brain encoder of ``kind`` (one of :data:`ENCODERS`), followed by CCCV1's semantic enhancer."""
+    if kind == "mlp":
+        enc = CLIPGuidedEncoder(input_dim, config.dropout_encoder, config.hidden_dim, embed_dim)
+    elif kind == "attention":
+        enc = VoxelGroupAttentionEncoder(input_dim, embed_dim, dropout=max(config.dropout_encoder, 0.1))
+    else:
+        raise ConfigError(f"unknown encoder {kind!r}; allowed: {', '.join(ENCODERS)}")
+    return _use_generator_dropout(nn.Sequential(enc, SemanticEnhancer(embed_dim, embed_dim // 2, config.alpha)))
+
+
+# ------------------------------------------------------------------------ networks
+class LinearSkipEncoder(nn.Module):
+    """``normalize(linear(x) + gate * deep(x))``: a fixed linear read-out plus a learned deep residual.
+
+    ``linear`` is the ridge regression from the signals to the prior's
+    embeddings of the training stimuli (penalty by inner leave-one-out on the
+    training rows), kept fixed: training starts from ridge-to-prior and the
+    deep encoder learns, under the pixel and alignment losses, what the
+    linear read-out misses. ``gate`` (learned, initialised at ``gate_init``)
+    scales the deep encoder's unit-norm output.
+    """
+
+    def __init__(self, linear: nn.Linear, deep: nn.Module, gate_init: float = 0.1):
+        super().__init__()
+        self.linear = linear
+        self.linear.requires_grad_(False)
+        self.deep = deep
+        self.gate = nn.Parameter(torch.tensor(float(gate_init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.linear(x) + self.gate * self.deep(x), dim=-1)
+
+
+class PriorBrainNet(nn.Module):
+    """A brain encoder into a prior's embedding space and the prior's decoder.
+
+    ``encode(x)`` gives the unit-norm brain embedding, ``decode(e)`` the flat
+    image ``(B, n_pixels)`` that the prior's decoder makes from it (the
+    interface :func:`cortexflow.training.train_model` expects).
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode(self, e: torch.Tensor) -> torch.Tensor:
+        return self.decoder(e).reshape(len(e), -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
+class PriorEnsemble(nn.Module):
+    """Members of :class:`PriorBrainNet`; images are averaged, embeddings averaged and re-normalised."""
+
+    def __init__(self, members: list[PriorBrainNet]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(torch.stack([m.encode(x) for m in self.members]).mean(0), dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+
+class EmbeddingAlignment(nn.Module):
+    """Targets of the alignment terms: the prior's unit-norm embeddings of the training stimuli.
+
+    :meth:`terms` returns the loss terms ``prior_cosine`` (``1 - cos`` between
+    brain embedding and target) and ``prior_infonce`` (symmetric InfoNCE
+    with a learnable temperature) for :func:`~cortexflow.training.train_model`;
+    they read the batch rows through its ``index`` key.
+    """
+
+    def __init__(self, targets: np.ndarray):
+        super().__init__()
+        self.register_buffer("targets", F.normalize(torch.as_tensor(np.asarray(targets, dtype=np.float32)), dim=-1))
+        self.temperature = LearnableTemperature()
+
+    def cosine(self, out: dict) -> torch.Tensor:
+        return (1.0 - (F.normalize(out["embedding"], dim=-1) * self.targets[out["index"]]).sum(-1)).mean()
+
+    def infonce(self, out: dict) -> torch.Tensor:
+        return clip_infonce(out["embedding"], self.targets[out["index"]], self.temperature())
+
+    def terms(self) -> dict[str, Any]:
+        return {"prior_cosine": self.cosine, "prior_infonce": _InfoNCETerm(self)}
+
+
+class _InfoNCETerm(nn.Module):
+    """The ``prior_infonce`` term as a module, so that its temperature is trained."""
+
+    def __init__(self, alignment: EmbeddingAlignment):
+        super().__init__()
+        self.alignment = alignment
+
+    def forward(self, out: dict) -> torch.Tensor:
+        return self.alignment.infonce(out)
+
+
+# ----------------------------------------------------------------------- estimator
+class CCCV1PriorDecoder(CCCV1Decoder):
+    """CCCV1's encoder trained into an image prior's embedding space; images come from the prior's decoder.
+
+    Parameters
+    ----------
+    prior : str or FittedPrior, optional
+        A corpus name (see :func:`cortexflow.priors.list_corpora`) or a fitted
+        prior. ``None``: the default prior of ``dataset``
+        (:func:`cortexflow.priors.default_prior`); a data set without one (a
+        user's file) then raises :class:`ConfigError` listing the corpora.
+    dataset : str, optional
+        Dataset name: picks the training preset and the default prior.
+    config : "auto", str, dict or CCCV1Config
+        Training settings as for :class:`CCCV1Decoder` (``"auto"``: the data
+        set's preset); ``loss_weights`` default to :data:`DEFAULT_LOSS_WEIGHTS`.
+    encoder : {"mlp", "attention"}
+        Brain encoder (see the module docstring).
+    n_members : int
+        Ensemble size; members differ in seed and their images are averaged.
+    ridge_skip : bool
+        Add a fixed linear read-out, the ridge from signals to the prior's
+        embeddings (penalty by inner leave-one-out CV on the training rows), to
+        the deep encoder's output (:class:`LinearSkipEncoder`).
+    gate_init : float
+        Initial weight of the deep encoder's output beside the linear read-out.
+    finetune_decoder : bool
+        Add a second phase that also trains the prior's decoder.
+    finetune_lr_factor : float
+        Learning rate of that phase relative to ``config.lr``.
+    prior_config : PriorConfig or dict, optional
+        Prior architecture and training (default ``PriorConfig()``).
+    stimuli : ndarray (m, 28, 28), optional
+        All stimuli of the data set (train and test) for the near-duplicate
+        guard; default: a registered data set's stimuli, else the training
+        targets given to ``fit``.
+    threshold : float
+        Near-duplicate threshold of the guard.
+    data_dir, cache_dir : path-like, optional
+        Data folder and prior cache root.
+    random_state : int
+        Seed of weights, dropout, the inner split and batch order.
+    device, progress, amp :
+        As for :class:`CCCV1Decoder`.
+
+    Attributes
+    ----------
+    model_ : PriorEnsemble
+    prior_ : fitted prior
+    config_ : CCCV1Config
+    signal_scaler_ : SignalScaler
+    target_scaler_ : ImageScaler
+        Identity on [0, 1] (the prior's images are already in [0, 1]).
+    histories_ : list of list of dict
+        Per member (and phase), the per-epoch losses.
+    report_info_ : dict
+        Prior corpus, corpus images dropped as near-duplicates, and the like.
+    fit_seconds_ : float
+    """
+
+    def __init__(
+        self,
+        prior: Any = None,
+        dataset: str | None = None,
+        config: Any = "auto",
+        encoder: str = "mlp",
+        n_members: int = 1,
+        ridge_skip: bool = True,
+        gate_init: float = 0.1,
+        finetune_decoder: bool = False,
+        finetune_lr_factor: float = 0.1,
+        prior_config: Any = None,
+        stimuli: Any = None,
+        threshold: float = DEFAULT_THRESHOLD,
+        data_dir: Any = None,
+        cache_dir: Any = None,
+        random_state: int = 0,
+        device: str = "auto",
+        progress: bool = False,
+        amp: str = "off",
+    ):
+        self.prior = prior
+        self.dataset = dataset
+        self.config = config
+        self.encoder = encoder
+        self.n_members = n_members
+        self.ridge_skip = ridge_skip
+        self.gate_init = gate_init
+        self.finetune_decoder = finetune_decoder
+        self.finetune_lr_factor = finetune_lr_factor
+        self.prior_config = prior_config
+        self.stimuli = stimuli
+        self.threshold = threshold
+        self.data_dir = data_dir
+        self.cache_dir = cache_dir
+        self.random_state = random_state
+        self.device = device
+        self.progress = progress
+        self.amp = amp
+
+    # ------------------------------------------------------------------ fit
+    def _check_params(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"encoder={self.encoder!r} is not one of {', '.join(ENCODERS)}")
+        if not isinstance(self.n_members, (int, np.integer)) or isinstance(self.n_members, bool) or self.n_members < 1:
+            raise ConfigError(f"n_members={self.n_members!r} must be an integer >= 1")
+        if not 0 < float(self.finetune_lr_factor) <= 1:
+            raise ConfigError(f"finetune_lr_factor={self.finetune_lr_factor!r} must lie in (0, 1]")
+        if not isinstance(self.random_state, (int, np.integer)) or isinstance(self.random_state, bool):
+            raise ConfigError(f"random_state={self.random_state!r} must be an integer")
+
+    def _resolve_prior(self, Y: np.ndarray) -> FittedPrior:
+        """The fitted prior: ``prior`` itself when fitted, else trained (or read from the cache) by corpus name."""
+        if isinstance(self.prior, FittedPrior):
+            return self.prior
+        corpus = resolve_prior_corpus(self.prior, self.dataset)
+        exclude = guard_stimuli(self.stimuli, self.dataset, Y, self.data_dir)
+        return get_prior(corpus, exclude=exclude, config=resolve_prior_config(self.prior_config),
+                         data_dir=self.data_dir, cache_dir=self.cache_dir, progress=self.progress,
+                         threshold=self.threshold)
+
+    def fit(self, X, Y, *, metadata: dict | None = None) -> "CCCV1PriorDecoder":
+        """Train the brain encoder(s) into the prior's embedding space on the training rows (X, Y).
+
+        Parameters
+        ----------
+        X : array-like, shape (n, n_features)
+        Y : array-like, shape (n, 28, 28)
+            Training stimuli, values in [0, 1].
+        metadata : dict, optional
+            Dataset metadata kept with the estimator.
+        """
+        self._check_params()
+        X, Y = self._validate_fit_input(X, Y)
+        Y = Y.astype(np.float32)
+        if Y.ndim != 3 or Y.shape[1:] != (28, 28):
+            raise DataValidationError(f"{type(self).__name__} needs 28x28 target images; got Y of shape {Y.shape}")
+        if Y.min() < 0 or Y.max() > 1:
+            raise DataValidationError(f"Y must hold images in [0, 1]; got values in [{Y.min():.3g}, {Y.max():.3g}]")
+        t0 = time.perf_counter()
+        self.output_shape_ = tuple(Y.shape[1:])
+        self.prior_ = self._resolve_prior(Y)
+        t_prior = time.perf_counter() - t0
+        cfg = get_config(self.config, n_train=len(X), dataset=self.dataset)
+        if not cfg.loss_weights:
+            cfg = cfg.replace(loss_weights=dict(DEFAULT_LOSS_WEIGHTS))
+        self.config_ = cfg
+        self.signal_scaler_ = SignalScaler().fit(X)
+        self.target_scaler_ = ImageScaler.from_state({"n_pixels_": 784, "data_min_": 0.0, "data_max_": 1.0})
+        Xs = self.signal_scaler_.transform(X)
+        Yf = Y.reshape(len(Y), -1)
+        targets = np.asarray(self.prior_.encode_images(Y), dtype=np.float32)
+        embed_dim = targets.shape[1]
+        decoder = _prior_decoder(self.prior_)
+        self.ridge_alpha_ = None
+        linear = None
+        if self.ridge_skip:
+            ridge = fit_ridge_cv(Xs.astype(np.float64), targets.astype(np.float64))
+            self.ridge_alpha_ = float(ridge.alpha_)
+            with torch.random.fork_rng(devices=[]):  # its random initial weights are overwritten
+                linear = nn.Linear(Xs.shape[1], embed_dim)
+            with torch.no_grad():
+                linear.weight.copy_(torch.as_tensor(ridge.coef_, dtype=torch.float32))
+                linear.bias.copy_(torch.as_tensor(ridge.intercept_, dtype=torch.float32))
+        members, self.histories_ = [], []
+        for seed in member_seeds(self.random_state, self.n_members):
+            net, hist = self._fit_member(Xs, Yf, targets, embed_dim, decoder, cfg, seed, linear)
+            members.append(net)
+            self.histories_.append(hist)
+        self.model_ = PriorEnsemble(members).eval()
+        self.n_features_in_ = X.shape[1]
+        self.history_ = self.histories_[0]
+        self.metadata_ = dict(metadata or {})
+        self.fit_seconds_ = time.perf_counter() - t0 - t_prior
+        self.report_info_ = {**prior_report_info(self.prior_), "encoder": self.encoder, "n_members": int(self.n_members),
+                             "finetune_decoder": bool(self.finetune_decoder),
+                             "prior_seconds": round(t_prior, 3), "fit_seconds": round(self.fit_seconds_, 3)}
+        return self
+
+    def _fit_member(self, Xs, Yf, targets, embed_dim, decoder, cfg, seed, linear):
+        gen = torch.Generator()
+        gen.manual_seed(int(seed))
+        with torch.random.fork_rng(devices=[]):  # construction draws throw-away weights from the global stream
+            encoder = build_brain_encoder(self.encoder, Xs.shape[1], embed_dim, cfg)
+        _init_weights(encoder, gen)
+        if linear is not None:
+            encoder = LinearSkipEncoder(copy.deepcopy(linear), encoder, self.gate_init)
+        dec = copy.deepcopy(decoder) if self.finetune_decoder else decoder
+        dec.requires_grad_(False)
+        net = PriorBrainNet(encoder, dec)
+        align = EmbeddingAlignment(targets)
+        _set_dropout_generator(net, gen)
+        try:
+            res = train_model(net, Xs, Yf, cfg, seed=seed, device=self.device, progress=self.progress,
+                              loss_terms=align.terms(), amp=self.amp)
+            history = list(res.history)
+            if self.finetune_decoder:
+                dec.requires_grad_(True)
+                res2 = train_model(net, Xs, Yf, cfg.replace(lr=cfg.lr * float(self.finetune_lr_factor)), seed=seed,
+                                   device=self.device, progress=self.progress, loss_terms=align.terms(),
+                                   amp=self.amp)
+                dec.requires_grad_(False)
+                history += [{**h, "phase": "finetune"} for h in res2.history]
+        finally:
+            _set_dropout_generator(net, None)
+        return net.cpu().eval(), history
+
+    # -------------------------------------------------------- persistence
+    def save(self, path):  # noqa: D102 - documented refusal
+        """Not supported: a checkpoint would have to carry the prior; refit instead (fits take seconds)."""
+        raise NotImplementedError(f"{type(self).__name__} has no checkpoint format yet; refit it (one fit takes seconds)")
+
+    @classmethod
+    def load(cls, path, device: str = "auto"):  # noqa: D102
+        """Not supported (see :meth:`save`)."""
+        raise NotImplementedError(f"{cls.__name__} has no checkpoint format yet")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags
+
+
+# ------------------------------------------------------------- prior adapters
+class _PriorDecoder(nn.Module):
+    """The prior's decoder as a module from embeddings (B, d) to images (B, 28, 28).
+
+    It stays in eval mode (its BatchNorm layers use the corpus statistics)
+    even while the brain network around it trains.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def train(self, mode: bool = True) -> "_PriorDecoder":
+        super().train(False)
+        return self
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(e)
+
+
+def _prior_decoder(prior: FittedPrior) -> nn.Module:
+    """A frozen copy of the prior's network, wrapped to decode embeddings into images."""
+    model = copy.deepcopy(prior.model).cpu().eval()
+    model.requires_grad_(False)
+    return _PriorDecoder(model)

@@ -1,0 +1,55 @@
+"""Benchmark factories of the learned prior-backed methods: ``cccv1-prior`` (and its variants).
+
+:func:`register` is called by :func:`cortexflow.priors.methods.register`. Every
+factory follows ``factory(seed, dataset_name, n_train, *, fast=False,
+stimuli=None, **options)``; ``stimuli`` (all stimuli of the data set, for the
+near-duplicate guard) may be None, and a registered data set's stimuli are then
+loaded by the estimator (:func:`cortexflow.priors.ridge_prior.guard_stimuli`).
+``fast=True`` shrinks the prior (:data:`FAST_PRIOR_CONFIG`) and the training
+so that a fit takes about a second (tests and smoke runs only).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cortexflow.benchmark.methods import METHODS, register_method
+from cortexflow.priors.cccv1_prior import CCCV1PriorDecoder
+from cortexflow.training.config import get_config
+
+__all__ = ["register", "cccv1_prior_factory", "FAST_PRIOR_CONFIG", "CCCV1_PRIOR_VERSION"]
+
+#: Tiny prior for ``fast=True`` runs: 500 images, 1 epoch, 32-d (the same as ``ridge-prior``'s).
+FAST_PRIOR_CONFIG = {"epochs": 1, "max_images": 500, "embed_dim": 32, "widths": [8, 16, 32]}
+CCCV1_PRIOR_VERSION = "1"
+
+_ESTIMATOR_OPTIONS = ("prior", "encoder", "n_members", "ridge_skip", "gate_init", "finetune_decoder",
+                      "finetune_lr_factor", "prior_config", "threshold", "data_dir", "cache_dir", "device", "amp")
+
+
+def cccv1_prior_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, stimuli=None,
+                        **options: Any) -> CCCV1PriorDecoder:
+    """Unfitted :class:`CCCV1PriorDecoder` with the data set's training preset.
+
+    ``options`` are the estimator's parameters (``prior``, ``encoder``,
+    ``n_members``, ``ridge_skip``, ``finetune_decoder``, ...) and
+    :class:`~cortexflow.training.CCCV1Config` fields (``lr``, ``dropout_encoder``,
+    ``loss_weights``, ...), which override the preset.
+    """
+    est_opts = {k: options.pop(k) for k in list(options) if k in _ESTIMATOR_OPTIONS}
+    cfg = get_config("auto", n_train=n_train, dataset=dataset_name, **options)
+    if fast:
+        cfg = cfg.replace(epochs=2, patience=1, hidden_dim=64)
+        est_opts.setdefault("prior_config", dict(FAST_PRIOR_CONFIG))
+    return CCCV1PriorDecoder(dataset=dataset_name, config=cfg, stimuli=stimuli, random_state=seed, **est_opts)
+
+
+def register() -> None:
+    """Register ``cccv1-prior`` with the benchmark (idempotent)."""
+    if "cccv1-prior" not in METHODS:
+        register_method(
+            "cccv1-prior", cccv1_prior_factory, version=CCCV1_PRIOR_VERSION,
+            description="CCCV1 encoder trained into an image prior's embedding space (cosine + InfoNCE to the "
+                        "prior's embeddings, pixel MSE through the prior's frozen decoder), plus a fixed ridge "
+                        "read-out; option prior=CORPUS (default: the data set's), encoder=mlp|attention, n_members",
+        )

@@ -1,0 +1,143 @@
+"""The learned prior-backed methods: cccv1-prior (MLP / attention encoder, ensembles) and friends.
+
+Every test uses a tiny prior on the generated ``miyawaki-patterns`` corpus (no
+data file needed) or, for the real-data checks, the vangerven file.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from cortexflow.benchmark.methods import get_method, list_methods, make_estimator
+from cortexflow.exceptions import ConfigError
+from cortexflow.priors import PriorConfig, get_prior
+from cortexflow.priors.cccv1_prior import CCCV1PriorDecoder, PriorEnsemble, member_seeds
+from cortexflow.priors.generators import miyawaki_patterns
+from cortexflow.training.config import get_config
+
+TINY = PriorConfig(embed_dim=8, widths=(4, 8, 8), epochs=1, batch_size=32, max_images=120)
+TRAIN = get_config("small").replace(epochs=3, patience=2, hidden_dim=32, batch_size=8)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CORTEXFLOW_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def tiny_prior(tmp_path_factory):
+    """One tiny fitted prior shared by the module's tests (trained once, in a second or so)."""
+    return get_prior("miyawaki-patterns", config=TINY, cache_dir=tmp_path_factory.mktemp("prior-cache"))
+
+
+def _problem(n=20, p=30, seed=0):
+    rng = np.random.default_rng(seed)
+    Y, _ = miyawaki_patterns(n_random=n, n_shapes=0, seed=seed)
+    X = Y.reshape(n, -1) @ rng.normal(size=(784, p)) + 0.1 * rng.normal(size=(n, p))
+    return X.astype(np.float32), Y
+
+
+def _fit(prior, X, Y, **kw):
+    kw = {"config": TRAIN, "device": "cpu", "random_state": 0, **kw}
+    return CCCV1PriorDecoder(prior=prior, **kw).fit(X, Y)
+
+
+@pytest.mark.parametrize("encoder", ["mlp", "attention"])
+def test_cccv1_prior_fits_and_predicts(tiny_prior, encoder):
+    X, Y = _problem()
+    est = CCCV1PriorDecoder(prior=tiny_prior, config=TRAIN, encoder=encoder, device="cpu")
+    assert est.fit(X[:15], Y[:15]) is est
+    P = est.predict(X[15:])
+    assert P.shape == (5, 28, 28) and P.dtype == np.float32 and 0 <= P.min() and P.max() <= 1
+    Z = est.transform(X[15:])
+    assert Z.shape == (5, tiny_prior.embed_dim) and np.allclose(np.linalg.norm(Z, axis=1), 1, atol=1e-5)
+    info = est.report_info_
+    assert info["prior_corpus"] == "miyawaki-patterns" and info["prior_n_dropped"] == tiny_prior.info["n_dropped"]
+    assert info["encoder"] == encoder and info["n_members"] == 1
+    assert est.n_features_in_ == 30 and len(est.history_) >= 1
+    # the prior's own network is untouched (a copy is wrapped)
+    assert all(not p.requires_grad for p in tiny_prior.model.parameters())
+
+
+def test_fit_leaves_global_random_state_alone(tiny_prior):
+    X, Y = _problem()
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    _fit(tiny_prior, X, Y)
+    assert torch.equal(before, torch.get_rng_state())
+
+
+def test_deterministic_per_seed(tiny_prior):
+    X, Y = _problem()
+    a = _fit(tiny_prior, X, Y, random_state=5).predict(X)
+    b = _fit(tiny_prior, X, Y, random_state=5).predict(X)
+    c = _fit(tiny_prior, X, Y, random_state=6).predict(X)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_members_are_averaged(tiny_prior):
+    X, Y = _problem()
+    ens = _fit(tiny_prior, X, Y, n_members=3, random_state=2)
+    assert isinstance(ens.model_, PriorEnsemble) and len(ens.model_.members) == 3
+    with torch.no_grad():
+        xt = torch.as_tensor(ens.signal_scaler_.transform(X))
+        each = torch.stack([m(xt) for m in ens.model_.members]).numpy().reshape(3, len(X), 28, 28)
+    np.testing.assert_allclose(ens.predict(X), each.mean(0), atol=1e-6)
+    assert not np.allclose(each[0], each[1])  # members differ (different seeds)
+    # member 0 is the single model of the same seed
+    single = _fit(tiny_prior, X, Y, random_state=2)
+    np.testing.assert_allclose(single.predict(X), each[0], atol=1e-6)
+    assert member_seeds(2, 3)[0] == 2 and len(set(member_seeds(2, 3))) == 3
+
+
+def test_finetune_and_no_skip_variants(tiny_prior):
+    X, Y = _problem()
+    est = _fit(tiny_prior, X, Y, finetune_decoder=True, ridge_skip=False)
+    assert est.ridge_alpha_ is None and any(h.get("phase") == "finetune" for h in est.history_)
+    assert est.predict(X).shape == (20, 28, 28)
+    assert all(not p.requires_grad for p in tiny_prior.model.parameters())
+
+
+def test_bad_options_are_named(tiny_prior):
+    X, Y = _problem()
+    with pytest.raises(ConfigError, match="encoder='cnn'.*mlp, attention"):
+        _fit(tiny_prior, X, Y, encoder="cnn")
+    with pytest.raises(ConfigError, match="n_members=0"):
+        _fit(tiny_prior, X, Y, n_members=0)
+
+
+def test_user_file_without_prior_is_a_clear_error(cache):
+    X, Y = _problem()
+    est = make_estimator("cccv1-prior", 0, "my_recording.mat", 20, fast=True)
+    with pytest.raises(ConfigError, match="no default image prior.*font-letters, miyawaki-patterns, mnist-t10k"):
+        est.fit(X, Y)
+
+
+def test_registered_fast_methods_fit_in_seconds(cache):
+    X, Y = _problem()
+    for name in ("cccv1-prior",):
+        assert name in list_methods() and get_method(name).description
+        est = make_estimator(name, 1, "my_recording.mat", 15, fast=True, prior="miyawaki-patterns")
+        assert est.random_state == 1
+        P = est.fit(X[:15], Y[:15]).predict(X[15:])
+        assert P.shape == (5, 28, 28) and np.isfinite(P).all()
+        assert est.report_info_["prior_corpus"] == "miyawaki-patterns"
+
+
+def test_test_rows_never_reach_training(vangerven, tiny_prior):
+    """Training on a data set whose test split is all NaN gives exactly the same model."""
+    poisoned = copy.deepcopy(vangerven)
+    poisoned.X_test[:] = np.nan
+    poisoned.Y_test[:] = np.nan
+    normal = _fit(tiny_prior, vangerven.X_train, vangerven.Y_train, dataset="vangerven", n_members=2)
+    isolated = _fit(tiny_prior, poisoned.X_train, poisoned.Y_train, dataset="vangerven", n_members=2)
+    assert np.isnan(poisoned.X_test).all()  # the poison is really there
+    np.testing.assert_array_equal(isolated.predict(vangerven.X_test), normal.predict(vangerven.X_test))
+    assert isolated.signal_scaler_.get_state() == normal.signal_scaler_.get_state()
+    np.testing.assert_allclose(isolated.signal_scaler_.mean_, vangerven.X_train.astype(np.float64).mean(axis=0))
