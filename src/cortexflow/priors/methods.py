@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from cortexflow.benchmark.methods import METHODS, register_method
+from cortexflow.priors import learned_methods
 from cortexflow.priors.ridge_prior import RidgePriorDecoder
 
 __all__ = ["register", "FAST_PRIOR_CONFIG", "ridge_prior_factory"]
@@ -30,6 +31,7 @@ def ridge_prior_factory(seed: int, dataset_name: str, n_train: int, *, fast: boo
 
 def register() -> None:
     """Register the prior methods with the benchmark (idempotent)."""
+    learned_methods.register()
     if "ridge-prior" not in METHODS:
         register_method(
             "ridge-prior",
