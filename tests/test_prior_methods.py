@@ -15,7 +15,9 @@ import torch
 from cortexflow.benchmark.methods import get_method, list_methods, make_estimator
 from cortexflow.exceptions import ConfigError
 from cortexflow.priors import PriorConfig, get_prior
-from cortexflow.priors.cccv1_prior import CCCV1PriorDecoder, PriorEnsemble, member_seeds
+from cortexflow.models.ensemble import CCCV1EnsembleDecoder, member_seeds
+from cortexflow.models.estimator import CCCV1Decoder
+from cortexflow.priors.cccv1_prior import CCCV1PriorDecoder, PriorEnsemble
 from cortexflow.priors.generators import miyawaki_patterns
 from cortexflow.training.config import get_config
 
@@ -141,3 +143,21 @@ def test_test_rows_never_reach_training(vangerven, tiny_prior):
     np.testing.assert_array_equal(isolated.predict(vangerven.X_test), normal.predict(vangerven.X_test))
     assert isolated.signal_scaler_.get_state() == normal.signal_scaler_.get_state()
     np.testing.assert_allclose(isolated.signal_scaler_.mean_, vangerven.X_train.astype(np.float64).mean(axis=0))
+
+
+def test_cccv1_n_members_is_a_batched_mean_image(tiny_config):
+    X, Y = _problem(n=24)
+    est = make_estimator("cccv1", 3, "my_recording.mat", 24, fast=True, n_members=3, device="cpu")
+    assert isinstance(est, CCCV1EnsembleDecoder) and est.n_members == 3
+    assert type(make_estimator("cccv1", 3, "my_recording.mat", 24, fast=True)) is CCCV1Decoder
+    P = est.fit(X, Y).predict(X)
+    each = np.stack([m.predict(X) for m in est.members_])
+    assert [m.random_state for m in est.members_] == member_seeds(3, 3)
+    np.testing.assert_allclose(P, each.mean(0), atol=1e-6)
+    assert not np.allclose(each[0], each[1])
+    # member 0 is the plain decoder of the same seed (batched = sequential up to summation order)
+    plain = CCCV1Decoder(config=est.members_[0].config_, dataset="my_recording.mat", random_state=3,
+                         device="cpu").fit(X, Y)
+    np.testing.assert_allclose(plain.predict(X), each[0], atol=1e-4)
+    ens = make_estimator("cccv1-ensemble", 0, "my_recording.mat", 24, fast=True)
+    assert isinstance(ens, CCCV1EnsembleDecoder) and ens.n_members == 5

@@ -232,13 +232,17 @@ def _ridge(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, **
     return RidgeDecoder(random_state=seed, **options)
 
 
-def _cccv1(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, device: str = "auto", **overrides):
+def _cccv1(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, device: str = "auto",
+           n_members: int = 1, **overrides):
+    from cortexflow.models.ensemble import CCCV1EnsembleDecoder
     from cortexflow.models.estimator import CCCV1Decoder
     from cortexflow.training.config import get_config
 
     cfg = get_config("auto", n_train=n_train, dataset=dataset_name, **overrides)
     if fast:
         cfg = cfg.replace(epochs=2, patience=1, hidden_dim=64, embed_dim=32)
+    if n_members != 1:  # mean image of n_members seeds, trained together by the batched trainer
+        return CCCV1EnsembleDecoder(n_members, config=cfg, dataset=dataset_name, random_state=seed, device=device)
     return CCCV1Decoder(config=cfg, dataset=dataset_name, random_state=seed, device=device)
 
 

@@ -45,6 +45,7 @@ from cortexflow.baselines._common import fit_ridge_cv
 from cortexflow.data.preprocessing import ImageScaler, SignalScaler
 from cortexflow.exceptions import ConfigError, DataValidationError
 from cortexflow.models.cccv1 import CLIPGuidedEncoder, SemanticEnhancer, StreamDropout
+from cortexflow.models.ensemble import member_seeds
 from cortexflow.models.estimator import CCCV1Decoder
 from cortexflow.semantic.losses import LearnableTemperature, clip_infonce
 from cortexflow.priors.guard import DEFAULT_THRESHOLD
@@ -62,7 +63,6 @@ __all__ = [
     "EmbeddingAlignment",
     "ENCODERS",
     "DEFAULT_LOSS_WEIGHTS",
-    "member_seeds",
 ]
 
 logger = logging.getLogger(__name__)
@@ -129,11 +129,6 @@ def _init_weights(module: nn.Module, gen: torch.Generator) -> None:
         pos = getattr(m, "pos", None)
         if isinstance(pos, nn.Parameter):
             pos.normal_(0.0, 0.02, generator=gen)
-
-
-def member_seeds(random_state: int, n_members: int) -> list[int]:
-    """Seeds of the ensemble members: ``random_state`` first (so one member is the plain model), then spaced."""
-    return [int(random_state) + 10_007 * m for m in range(int(n_members))]
 
 
 # ---------------------------------------------------------------------- encoders
@@ -393,8 +388,6 @@ class CCCV1PriorDecoder(CCCV1Decoder):
     def _check_params(self) -> None:
         if self.encoder not in ENCODERS:
             raise ConfigError(f"encoder={self.encoder!r} is not one of {', '.join(ENCODERS)}")
-        if not isinstance(self.n_members, (int, np.integer)) or isinstance(self.n_members, bool) or self.n_members < 1:
-            raise ConfigError(f"n_members={self.n_members!r} must be an integer >= 1")
         if not 0 < float(self.finetune_lr_factor) <= 1:
             raise ConfigError(f"finetune_lr_factor={self.finetune_lr_factor!r} must lie in (0, 1]")
         if not isinstance(self.random_state, (int, np.integer)) or isinstance(self.random_state, bool):
@@ -422,6 +415,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
             Dataset metadata kept with the estimator.
         """
         self._check_params()
+        seeds = member_seeds(self.random_state, self.n_members)
         X, Y = self._validate_fit_input(X, Y)
         Y = Y.astype(np.float32)
         if Y.ndim != 3 or Y.shape[1:] != (28, 28):
@@ -454,7 +448,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
                 linear.weight.copy_(torch.as_tensor(ridge.coef_, dtype=torch.float32))
                 linear.bias.copy_(torch.as_tensor(ridge.intercept_, dtype=torch.float32))
         members, self.histories_ = [], []
-        for seed in member_seeds(self.random_state, self.n_members):
+        for seed in seeds:
             net, hist = self._fit_member(Xs, Yf, targets, embed_dim, decoder, cfg, seed, linear)
             members.append(net)
             self.histories_.append(hist)

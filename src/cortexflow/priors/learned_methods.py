@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cortexflow.benchmark.methods import METHODS, register_method
+from cortexflow.benchmark.methods import METHODS, make_estimator, register_method
 from cortexflow.priors.cccv1_prior import CCCV1PriorDecoder
 from cortexflow.training.config import get_config
 
@@ -44,8 +44,19 @@ def cccv1_prior_factory(seed: int, dataset_name: str, n_train: int, *, fast: boo
     return CCCV1PriorDecoder(dataset=dataset_name, config=cfg, stimuli=stimuli, random_state=seed, **est_opts)
 
 
+def cccv1_ensemble_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, stimuli=None,
+                           n_members: int = 5, **options: Any):
+    """``cccv1`` with ``n_members`` seeds (default 5) trained together by the batched trainer, mean image."""
+    return make_estimator("cccv1", seed, dataset_name, n_train, fast=fast, n_members=n_members, **options)
+
+
 def register() -> None:
-    """Register ``cccv1-prior`` with the benchmark (idempotent)."""
+    """Register ``cccv1-prior`` and ``cccv1-ensemble`` with the benchmark (idempotent)."""
+    if "cccv1-ensemble" not in METHODS:
+        register_method(
+            "cccv1-ensemble", cccv1_ensemble_factory, version="1", in_all=False,
+            description="cccv1 with n_members=5 seeds trained together by the batched trainer; mean image",
+        )
     if "cccv1-prior" not in METHODS:
         register_method(
             "cccv1-prior", cccv1_prior_factory, version=CCCV1_PRIOR_VERSION,
