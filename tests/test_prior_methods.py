@@ -114,16 +114,17 @@ def test_bad_options_are_named(tiny_prior):
         _fit(tiny_prior, X, Y, n_members=0)
 
 
-def test_user_file_without_prior_is_a_clear_error(cache):
+@pytest.mark.parametrize("method", ["cccv1-prior", "brain-diffuser-prior", "mindvis-prior"])
+def test_user_file_without_prior_is_a_clear_error(cache, method):
     X, Y = _problem()
-    est = make_estimator("cccv1-prior", 0, "my_recording.mat", 20, fast=True)
+    est = make_estimator(method, 0, "my_recording.mat", 20, fast=True)
     with pytest.raises(ConfigError, match="no default image prior.*font-letters, miyawaki-patterns, mnist-t10k"):
         est.fit(X, Y)
 
 
 def test_registered_fast_methods_fit_in_seconds(cache):
     X, Y = _problem()
-    for name in ("cccv1-prior",):
+    for name in ("cccv1-prior", "brain-diffuser-prior", "mindvis-prior"):
         assert name in list_methods() and get_method(name).description
         est = make_estimator(name, 1, "my_recording.mat", 15, fast=True, prior="miyawaki-patterns")
         assert est.random_state == 1
@@ -161,3 +162,16 @@ def test_cccv1_n_members_is_a_batched_mean_image(tiny_config):
     np.testing.assert_allclose(plain.predict(X), each[0], atol=1e-4)
     ens = make_estimator("cccv1-ensemble", 0, "my_recording.mat", 24, fast=True)
     assert isinstance(ens, CCCV1EnsembleDecoder) and ens.n_members == 5
+
+
+@pytest.mark.parametrize("method", ["brain-diffuser-prior", "mindvis-prior"])
+def test_baseline_prior_variants_never_see_test_rows(vangerven, tiny_prior, method):
+    poisoned = copy.deepcopy(vangerven)
+    poisoned.X_test[:] = np.nan
+    poisoned.Y_test[:] = np.nan
+    fits = [make_estimator(method, 0, "vangerven", 90, fast=True, prior=tiny_prior).fit(d.X_train, d.Y_train)
+            for d in (vangerven, poisoned)]
+    assert np.isnan(poisoned.X_test).all()
+    np.testing.assert_array_equal(fits[0].predict(vangerven.X_test), fits[1].predict(vangerven.X_test))
+    assert fits[0].report_info_["prior_corpus"] == "miyawaki-patterns"
+    assert all(not p.requires_grad for p in tiny_prior.model.parameters())

@@ -244,15 +244,7 @@ class BrainDiffuserLite(RegressorMixin, BaseEstimator):
 
         # stage 1: VAE on the training stimuli, ridge from signals to its latent
         t0 = time.perf_counter()
-        torch.manual_seed(seed)
-        self.vae_ = ImageVAE(n_pix, 256, self.latent_dim)
-        self.vae_.generator = seeded_generator(seed + 1)
-        train_network(self.vae_, Yf, Yf, seed=seed, epochs=self.vae_epochs, patience=self.patience, lr=2e-3,
-                      batch_size=32, loss_terms={"kl": self.vae_.kl_term}, loss_weights={"kl": self.kl_weight},
-                      device=self.device, progress=self.progress, name="bdl-vae")
-        self.vae_.cpu().eval()
-        self.vae_.generator = None
-        self.vae_.last_stats = None
+        self.vae_ = self._fit_image_model(Yf, seed)
         timings["vae"] = time.perf_counter() - t0
 
         self.scaler_ = SignalScaler().fit(X)
@@ -279,6 +271,22 @@ class BrainDiffuserLite(RegressorMixin, BaseEstimator):
         self.timings_ = timings
         logger.info("brain-diffuser-lite fit: %s", {k: round(v, 2) for k, v in timings.items()})
         return self
+
+    def _fit_image_model(self, Yf: np.ndarray, seed: int) -> nn.Module:
+        """Stage 1's image model (``posterior(x) -> (mu, logvar)``, ``decode(z)``): a VAE of the training stimuli.
+
+        A hook: :class:`cortexflow.priors.baselines.BrainDiffuserPrior` returns an external image prior instead.
+        """
+        torch.manual_seed(seed)
+        vae = ImageVAE(Yf.shape[1], 256, self.latent_dim)
+        vae.generator = seeded_generator(seed + 1)
+        train_network(vae, Yf, Yf, seed=seed, epochs=self.vae_epochs, patience=self.patience, lr=2e-3,
+                      batch_size=32, loss_terms={"kl": vae.kl_term}, loss_weights={"kl": self.kl_weight},
+                      device=self.device, progress=self.progress, name="bdl-vae")
+        vae.cpu().eval()
+        vae.generator = None
+        vae.last_stats = None
+        return vae
 
     def _features_latent(self, Yf: np.ndarray) -> np.ndarray:
         with torch.no_grad():

@@ -236,7 +236,7 @@ class MindVisLite(RegressorMixin, BaseEstimator):
         t0 = time.perf_counter()
         torch.manual_seed(seed + 2)
         n_pix = int(np.prod(self.output_shape_))
-        self.model_ = ConditionedImageDecoder(mae, n_pix)
+        self.model_ = self._image_decoder(mae, n_pix, Y)
         Xs = self.scaler_.transform(X)
         self.finetune_result_ = train_network(self.model_, Xs, Y.reshape(len(Y), n_pix), seed=seed,
                                               epochs=self.finetune_epochs, patience=self.patience, lr=1e-3,
@@ -247,6 +247,13 @@ class MindVisLite(RegressorMixin, BaseEstimator):
         self.timings_ = timings
         logger.info("mindvis-lite fit: %s", {k: round(v, 2) for k, v in timings.items()})
         return self
+
+    def _image_decoder(self, mae: MaskedSignalModel, n_pixels: int, Y: np.ndarray) -> nn.Module:
+        """The image decoder fine-tuned on the encoder (a hook; ``Y`` holds the training images).
+
+        :class:`cortexflow.priors.baselines.MindVisPrior` decodes through an external image prior instead.
+        """
+        return ConditionedImageDecoder(mae, n_pixels)
 
     @torch.no_grad()
     def predict(self, X) -> np.ndarray:

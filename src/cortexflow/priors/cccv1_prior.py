@@ -63,6 +63,9 @@ __all__ = [
     "EmbeddingAlignment",
     "ENCODERS",
     "DEFAULT_LOSS_WEIGHTS",
+    "PriorDecoder",
+    "prior_decoder",
+    "fitted_prior_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -393,16 +396,6 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         if not isinstance(self.random_state, (int, np.integer)) or isinstance(self.random_state, bool):
             raise ConfigError(f"random_state={self.random_state!r} must be an integer")
 
-    def _resolve_prior(self, Y: np.ndarray) -> FittedPrior:
-        """The fitted prior: ``prior`` itself when fitted, else trained (or read from the cache) by corpus name."""
-        if isinstance(self.prior, FittedPrior):
-            return self.prior
-        corpus = resolve_prior_corpus(self.prior, self.dataset)
-        exclude = guard_stimuli(self.stimuli, self.dataset, Y, self.data_dir)
-        return get_prior(corpus, exclude=exclude, config=resolve_prior_config(self.prior_config),
-                         data_dir=self.data_dir, cache_dir=self.cache_dir, progress=self.progress,
-                         threshold=self.threshold)
-
     def fit(self, X, Y, *, metadata: dict | None = None) -> "CCCV1PriorDecoder":
         """Train the brain encoder(s) into the prior's embedding space on the training rows (X, Y).
 
@@ -424,7 +417,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
             raise DataValidationError(f"Y must hold images in [0, 1]; got values in [{Y.min():.3g}, {Y.max():.3g}]")
         t0 = time.perf_counter()
         self.output_shape_ = tuple(Y.shape[1:])
-        self.prior_ = self._resolve_prior(Y)
+        self.prior_ = fitted_prior_of(self, Y)
         t_prior = time.perf_counter() - t0
         cfg = get_config(self.config, n_train=len(X), dataset=self.dataset)
         if not cfg.loss_weights:
@@ -436,7 +429,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         Yf = Y.reshape(len(Y), -1)
         targets = np.asarray(self.prior_.encode_images(Y), dtype=np.float32)
         embed_dim = targets.shape[1]
-        decoder = _prior_decoder(self.prior_)
+        decoder = prior_decoder(self.prior_)
         self.ridge_alpha_ = None
         linear = None
         if self.ridge_skip:
@@ -507,7 +500,25 @@ class CCCV1PriorDecoder(CCCV1Decoder):
 
 
 # ------------------------------------------------------------- prior adapters
-class _PriorDecoder(nn.Module):
+def fitted_prior_of(est: Any, Y: np.ndarray) -> FittedPrior:
+    """The fitted prior of a prior-backed estimator, from its parameters.
+
+    ``est.prior`` itself when it is a :class:`FittedPrior`; else the corpus
+    ``est.prior`` (or the default of ``est.dataset``), trained on the corpus
+    minus the near-duplicates of ``est.stimuli`` (default: the registered data
+    set's stimuli, else the training images ``Y``), read from the cache when
+    trained before. Reads ``prior``, ``dataset``, ``stimuli``, ``prior_config``,
+    ``threshold``, ``data_dir``, ``cache_dir`` and ``progress``.
+    """
+    if isinstance(est.prior, FittedPrior):
+        return est.prior
+    corpus = resolve_prior_corpus(est.prior, est.dataset)
+    exclude = guard_stimuli(est.stimuli, est.dataset, Y, est.data_dir)
+    return get_prior(corpus, exclude=exclude, config=resolve_prior_config(est.prior_config), data_dir=est.data_dir,
+                     cache_dir=est.cache_dir, progress=est.progress, threshold=est.threshold)
+
+
+class PriorDecoder(nn.Module):
     """The prior's decoder as a module from embeddings (B, d) to images (B, 28, 28).
 
     It stays in eval mode (its BatchNorm layers use the corpus statistics)
@@ -518,7 +529,7 @@ class _PriorDecoder(nn.Module):
         super().__init__()
         self.model = model
 
-    def train(self, mode: bool = True) -> "_PriorDecoder":
+    def train(self, mode: bool = True) -> "PriorDecoder":
         super().train(False)
         return self
 
@@ -526,8 +537,8 @@ class _PriorDecoder(nn.Module):
         return self.model.decode(e)
 
 
-def _prior_decoder(prior: FittedPrior) -> nn.Module:
+def prior_decoder(prior: FittedPrior) -> nn.Module:
     """A frozen copy of the prior's network, wrapped to decode embeddings into images."""
     model = copy.deepcopy(prior.model).cpu().eval()
     model.requires_grad_(False)
-    return _PriorDecoder(model)
+    return PriorDecoder(model)

@@ -14,10 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 from cortexflow.benchmark.methods import METHODS, make_estimator, register_method
+from cortexflow.priors.baselines import BrainDiffuserPrior, MindVisPrior
 from cortexflow.priors.cccv1_prior import CCCV1PriorDecoder
 from cortexflow.training.config import get_config
 
-__all__ = ["register", "cccv1_prior_factory", "FAST_PRIOR_CONFIG", "CCCV1_PRIOR_VERSION"]
+__all__ = ["register", "cccv1_prior_factory", "cccv1_ensemble_factory", "brain_diffuser_prior_factory",
+           "mindvis_prior_factory", "FAST_PRIOR_CONFIG", "CCCV1_PRIOR_VERSION"]
 
 #: Tiny prior for ``fast=True`` runs: 500 images, 1 epoch, 32-d (the same as ``ridge-prior``'s).
 FAST_PRIOR_CONFIG = {"epochs": 1, "max_images": 500, "embed_dim": 32, "widths": [8, 16, 32]}
@@ -50,8 +52,33 @@ def cccv1_ensemble_factory(seed: int, dataset_name: str, n_train: int, *, fast: 
     return make_estimator("cccv1", seed, dataset_name, n_train, fast=fast, n_members=n_members, **options)
 
 
+_PRIOR_PARAMS = ("prior", "prior_config", "threshold", "data_dir", "cache_dir")
+
+
+def _prior_variant(cls, base: str, seed: int, dataset_name: str, n_train: int, fast: bool, stimuli, options: dict):
+    """``cls`` with the parameters of the registered ``base`` method's estimator (fast settings included)."""
+    prior_opts = {k: options.pop(k) for k in list(options) if k in _PRIOR_PARAMS}
+    if fast:
+        prior_opts.setdefault("prior_config", dict(FAST_PRIOR_CONFIG))
+    params = make_estimator(base, seed, dataset_name, n_train, fast=fast, **options).get_params()
+    return cls(dataset=dataset_name, stimuli=stimuli, **prior_opts, **params)
+
+
+def brain_diffuser_prior_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, stimuli=None,
+                                 **options: Any) -> BrainDiffuserPrior:
+    """Unfitted :class:`BrainDiffuserPrior`: ``brain-diffuser-lite``'s settings plus the prior options."""
+    return _prior_variant(BrainDiffuserPrior, "brain-diffuser-lite", seed, dataset_name, n_train, fast, stimuli,
+                          options)
+
+
+def mindvis_prior_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, stimuli=None,
+                          **options: Any) -> MindVisPrior:
+    """Unfitted :class:`MindVisPrior`: ``mindvis-lite``'s settings plus the prior options."""
+    return _prior_variant(MindVisPrior, "mindvis-lite", seed, dataset_name, n_train, fast, stimuli, options)
+
+
 def register() -> None:
-    """Register ``cccv1-prior`` and ``cccv1-ensemble`` with the benchmark (idempotent)."""
+    """Register ``cccv1-prior``, ``cccv1-ensemble``, ``brain-diffuser-prior`` and ``mindvis-prior`` (idempotent)."""
     if "cccv1-ensemble" not in METHODS:
         register_method(
             "cccv1-ensemble", cccv1_ensemble_factory, version="1", in_all=False,
@@ -63,4 +90,16 @@ def register() -> None:
             description="CCCV1 encoder trained into an image prior's embedding space (cosine + InfoNCE to the "
                         "prior's embeddings, pixel MSE through the prior's frozen decoder), plus a fixed ridge "
                         "read-out; option prior=CORPUS (default: the data set's), encoder=mlp|attention, n_members",
+        )
+    if "brain-diffuser-prior" not in METHODS:
+        register_method(
+            "brain-diffuser-prior", brain_diffuser_prior_factory, version="1",
+            description="brain-diffuser-lite with an external image prior as stage-1 image model and stage-2 "
+                        "features (option prior=CORPUS); brain-diffuser-lite itself is unchanged",
+        )
+    if "mindvis-prior" not in METHODS:
+        register_method(
+            "mindvis-prior", mindvis_prior_factory, version="1",
+            description="mindvis-lite whose image decoder renders through an external image prior's frozen "
+                        "decoder (option prior=CORPUS); mindvis-lite itself is unchanged",
         )
