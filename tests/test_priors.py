@@ -159,6 +159,22 @@ def test_miyawaki_patterns_corpus():
     assert not np.array_equal(other, same)
 
 
+def test_generated_corpus_is_cached(cache, monkeypatch):
+    first = load_corpus("miyawaki-patterns")
+    files = list((cache / "corpora").glob("miyawaki-patterns-*.npz"))
+    assert len(files) == 1
+
+    def boom(**kwargs):
+        raise AssertionError("generated again despite the cache")
+
+    monkeypatch.setitem(__import__("cortexflow.priors.corpora", fromlist=["_GENERATORS"])._GENERATORS,
+                        "miyawaki-patterns", boom)
+    np.testing.assert_array_equal(load_corpus("miyawaki-patterns").images, first.images)
+    files[0].write_bytes(b"garbage")  # unreadable: generated again (here: the patched generator raises)
+    with pytest.raises(AssertionError, match="generated again"):
+        load_corpus("miyawaki-patterns")
+
+
 def test_font_letters_generator():
     a, la = generators.font_letters(per_letter=2, seed=0)
     b, _ = generators.font_letters(per_letter=2, seed=0)

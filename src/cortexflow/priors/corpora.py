@@ -12,11 +12,11 @@ evaluation data. Three corpora are registered:
     Random 10x10 binary patterns and random geometric shapes on the same
     10x10 grid, rendered to 28x28 exactly as the miyawaki file renders its
     patterns (nearest-neighbour zoom: cell rows/columns of 2, 3, ..., 3, 2
-    pixels). Generated from a seed.
+    pixels). Generated from a seed (and kept in ``<cache root>/corpora/``).
 ``font-letters``
     The 26 lower-case letters drawn with matplotlib's DejaVu fonts, with
     random affine and elastic deformation, black on white like the Crell
-    letter targets. Generated from a seed.
+    letter targets. Generated from a seed (and kept in ``<cache root>/corpora/``).
 
 :func:`default_prior` names the corpus that a registered data set uses when a
 method is not told which.
@@ -39,7 +39,8 @@ import numpy as np
 from cortexflow.data.fetch import MIRROR_ENV, download_verified, get_data_dir
 from cortexflow.exceptions import ChecksumError, ConfigError, DataValidationError
 from cortexflow.priors import generators
-from cortexflow.utils.io import sha256_file
+from cortexflow.semantic.cache import get_cache_dir
+from cortexflow.utils.io import atomic_write_with, sha256_file
 
 __all__ = [
     "CorpusFile",
@@ -289,6 +290,24 @@ def _load_mnist(info: CorpusInfo, data_dir, download: bool, progress) -> tuple[n
     return images.astype(np.float32) / 255.0, labels.astype(np.int64)
 
 
+def _generated(info: CorpusInfo, checksum: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images of a generated corpus, from ``<cache root>/corpora/`` when an intact copy is there."""
+    path = get_cache_dir() / "corpora" / f"{info.name}-{checksum[:24]}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["checksum"]) == checksum:
+                    return z["images"], z["labels"]
+        except (OSError, ValueError, KeyError, EOFError, zlib.error) as exc:
+            logger.warning("generated corpus cache %s is unreadable (%s); generating again", path, exc)
+    images, labels = _GENERATORS[info.name](**info.params)
+    try:
+        atomic_write_with(path, lambda fh: np.savez(fh, images=images, labels=labels, checksum=np.array(checksum)))
+    except OSError as exc:  # a read-only cache only costs time
+        logger.warning("could not cache generated corpus %s at %s: %s", info.name, path, exc)
+    return images, labels
+
+
 def load_corpus(
     name: str,
     data_dir: str | os.PathLike | None = None,
@@ -328,8 +347,8 @@ def load_corpus(
         images, labels = _load_mnist(info, data_dir, download, progress)
         checksum = _files_checksum(info)
     else:
-        images, labels = _GENERATORS[name](**info.params)
         checksum = generated_checksum(info)
+        images, labels = _generated(info, checksum)
     images = np.ascontiguousarray(images, dtype=np.float32)
     if images.shape != (info.n_images, IMAGE_SIZE, IMAGE_SIZE):
         raise DataValidationError(f"corpus {name!r}: got images {images.shape}; expected ({info.n_images}, 28, 28)")
