@@ -34,6 +34,7 @@ from cortexflow.priors.training import TRAINING_COUNTER, cached_prior, fine_tune
 
 MNIST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 TINY = PriorConfig(embed_dim=8, widths=(4, 8, 8), epochs=1, batch_size=32, max_images=120)
+FAST = {"prior_config": TINY, "residual_grid": (0.0, 0.5), "n_samples": 8}
 
 
 @pytest.fixture(scope="module")
@@ -334,25 +335,38 @@ def _problem(n=20, p=30, seed=0):
 
 def test_ridge_prior_fits_and_predicts(cache):
     X, Y = _problem()
-    est = RidgePriorDecoder(prior="miyawaki-patterns", prior_config=TINY, random_state=0)
+    est = RidgePriorDecoder(prior="mnist-t10k", random_state=0, **FAST)
     assert est.fit(X[:15], Y[:15]) is est
     P = est.predict(X[15:])
     assert P.shape == (5, 28, 28) and P.dtype == np.float32 and 0 <= P.min() and P.max() <= 1
     Z = est.transform(X[15:])
     assert Z.shape == (5, 8) and np.allclose(np.linalg.norm(Z, axis=1), 1, atol=1e-5)
     info = json.loads(json.dumps(est.report_info_))
-    assert info["prior_corpus"] == "miyawaki-patterns" and info["prior_cache_key"] == est.prior_.info["cache_key"]
-    assert info["prior_n_dropped"] == 0  # guarded against the 15 training stimuli, none of which is a copy
+    assert info["prior_corpus"] == "mnist-t10k" and info["prior_cache_key"] == est.prior_.info["cache_key"]
+    assert info["prior_n_dropped"] == 0  # guarded against the 15 training stimuli, none of which is a digit
     with pytest.raises(DataValidationError, match="expected"):
         est.predict(X[:, :5])
+    assert est.residual_scale_ in est.residual_grid and set(est.residual_cv_mse_) == set(est.residual_grid)
+    assert est.residuals_.shape == (15, 8)
+    np.testing.assert_array_equal(est.predict(X[15:]), P)  # seeded
 
 
-def test_ridge_prior_guard_counts_duplicates(cache):
+def test_ridge_prior_residual_scale(cache):
     X, Y = _problem()
-    corpus = load_corpus("miyawaki-patterns").images
-    stimuli = np.concatenate([Y, corpus[TINY.max_images + 5 : TINY.max_images + 7], corpus[:4]])
-    est = RidgePriorDecoder(prior="miyawaki-patterns", prior_config=TINY, stimuli=stimuli).fit(X, Y)
-    assert est.report_info_["prior_n_dropped"] >= 6
+    plain = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, residual_scale=0).fit(X, Y)
+    np.testing.assert_allclose(plain.predict(X), plain.prior_.decode_embeddings(plain.transform(X)), atol=1e-6)
+    blurred = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, residual_scale=1.0, n_samples=5).fit(X, Y)
+    assert blurred.residual_scale_ == 1.0 and not np.allclose(blurred.predict(X), plain.predict(X))
+    with pytest.raises(ConfigError, match="residual_scale"):
+        RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, residual_scale=-1).fit(X, Y)
+
+
+def test_ridge_prior_guard_counts_duplicates(mnist, cache):
+    X, Y = _problem()
+    stimuli = np.concatenate([Y, mnist.images[[3, 4, 5000, 9999]]])
+    est = RidgePriorDecoder(prior="mnist-t10k", stimuli=stimuli, **FAST).fit(X, Y)
+    assert est.report_info_["prior_n_dropped"] >= 4
+    assert {3, 4, 5000, 9999} <= set(est.prior_.info["dropped_indices"])
 
 
 def test_ridge_prior_without_prior_on_user_data_is_a_clear_error(cache):
@@ -371,8 +385,8 @@ def test_ridge_prior_never_sees_test_rows(vangerven, cache):
     poisoned = copy.deepcopy(vangerven)
     poisoned.X_test[:] = np.nan
     poisoned.Y_test[:] = np.nan
-    normal = RidgePriorDecoder(dataset="vangerven", prior_config=TINY).fit(vangerven.X_train, vangerven.Y_train)
-    isolated = RidgePriorDecoder(dataset="vangerven", prior_config=TINY).fit(poisoned.X_train, poisoned.Y_train)
+    normal = RidgePriorDecoder(dataset="vangerven", **FAST).fit(vangerven.X_train, vangerven.Y_train)
+    isolated = RidgePriorDecoder(dataset="vangerven", **FAST).fit(poisoned.X_train, poisoned.Y_train)
     assert np.isnan(poisoned.X_test).all()
     np.testing.assert_array_equal(isolated.predict(vangerven.X_test), normal.predict(vangerven.X_test))
     np.testing.assert_allclose(isolated.scaler_.mean_, vangerven.X_train.astype(np.float64).mean(axis=0))
