@@ -24,8 +24,8 @@ FAST_PRIOR_CONFIG = {"epochs": 1, "max_images": 500, "embed_dim": 32, "widths": 
 def ridge_prior_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, stimuli=None,
                         **options: Any) -> RidgePriorDecoder:
     """Unfitted :class:`RidgePriorDecoder` for the benchmark (``options`` are its parameters)."""
-    if fast and "prior_config" not in options:
-        options["prior_config"] = dict(FAST_PRIOR_CONFIG)
+    if fast:
+        options = {"prior_config": dict(FAST_PRIOR_CONFIG), "n_samples": 4, "residual_grid": [0.0, 0.5], **options}
     return RidgePriorDecoder(dataset=dataset_name, stimuli=stimuli, random_state=seed, **options)
 
 
