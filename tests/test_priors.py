@@ -440,3 +440,16 @@ def test_full_mnist_prior_trains_in_under_five_minutes(mnist_dir, vangerven, cac
     prior = get_prior("mnist-t10k", exclude=stimuli, data_dir=mnist_dir)
     assert time.perf_counter() - t0 < 300
     assert prior.info["n_images"] == 10000 and prior.info["recon_mse"] < 0.02
+
+
+@pytest.mark.slow
+def test_benchmark_runs_ridge_prior_end_to_end(vangerven, tmp_path, cache):
+    import pandas as pd
+
+    out = tmp_path / "bench"
+    args = ["benchmark", "--datasets", "vangerven", "--methods", "ridge-prior,ridge", "--split", "official",
+            "--seeds", "1", "--out", str(out), "--reference", "ridge", "--fast", "--no-progress"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(out / "results.csv")
+    assert set(df["method"]) == {"ridge-prior", "ridge"} and len(df[df["method"] == "ridge-prior"]) == 10

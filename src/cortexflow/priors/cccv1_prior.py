@@ -204,15 +204,21 @@ class LinearSkipEncoder(nn.Module):
     scales the deep encoder's unit-norm output.
     """
 
-    def __init__(self, linear: nn.Linear, deep: nn.Module, gate_init: float = 0.1):
+    def __init__(self, linear: nn.Linear, deep: nn.Module, gate_init: float = 0.1, linear_step: float = 0.0):
         super().__init__()
         self.linear = linear
         self.linear.requires_grad_(False)
         self.deep = deep
         self.gate = nn.Parameter(torch.tensor(float(gate_init)))
+        self.linear_step = float(linear_step)
+        if self.linear_step > 0:
+            self.delta = nn.Parameter(torch.zeros_like(linear.weight))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.linear(x) + self.gate * self.deep(x), dim=-1)
+        z = self.linear(x)
+        if self.linear_step > 0:
+            z = z + self.linear_step * F.linear(x, self.delta)
+        return F.normalize(z + self.gate * self.deep(x), dim=-1)
 
 
 class PriorBrainNet(nn.Module):
@@ -356,6 +362,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         n_members: int = 1,
         ridge_skip: bool = True,
         gate_init: float = 0.1,
+        linear_step: float = 0.0,
         finetune_decoder: bool = False,
         finetune_lr_factor: float = 0.1,
         prior_config: Any = None,
@@ -375,6 +382,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         self.n_members = n_members
         self.ridge_skip = ridge_skip
         self.gate_init = gate_init
+        self.linear_step = linear_step
         self.finetune_decoder = finetune_decoder
         self.finetune_lr_factor = finetune_lr_factor
         self.prior_config = prior_config
@@ -462,7 +470,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
             encoder = build_brain_encoder(self.encoder, Xs.shape[1], embed_dim, cfg)
         _init_weights(encoder, gen)
         if linear is not None:
-            encoder = LinearSkipEncoder(copy.deepcopy(linear), encoder, self.gate_init)
+            encoder = LinearSkipEncoder(copy.deepcopy(linear), encoder, self.gate_init, self.linear_step)
         dec = copy.deepcopy(decoder) if self.finetune_decoder else decoder
         dec.requires_grad_(False)
         net = PriorBrainNet(encoder, dec)

@@ -57,7 +57,7 @@ class PriorConfig:
     kind: str = "ae"
     embed_dim: int = 512
     widths: tuple[int, int, int] = (16, 32, 64)
-    epochs: int = 12
+    epochs: int = 8
     lr: float = 2e-3
     batch_size: int = 128
     weight_decay: float = 0.0

@@ -40,7 +40,7 @@ def resolve_prior_corpus(prior: str | None, dataset: str | None) -> str:
     if name is None:
         raise ConfigError(
             f"data set {dataset!r} has no default image prior; pass prior=NAME (on the command line "
-            f"--method-option {{method}}:prior=NAME) with one of the registered corpora: {', '.join(list_corpora())}"
+            f"--option METHOD:prior=NAME) with one of the registered corpora: {', '.join(list_corpora())}"
         )
     return name
 
