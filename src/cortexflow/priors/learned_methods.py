@@ -52,6 +52,15 @@ def cccv1_ensemble_factory(seed: int, dataset_name: str, n_train: int, *, fast: 
     return make_estimator("cccv1", seed, dataset_name, n_train, fast=fast, n_members=n_members, **options)
 
 
+def _variant(fixed: dict):
+    """A ``cccv1-prior`` factory with some options fixed (the ablation variants)."""
+
+    def factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, stimuli=None, **options: Any):
+        return cccv1_prior_factory(seed, dataset_name, n_train, fast=fast, stimuli=stimuli, **{**fixed, **options})
+
+    return factory
+
+
 _PRIOR_PARAMS = ("prior", "prior_config", "threshold", "data_dir", "cache_dir")
 
 
@@ -91,6 +100,13 @@ def register() -> None:
                         "prior's embeddings, pixel MSE through the prior's frozen decoder), plus a fixed ridge "
                         "read-out; option prior=CORPUS (default: the data set's), encoder=mlp|attention, n_members",
         )
+    for name, opts, what in (("cccv1-prior-ensemble", {"n_members": 5}, "5 members (seeds) trained one after "
+                              "another, mean image"),
+                             ("cccv1-prior-attention", {"encoder": "attention"}, "self-attention encoder over 32 "
+                              "groups of voxels instead of the MLP")):
+        if name not in METHODS:
+            register_method(name, _variant(opts), version=CCCV1_PRIOR_VERSION, in_all=False,
+                            description=f"cccv1-prior with {what} (ablation)")
     if "brain-diffuser-prior" not in METHODS:
         register_method(
             "brain-diffuser-prior", brain_diffuser_prior_factory, version="1",
