@@ -361,6 +361,18 @@ def test_ridge_prior_residual_scale(cache):
         RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, residual_scale=-1).fit(X, Y)
 
 
+def test_ridge_prior_corpus_knn_decoding(mnist, cache):
+    X, Y = _problem()
+    est = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, decoding="corpus-knn", knn=3).fit(X, Y)
+    P = est.predict(X[:4])
+    sims = est.transform(X[:4]) @ est.corpus_embeddings_.T
+    top = np.argsort(-sims, axis=1)[:, :3]
+    np.testing.assert_allclose(P, mnist.images[top].mean(axis=1), atol=1e-6)  # nothing dropped: the images are the corpus
+    assert est.report_info_["decoding"] == "corpus-knn"
+    with pytest.raises(ConfigError, match="decoding"):
+        RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, decoding="gan").fit(X, Y)
+
+
 def test_ridge_prior_guard_counts_duplicates(mnist, cache):
     X, Y = _problem()
     stimuli = np.concatenate([Y, mnist.images[[3, 4, 5000, 9999]]])

@@ -15,7 +15,8 @@ from cortexflow.data.preprocessing import SignalScaler
 from cortexflow.data.registry import DATASETS
 from cortexflow.exceptions import ConfigError, DataValidationError
 from cortexflow.priors.corpora import default_prior, get_corpus_info, list_corpora
-from cortexflow.priors.guard import DEFAULT_THRESHOLD, dataset_stimuli
+from cortexflow.priors.corpora import load_corpus
+from cortexflow.priors.guard import DEFAULT_THRESHOLD, dataset_stimuli, drop_near_duplicates
 from cortexflow.priors.models import PriorConfig
 from cortexflow.priors.training import FittedPrior, fine_tune_prior, get_prior
 
@@ -142,6 +143,12 @@ class RidgePriorDecoder(RegressorMixin, BaseEstimator):
     n_samples : int
         Residuals averaged per prediction (a seeded subset when there are more; half as many
         when ``"auto"`` ranks the candidates).
+    decoding : {"prior", "corpus-knn"}
+        ``"prior"``: the prior's decoder (posterior mean, see above);
+        ``"corpus-knn"``: the mean of the ``knn`` guarded corpus images whose
+        prior embeddings are closest (cosine) to the predicted embedding.
+    knn : int
+        Corpus images averaged by ``decoding="corpus-knn"``.
     fine_tune_epochs : int
         Fine-tune (a copy of) the prior on the training stimuli for this many
         epochs before encoding them (0 = off).
@@ -189,6 +196,8 @@ class RidgePriorDecoder(RegressorMixin, BaseEstimator):
         n_samples: int = 32,
         fine_tune_epochs: int = 0,
         fine_tune_lr: float = 3e-4,
+        decoding: str = "prior",
+        knn: int = 20,
         stimuli: np.ndarray | None = None,
         threshold: float = DEFAULT_THRESHOLD,
         random_state: int = 0,
@@ -209,6 +218,8 @@ class RidgePriorDecoder(RegressorMixin, BaseEstimator):
         self.n_samples = n_samples
         self.fine_tune_epochs = fine_tune_epochs
         self.fine_tune_lr = fine_tune_lr
+        self.decoding = decoding
+        self.knn = knn
         self.stimuli = stimuli
         self.threshold = threshold
         self.random_state = random_state
@@ -240,6 +251,15 @@ class RidgePriorDecoder(RegressorMixin, BaseEstimator):
             prior = fine_tune_prior(prior, Y, epochs=int(self.fine_tune_epochs), lr=float(self.fine_tune_lr),
                                     seed=int(self.random_state), progress=self.progress)
         self.prior_ = prior
+        if self.decoding not in ("prior", "corpus-knn"):
+            raise ConfigError(f"decoding={self.decoding!r}; allowed: 'prior', 'corpus-knn'")
+        if self.decoding == "corpus-knn":
+            if int(self.knn) < 1:
+                raise ConfigError(f"knn={self.knn!r} must be >= 1")
+            images, _ = drop_near_duplicates(load_corpus(self.corpus_, self.data_dir).images, exclude,
+                                             threshold=self.threshold)
+            self.corpus_images_ = images
+            self.corpus_embeddings_ = prior.encode_images(images)
         self.n_features_in_ = X.shape[1]
         self.scaler_ = SignalScaler().fit(X)
         targets = prior.encode_images(Y).astype(np.float64)
@@ -252,8 +272,9 @@ class RidgePriorDecoder(RegressorMixin, BaseEstimator):
         rng = np.random.default_rng(self.random_state)
         oof = self._out_of_fold(A, targets, rng)
         self.residuals_ = (targets - oof).astype(np.float32)
-        self.residual_scale_ = self._choose_scale(oof, Y, rng)
-        self.report_info_ = {**prior_report_info(prior), "alpha": self.alpha_, "residual_scale": self.residual_scale_}
+        self.residual_scale_ = 0.0 if self.decoding == "corpus-knn" else self._choose_scale(oof, Y, rng)
+        self.report_info_ = {**prior_report_info(prior), "alpha": self.alpha_, "residual_scale": self.residual_scale_,
+                             "decoding": self.decoding}
         return self
 
     def _out_of_fold(self, A: np.ndarray, T: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -312,4 +333,9 @@ class RidgePriorDecoder(RegressorMixin, BaseEstimator):
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise DataValidationError(f"X has shape {X.shape}; expected (n, {self.n_features_in_})")
         Z = np.atleast_2d(self.ridge_.predict(self.scaler_.transform(X).astype(np.float64)))
+        if self.decoding == "corpus-knn":
+            sims = self.transform(X) @ self.corpus_embeddings_.T
+            k = min(int(self.knn), sims.shape[1])
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            return self.corpus_images_[top].mean(axis=1).astype(np.float32)
         return self._decode_mean(Z, self.residual_scale_, np.random.default_rng(self.random_state))
