@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/prior_research.py --out runs/prior_research.jsonl \
         --config ae512:kind=ae,embed_dim=512,epochs=8 --config ae32:kind=ae,embed_dim=32,epochs=8 \
-        [--fine-tune 0,30] [--residual-scales 0,auto] [--official ae32] [--threads 1]
+        [--fine-tune 0,30] [--residual-scales 0,auto] [--knn 10,20] [--official ae32] [--threads 1]
 
 Each config trains (or reads from the cache) a prior on mnist-t10k with the
 vangerven stimuli guarded out, then runs ridge-prior in 10-fold CV of the 90
@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("--config", action="append", required=True)
     ap.add_argument("--fine-tune", default="0")
     ap.add_argument("--residual-scales", default="auto", help="comma list of residual_scale values (numbers or auto)")
+    ap.add_argument("--knn", default="", help="comma list of k for decoding='corpus-knn' runs (after the prior ones)")
     ap.add_argument("--official", default="")
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int, default=1)
@@ -82,11 +83,13 @@ def main() -> None:
                 "n_dropped": prior.info["n_dropped"], "from_cache": prior.info["from_cache"],
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         scales = [v if v == "auto" else float(v) for v in args.residual_scales.split(",")]
+        scales += [f"knn{k}" for k in filter(None, args.knn.split(","))]
         for ft in [int(v) for v in args.fine_tune.split(",")]:
             for rs in scales:
                 def make(ft=ft, rs=rs):
+                    knn = {"decoding": "corpus-knn", "knn": int(rs[3:])} if str(rs).startswith("knn") else {}
                     return RidgePriorDecoder(prior="mnist-t10k", dataset="vangerven", prior_config=cfg,
-                                             fine_tune_epochs=ft, residual_scale=rs)
+                                             fine_tune_epochs=ft, residual_scale=0.0 if knn else rs, **knn)
                 t1 = time.perf_counter()
                 emit({**base, "fine_tune": ft, "residual_scale": rs, "split": "cv10",
                       **_cv(make, ds.X_train, ds.Y_train), "cv_s": round(time.perf_counter() - t1, 1)})
