@@ -1,27 +1,100 @@
-"""Atomic writes and checksums.
+"""Atomic writes, checksums, output-folder checks and strict JSON.
 
 Every result, checkpoint and downloaded file of CortexFlow is written through
 these helpers: the bytes go to a temporary file in the destination folder,
 are flushed to disk, and only then renamed over the destination. A crash or
 an interrupt leaves either the old file or the new one, never half of one.
+
+Files get the mode an ordinary ``open()`` would give them (``0o666`` less the
+process umask) and folders ``0o777`` less the umask, whether they were made
+through a temporary file or not, so that every file CortexFlow writes has the
+same permissions. JSON is written strictly: NaN and Infinity are not JSON, so
+:func:`atomic_write_json` refuses them, naming the key; a caller that means
+"no value" converts them with :func:`json_safe` (to ``null``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, IO
+
+import numpy as np
+
+from cortexflow.exceptions import CortexFlowError
 
 __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
     "atomic_write_with",
+    "check_writable_dir",
+    "file_mode",
+    "dir_mode",
+    "json_safe",
+    "NonFiniteJSONError",
+    "sha256_bytes",
     "sha256_file",
 ]
+
+
+class NonFiniteJSONError(CortexFlowError, ValueError):
+    """A value to be written as JSON is NaN or infinite (not valid JSON)."""
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """Mode of a new file: ``0o666`` less the process umask (what ``open()`` gives)."""
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    """Mode of a new folder: ``0o777`` less the process umask (what ``mkdir`` gives)."""
+    return 0o777 & ~_umask()
+
+
+def check_writable_dir(path: str | os.PathLike, *, what: str = "output folder") -> Path:
+    """Create ``path`` if needed and prove that a file can be written in it.
+
+    Called before any long work starts, so that a read-only or otherwise
+    unusable output folder fails at once rather than after training.
+
+    Parameters
+    ----------
+    path : path-like
+        The folder.
+    what : str
+        How the folder is named in the error message.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    CortexFlowError
+        ``path`` is a file, cannot be created, or is not writable.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CortexFlowError(f"{what} {path} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".cortexflow-write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise CortexFlowError(f"{what} {path} is not writable ({exc.strerror or exc})") from exc
+    return path
 
 
 def atomic_write_with(path: str | os.PathLike, writer: Callable[[IO[bytes]], None]) -> Path:
@@ -41,9 +114,11 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[IO[bytes]], Non
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():  # os.replace swaps the link itself, but say so rather than surprise anyone
+        path.unlink()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results and checkpoints are ordinary files
+        os.chmod(tmp, file_mode())  # mkstemp creates 0600; results and checkpoints are ordinary files
         with os.fdopen(fd, "wb") as fh:
             writer(fh)
             fh.flush()
@@ -69,13 +144,61 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    """Write ``obj`` as indented, standard JSON to ``path`` atomically.
+
+    Raises
+    ------
+    NonFiniteJSONError
+        ``obj`` holds NaN or an infinity (named by its key path); nothing is
+        written. Convert such values with :func:`json_safe` first when
+        ``null`` is what is meant.
+    """
+    bad = _first_nonfinite(obj, "")
+    if bad is not None:
+        where, value = bad
+        raise NonFiniteJSONError(
+            f"refusing to write {path}: the value at {where or 'the top level'} is {value!r}, which is not "
+            "valid JSON (NaN and Infinity are not allowed)"
+        )
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
+
+
+def json_safe(obj: Any) -> Any:
+    """Copy of ``obj`` with every NaN or infinite float replaced by ``None`` (JSON ``null``)."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def _first_nonfinite(obj: Any, where: str) -> tuple[str, float] | None:
+    if isinstance(obj, dict):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in obj.items())
+    elif isinstance(obj, (list, tuple)):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(obj))
+    elif isinstance(obj, np.ndarray):
+        if obj.dtype.kind in "fc" and not np.all(np.isfinite(obj)):
+            i = int(np.flatnonzero(~np.isfinite(obj.ravel()))[0])
+            return f"{where}[{i}]", float(obj.ravel()[i])
+        return None
+    elif isinstance(obj, (float, np.floating)):
+        return None if math.isfinite(obj) else (where, float(obj))
+    else:
+        return None
+    for key, value in items:
+        found = _first_nonfinite(value, key)
+        if found is not None:
+            return found
+    return None
 
 
 def _json_default(obj: Any) -> Any:
-    import numpy as np
-
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.floating):
@@ -85,6 +208,11 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serialisable")
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Return the hex sha256 digest of ``data``."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
