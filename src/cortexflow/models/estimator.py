@@ -30,6 +30,7 @@ from cortexflow.utils.io import atomic_write_bytes, atomic_write_json, dir_mode,
 __all__ = [
     "CCCV1Decoder",
     "save_checkpoint_dir",
+    "check_replaceable_checkpoint",
     "estimate_training_memory",
     "resolve_seed",
     "CHECKPOINT_WEIGHTS",
@@ -520,9 +521,35 @@ def _check_scalers(sig, tgt: ImageScaler, n_in: int, out_shape: tuple[int, ...],
                                                         "expected finite values with data_min_ <= data_max_")
 
 
-def save_checkpoint_dir(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmpdir)`` then move ``tmpdir`` onto ``path`` atomically (replacing an old checkpoint)."""
+def check_replaceable_checkpoint(path: str | os.PathLike) -> None:
+    """Raise unless ``path`` is absent, an empty folder, or a checkpoint folder holding only checkpoint files.
+
+    Replacing a checkpoint removes the old folder; this makes sure that no file
+    CortexFlow did not write is removed with it.
+    """
     path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise CheckpointError(f"refusing to replace {path}: it is {'a symbolic link' if path.is_symlink() else 'a file'}, "
+                              "not a checkpoint folder")
+    if path.is_dir():
+        foreign = sorted(p.name for p in path.iterdir() if p.name not in {CHECKPOINT_META, CHECKPOINT_WEIGHTS}
+                         or p.is_symlink() or not p.is_file())
+        if foreign:
+            raise CheckpointError(
+                f"refusing to replace {path}: it holds {len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} that "
+                f"CortexFlow did not write ({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); move "
+                "them away or save elsewhere"
+            )
+
+
+def save_checkpoint_dir(path: str | os.PathLike, write) -> Path:
+    """Call ``write(tmpdir)`` then move ``tmpdir`` onto ``path`` atomically (replacing an old checkpoint).
+
+    An existing ``path`` is replaced only when it holds nothing but checkpoint
+    files (see :func:`check_replaceable_checkpoint`).
+    """
+    path = Path(path)
+    check_replaceable_checkpoint(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:

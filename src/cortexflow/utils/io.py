@@ -33,6 +33,11 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_with",
     "check_writable_dir",
+    "OUTPUT_MARKER",
+    "read_output_marker",
+    "write_output_marker",
+    "prepare_output_dir",
+    "remove_stale_outputs",
     "file_mode",
     "dir_mode",
     "json_safe",
@@ -97,6 +102,88 @@ def check_writable_dir(path: str | os.PathLike, *, what: str = "output folder") 
     return path
 
 
+#: The small file that marks a folder as written by a CortexFlow command, listing the files it wrote.
+OUTPUT_MARKER = ".cortexflow-output.json"
+
+
+def read_output_marker(folder: str | os.PathLike) -> dict | None:
+    """The marker of ``folder`` (``{"command": ..., "files": [...]}``), or None when it has none or it is unreadable."""
+    path = Path(folder) / OUTPUT_MARKER
+    if not path.is_file() or path.is_symlink():
+        return None
+    try:
+        marker = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or not isinstance(marker.get("files", []), list):
+        return None
+    return marker
+
+
+def write_output_marker(folder: str | os.PathLike, command: str, files: list[str]) -> Path:
+    """Mark ``folder`` as written by ``command``; ``files`` are the names it wrote (relative to ``folder``)."""
+    return atomic_write_json(Path(folder) / OUTPUT_MARKER, {"command": command, "files": sorted(set(files))})
+
+
+def prepare_output_dir(
+    folder: str | os.PathLike,
+    command: str,
+    outputs: list[str],
+    *,
+    overwrite: bool = False,
+) -> tuple[Path, list[str]]:
+    """Check an output folder before any work starts; return it and the stale files of an earlier run.
+
+    * ``folder`` must be a folder (it is created) and writable;
+    * a non-empty folder that holds no marker of ``command`` (see
+      :data:`OUTPUT_MARKER`) is refused unless ``overwrite``: CortexFlow does
+      not mix its files into a folder it did not make;
+    * none of ``outputs`` (names relative to ``folder``) may be a symbolic
+      link or a folder: writing would replace the link (or fail late).
+
+    Nothing is deleted here. The second value lists the files that the
+    earlier run of ``command`` recorded and this run will not write again
+    (for example ``recon_11.png`` of a larger earlier input); the caller
+    removes them with :func:`remove_stale_outputs` once its own files are
+    written.
+
+    Raises
+    ------
+    CortexFlowError
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CortexFlowError(f"output folder {folder} exists and is not a folder")
+    marker = read_output_marker(folder) if folder.is_dir() else None
+    foreign = folder.is_dir() and any(folder.iterdir()) and (marker is None or marker.get("command") != command)
+    if foreign and not overwrite:
+        raise CortexFlowError(
+            f"output folder {folder} is not empty and was not written by `cortexflow {command}`; choose another "
+            f"folder or pass --overwrite (CortexFlow then writes its files into it and deletes nothing it did not write)"
+        )
+    for name in outputs:
+        target = folder / name
+        if target.is_symlink():
+            raise CortexFlowError(f"output file {target} is a symbolic link; refusing to write there (remove the link)")
+        if target.is_dir():
+            raise CortexFlowError(f"output file {target} is a folder; refusing to write there")
+    check_writable_dir(folder)
+    previous = [str(f) for f in (marker or {}).get("files", []) if isinstance(f, str)] if not foreign else []
+    stale = [f for f in previous if f not in set(outputs) and Path(f).name == f]  # plain names inside folder only
+    return folder, stale
+
+
+def remove_stale_outputs(folder: str | os.PathLike, names: list[str]) -> list[str]:
+    """Delete the regular files ``names`` in ``folder`` (never links or folders); return those removed."""
+    removed = []
+    for name in names:
+        path = Path(folder) / name
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+            removed.append(name)
+    return removed
+
+
 def atomic_write_with(path: str | os.PathLike, writer: Callable[[IO[bytes]], None]) -> Path:
     """Write a file atomically by calling ``writer(fileobj)`` on a temporary file.
 
@@ -114,8 +201,6 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[IO[bytes]], Non
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink():  # os.replace swaps the link itself, but say so rather than surprise anyone
-        path.unlink()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         os.chmod(tmp, file_mode())  # mkstemp creates 0600; results and checkpoints are ordinary files
