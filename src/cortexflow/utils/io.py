@@ -154,6 +154,12 @@ def prepare_output_dir(
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise CortexFlowError(f"output folder {folder} exists and is not a folder")
+    for name in outputs:
+        target = folder / name
+        if target.is_symlink():
+            raise CortexFlowError(f"output file {target} is a symbolic link; refusing to write there (remove the link)")
+        if target.is_dir():
+            raise CortexFlowError(f"output file {target} is a folder; refusing to write there")
     marker = read_output_marker(folder) if folder.is_dir() else None
     foreign = folder.is_dir() and any(folder.iterdir()) and (marker is None or marker.get("command") != command)
     if foreign and not overwrite:
@@ -161,12 +167,6 @@ def prepare_output_dir(
             f"output folder {folder} is not empty and was not written by `cortexflow {command}`; choose another "
             f"folder or pass --overwrite (CortexFlow then writes its files into it and deletes nothing it did not write)"
         )
-    for name in outputs:
-        target = folder / name
-        if target.is_symlink():
-            raise CortexFlowError(f"output file {target} is a symbolic link; refusing to write there (remove the link)")
-        if target.is_dir():
-            raise CortexFlowError(f"output file {target} is a folder; refusing to write there")
     check_writable_dir(folder)
     previous = [str(f) for f in (marker or {}).get("files", []) if isinstance(f, str)] if not foreign else []
     stale = [f for f in previous if f not in set(outputs) and Path(f).name == f]  # plain names inside folder only
