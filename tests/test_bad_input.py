@@ -186,7 +186,7 @@ def test_one_training_row_says_so(tmp_path):
     with pytest.raises(DataValidationError, match="has 1 row.*needs at least 2 rows"):
         load_dataset(path)
     X, Y = rng.normal(size=(1, 5)), rng.random((1, 28, 28))
-    with pytest.raises(DataValidationError, match="needs at least 4 training rows"):
+    with pytest.raises(DataValidationError, match="needs at least 4 training samples"):
         CCCV1Decoder().fit(X, Y)
 
 

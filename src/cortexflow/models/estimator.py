@@ -241,7 +241,7 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
             raise DataValidationError(f"Input Y contains {int(np.sum(~np.isfinite(Y)))} NaN or infinity value(s)")
         if len(X) < 4:
             raise DataValidationError(
-                f"{type(self).__name__} needs at least 4 training rows (samples (an inner validation split is carved "
+                f"{type(self).__name__} needs at least 4 training samples (rows; an inner validation split is carved "
                 f"out of them); got n_samples = {len(X)}"
             )
         return X, Y
