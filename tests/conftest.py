@@ -107,7 +107,7 @@ def _resolve_data_dir() -> tuple[Path | None, str]:
         )
     try:
         for name in TEST_DATASETS:
-            fetch_dataset(name, _USER_CACHE, mirror=_USER_MIRROR, progress=False, timeout=30)
+            fetch_dataset(name, _USER_CACHE, mirror=_USER_MIRROR, progress=False, timeout=15)
     except CortexFlowError as exc:
         return None, f"fetching the test data files into {_USER_CACHE} failed: {exc}"
     return _USER_CACHE, ""
