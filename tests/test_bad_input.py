@@ -253,7 +253,7 @@ def test_config_types_are_checked_in_python():
     assert get_config("small", epochs=50.0).epochs == 50 and isinstance(get_config("small", epochs=50.0).epochs, int)
 
 
-@pytest.mark.parametrize("seed", ["-1", "4294967296", "abc"])
+@pytest.mark.parametrize("seed", ["-1", "2147483648", "abc"])
 def test_train_seed_out_of_range_is_a_usage_error(seed, tmp_path):
     res = CliRunner().invoke(cli, ["train", "--dataset", "vangerven", "--seed", seed, "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "--seed" in res.output and "Traceback" not in res.output
@@ -275,7 +275,7 @@ def test_int_random_state_is_reproducible(make_synthetic, tiny_config):
     np.testing.assert_array_equal(a.predict(X), b.predict(X))
 
 
-@pytest.mark.parametrize("random_state", [-1, 2**32, "seed", 1.5])
+@pytest.mark.parametrize("random_state", [-1, 2**31, "seed", 1.5])
 def test_invalid_random_state_is_a_config_error(random_state, make_synthetic):
     X, Y, _ = make_synthetic(n=16, n_features=10)
     with pytest.raises(ConfigError, match="random_state="):

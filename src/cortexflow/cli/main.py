@@ -45,7 +45,7 @@ class _Group(click.Group):
             ctx.exit(2)
 
 
-SEED = click.IntRange(0, 2**32 - 1)
+SEED = click.IntRange(0, 2**31 - 1)  # the range of cortexflow.models.base.seed_from_random_state
 
 
 @click.group(cls=_Group)
@@ -164,7 +164,7 @@ EVALUATE_OUTPUTS = ["metrics.json", "reconstructions.png"]
 
 @cli.command()
 @click.option("--dataset", "dataset", required=True, help="Registered name or path to a .mat/.npz file.")
-@click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed, an int in [0, 2**32 - 1].")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed, an int in [0, 2**31 - 1].")
 @click.option("--out", "out_dir", default="runs/train", show_default=True, type=click.Path(file_okay=False))
 @click.option("--overwrite", is_flag=True,
               help="Write into a non-empty --out folder that CortexFlow did not make (nothing else in it is deleted).")

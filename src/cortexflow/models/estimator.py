@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from cortexflow.data.preprocessing import ImageScaler, SignalScaler
 from cortexflow.data.validation import validate_signals
 from cortexflow.exceptions import CheckpointError, ConfigError, CortexFlowError, DataValidationError
+from cortexflow.models.base import seed_from_random_state
 from cortexflow.models.registry import build_model
 from cortexflow.training.config import CCCV1Config, get_config
 from cortexflow.training.devices import resolve_device
@@ -32,7 +32,6 @@ __all__ = [
     "save_checkpoint_dir",
     "check_replaceable_checkpoint",
     "estimate_training_memory",
-    "resolve_seed",
     "CHECKPOINT_WEIGHTS",
     "CHECKPOINT_META",
     "CHECKPOINT_FORMAT",
@@ -47,31 +46,6 @@ CHECKPOINT_FORMAT = 2
 READABLE_FORMATS = (1, 2)
 #: Above this many bytes of estimated training memory ``fit`` warns before allocating the network.
 LARGE_MODEL_BYTES = 2 * 1024**3
-_MAX_SEED = 2**32 - 1
-
-
-def resolve_seed(random_state: Any) -> int:
-    """An integer seed from any valid scikit-learn ``random_state``.
-
-    An int in [0, 2**32 - 1] is used as it is; ``None`` or a
-    ``numpy.random.RandomState`` gives an int drawn from it (with
-    :func:`sklearn.utils.check_random_state`).
-
-    Raises
-    ------
-    ConfigError
-        For a negative or too large int, or a value of another type.
-    """
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        if not 0 <= int(random_state) <= _MAX_SEED:
-            raise ConfigError(f"random_state={random_state!r} is out of range; allowed: an int in [0, {_MAX_SEED}], "
-                              "None or a numpy.random.RandomState")
-        return int(random_state)
-    try:
-        return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-    except (ValueError, TypeError):
-        raise ConfigError(f"random_state={random_state!r} is not valid; allowed: an int in [0, {_MAX_SEED}], None "
-                          "or a numpy.random.RandomState") from None
 
 
 def estimate_training_memory(n_params: int) -> int:
@@ -176,7 +150,7 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
         metadata : dict, optional
             Dataset metadata stored in checkpoints.
         """
-        seed = resolve_seed(self.random_state)
+        seed = seed_from_random_state(self.random_state)
         X, Y = self._validate_fit_input(X, Y)
         self.output_shape_ = tuple(Y.shape[1:])
         self.config_ = get_config(self.config, n_train=len(X), dataset=self.dataset)
