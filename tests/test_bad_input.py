@@ -204,6 +204,13 @@ def test_unknown_dataset_names_get_a_suggestion(typo, suggestion):
     assert f"did you mean {suggestion}?" in _err_line(CliRunner().invoke(cli, ["datasets", "fetch", typo]))
 
 
+def test_failed_train_leaves_no_empty_output_folder(tmp_path):
+    out = tmp_path / "runs" / "new"
+    line = _err_line(CliRunner().invoke(cli, ["train", "--dataset", "vangervn", "--out", str(out)]))
+    assert "did you mean vangerven?" in line
+    assert not (tmp_path / "runs").exists()
+
+
 # ------------------------------------------------------------------ downloads
 def test_failed_download_leaves_no_empty_folder(tmp_path):
     from cortexflow.data.fetch import fetch_dataset
@@ -438,7 +445,7 @@ def test_nan_checkpoint_is_refused_by_reconstruct_and_evaluate(checkpoint, user_
                  ["evaluate", "--dataset", str(user_file), "--out", str(tmp_path / "e")]):
         line = _err_line(CliRunner().invoke(cli, [*args, "--checkpoint", str(bad)]))
         assert "scale_' holds 1 value(s) <= 0" in line
-    assert not (tmp_path / "r" / "recon_0.png").exists() and not (tmp_path / "e" / "metrics.json").exists()
+    assert not (tmp_path / "r").exists() and not (tmp_path / "e").exists()
 
 
 def test_evaluate_writes_standard_json(checkpoint, user_file, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -185,33 +186,34 @@ def train(dataset: str, seed: int, out_dir: str, overwrite: bool, config: str, s
     from cortexflow.reporting.figures import reconstruction_grid
     from cortexflow.training.config import get_config
     from cortexflow.training.devices import resolve_device, set_deterministic
-    from cortexflow.utils.io import OUTPUT_MARKER, prepare_output_dir, write_output_marker
+    from cortexflow.utils.io import OUTPUT_MARKER, prepare_output_dir, removed_if_empty_on_error, write_output_marker
 
     # Every option is checked before any work: the overrides against the chosen (or a stand-in) preset,
     # the device, and the output folder.
     overrides = _parse_sets(sets)
     get_config("small" if config == "auto" else config, **overrides)
     dev = resolve_device(device)  # a clear error for 'cuda' on a machine without CUDA
-    out, _ = prepare_output_dir(out_dir, "train", TRAIN_OUTPUTS + [OUTPUT_MARKER], overwrite=overwrite)
-    check_replaceable_checkpoint(out / "checkpoint")
-    if deterministic:
-        set_deterministic(True)
-    ds = load_dataset(dataset, data_dir)
-    cfg = get_config(config, n_train=len(ds.X_train), dataset=ds.name, **overrides)
-    write_output_marker(out, "train", TRAIN_OUTPUTS + ["checkpoint"])
-    model = CCCV1Decoder(config=cfg, dataset=ds.name, random_state=seed, device=str(dev), progress=not no_progress,
-                         amp=amp)
-    model.fit(ds.X_train, ds.Y_train, metadata={k: ds.metadata[k] for k in ("name", "sha256", "source", "modality")})
-    model.save(out / "checkpoint")
-    pred = model.predict(ds.X_test)
-    per_image = evaluate_reconstructions(true=ds.Y_test, pred=pred)
-    summary = _write_metrics(out, per_image, {
-        "dataset": ds.name, "split": "official", "seed": seed, "n_test": len(ds.X_test),
-        "config": cfg.to_dict(), "best_epoch": model.train_result_.best_epoch,
-        "stopped_epoch": model.train_result_.stopped_epoch, "train_seconds": model.train_result_.seconds,
-        "device": str(dev), "amp": amp, "deterministic": deterministic,
-    })
-    reconstruction_grid(ds.Y_test, {"CCCV1": pred}, out / "reconstructions.png", title=f"{ds.name}: official test split, seed {seed}")
+    with removed_if_empty_on_error(out_dir):  # a run that fails before writing anything leaves no empty --out
+        out, _ = prepare_output_dir(out_dir, "train", TRAIN_OUTPUTS + [OUTPUT_MARKER], overwrite=overwrite)
+        check_replaceable_checkpoint(out / "checkpoint")
+        if deterministic:
+            set_deterministic(True)
+        ds = load_dataset(dataset, data_dir)
+        cfg = get_config(config, n_train=len(ds.X_train), dataset=ds.name, **overrides)
+        write_output_marker(out, "train", TRAIN_OUTPUTS + ["checkpoint"])
+        model = CCCV1Decoder(config=cfg, dataset=ds.name, random_state=seed, device=str(dev), progress=not no_progress,
+                             amp=amp)
+        model.fit(ds.X_train, ds.Y_train, metadata={k: ds.metadata[k] for k in ("name", "sha256", "source", "modality")})
+        model.save(out / "checkpoint")
+        pred = model.predict(ds.X_test)
+        per_image = evaluate_reconstructions(true=ds.Y_test, pred=pred)
+        summary = _write_metrics(out, per_image, {
+            "dataset": ds.name, "split": "official", "seed": seed, "n_test": len(ds.X_test),
+            "config": cfg.to_dict(), "best_epoch": model.train_result_.best_epoch,
+            "stopped_epoch": model.train_result_.stopped_epoch, "train_seconds": model.train_result_.seconds,
+            "device": str(dev), "amp": amp, "deterministic": deterministic,
+        })
+        reconstruction_grid(ds.Y_test, {"CCCV1": pred}, out / "reconstructions.png", title=f"{ds.name}: official test split, seed {seed}")
     _echo_json({"out": str(out), **summary})
 
 
@@ -227,18 +229,20 @@ def evaluate(checkpoint: str, dataset: str, data_dir, out_dir, overwrite: bool) 
     from cortexflow.evaluation.metrics import evaluate_reconstructions
     from cortexflow.models.estimator import CCCV1Decoder
     from cortexflow.reporting.figures import reconstruction_grid
-    from cortexflow.utils.io import OUTPUT_MARKER, prepare_output_dir, write_output_marker
+    from cortexflow.utils.io import OUTPUT_MARKER, prepare_output_dir, removed_if_empty_on_error, write_output_marker
 
-    if out_dir:
-        out, _ = prepare_output_dir(out_dir, "evaluate", EVALUATE_OUTPUTS + [OUTPUT_MARKER], overwrite=overwrite)
-        write_output_marker(out, "evaluate", EVALUATE_OUTPUTS)
-    model = CCCV1Decoder.load(_checkpoint_dir(checkpoint))
-    ds = load_dataset(dataset, data_dir)
-    pred = model.predict(ds.X_test)
-    per_image = evaluate_reconstructions(true=ds.Y_test, pred=pred)
-    if out_dir:
-        _write_metrics(out, per_image, {"dataset": ds.name, "split": "official", "checkpoint": checkpoint})
-        reconstruction_grid(ds.Y_test, {"CCCV1": pred}, out / "reconstructions.png")
+    out = None
+    with removed_if_empty_on_error(out_dir or os.curdir):  # a failed run leaves no empty --out folder
+        if out_dir:
+            out, _ = prepare_output_dir(out_dir, "evaluate", EVALUATE_OUTPUTS + [OUTPUT_MARKER], overwrite=overwrite)
+        model = CCCV1Decoder.load(_checkpoint_dir(checkpoint))
+        ds = load_dataset(dataset, data_dir)
+        pred = model.predict(ds.X_test)
+        per_image = evaluate_reconstructions(true=ds.Y_test, pred=pred)
+        if out is not None:
+            write_output_marker(out, "evaluate", EVALUATE_OUTPUTS)
+            _write_metrics(out, per_image, {"dataset": ds.name, "split": "official", "checkpoint": checkpoint})
+            reconstruction_grid(ds.Y_test, {"CCCV1": pred}, out / "reconstructions.png")
     _echo_json(_summary(per_image))
 
 
@@ -272,7 +276,8 @@ def reconstruct(checkpoint: str, input_path: str, key, out_dir: str, overwrite: 
     from cortexflow.models.estimator import CCCV1Decoder
     from cortexflow.reporting.figures import reconstruction_grid, save_image
     from cortexflow.utils.io import (
-        OUTPUT_MARKER, atomic_write_with, prepare_output_dir, remove_stale_outputs, write_output_marker,
+        OUTPUT_MARKER, atomic_write_with, prepare_output_dir, remove_stale_outputs, removed_if_empty_on_error,
+        write_output_marker,
     )
 
     model = CCCV1Decoder.load(_checkpoint_dir(checkpoint))
@@ -293,13 +298,14 @@ def reconstruct(checkpoint: str, input_path: str, key, out_dir: str, overwrite: 
     X = validate_signals(X, source=input_path, key=key or "input", allow_degenerate=True)
     width = len(str(len(X) - 1))
     names = [f"recon_{i:0{width}d}.png" for i in range(len(X))] + ["grid.png", "reconstructions.npy"]
-    out, stale = prepare_output_dir(out_dir, "reconstruct", names + [OUTPUT_MARKER], overwrite=overwrite)
-    pred = model.predict(X)
-    for name, img in zip(names, pred):
-        save_image(img, out / name)
-    reconstruction_grid(None, {"CCCV1": pred}, out / "grid.png", max_images=min(len(pred), 20))
-    atomic_write_with(out / "reconstructions.npy", lambda fh: np.save(fh, pred))
-    write_output_marker(out, "reconstruct", names)
+    with removed_if_empty_on_error(out_dir):  # a failed run leaves no empty --out folder
+        out, stale = prepare_output_dir(out_dir, "reconstruct", names + [OUTPUT_MARKER], overwrite=overwrite)
+        pred = model.predict(X)
+        for name, img in zip(names, pred):
+            save_image(img, out / name)
+        reconstruction_grid(None, {"CCCV1": pred}, out / "grid.png", max_images=min(len(pred), 20))
+        atomic_write_with(out / "reconstructions.npy", lambda fh: np.save(fh, pred))
+        write_output_marker(out, "reconstruct", names)
     removed = remove_stale_outputs(out, stale)  # files of an earlier run of this command that this run did not write
     if removed:
         logger.info("removed %d file(s) of an earlier run: %s", len(removed), ", ".join(removed))

@@ -17,7 +17,7 @@ import pooch
 
 from cortexflow.data.registry import DatasetInfo, get_dataset_info
 from cortexflow.exceptions import ChecksumError, CortexFlowError, DataValidationError
-from cortexflow.utils.io import sha256_file
+from cortexflow.utils.io import removed_if_empty_on_error, sha256_file
 from cortexflow.utils.progress import progress_enabled
 
 __all__ = [
@@ -157,34 +157,13 @@ def fetch_dataset(
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
     url = f"{mirror.rstrip('/')}/{info.name}/{info.filename}" if mirror else info.url
     logger.info("downloading %s from %s", info.name, url)
-    created = _missing_parents(dest.parent)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CortexFlowError(f"cannot create data folder {dest.parent}: {exc}") from exc
-    try:
-        _download(info, url, dest, progress=progress, timeout=timeout)
-    except BaseException:
-        _remove_empty(created)  # a failed download leaves no empty folder behind
-        raise
-    return dest
-
-
-def _missing_parents(folder: Path) -> list[Path]:
-    """``folder`` and its ancestors that do not exist yet, deepest first."""
-    missing = []
-    while not folder.exists() and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
-    return missing
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    for folder in folders:  # deepest first; stops at the first folder that holds anything
+    with removed_if_empty_on_error(dest.parent):  # a failed download leaves no empty folder behind
         try:
-            folder.rmdir()
-        except OSError:
-            return
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CortexFlowError(f"cannot create data folder {dest.parent}: {exc}") from exc
+        _download(info, url, dest, progress=progress, timeout=timeout)
+    return dest
 
 
 def _download(info: DatasetInfo, url: str, dest: Path, *, progress: bool | None, timeout: float) -> None:

@@ -15,13 +15,14 @@ same permissions. JSON is written strictly: NaN and Infinity are not JSON, so
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, IO
+from typing import Any, Callable, IO, Iterator
 
 import numpy as np
 
@@ -38,6 +39,7 @@ __all__ = [
     "write_output_marker",
     "prepare_output_dir",
     "remove_stale_outputs",
+    "removed_if_empty_on_error",
     "file_mode",
     "dir_mode",
     "json_safe",
@@ -182,6 +184,35 @@ def remove_stale_outputs(folder: str | os.PathLike, names: list[str]) -> list[st
             path.unlink()
             removed.append(name)
     return removed
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+@contextlib.contextmanager
+def removed_if_empty_on_error(folder: str | os.PathLike) -> Iterator[Path]:
+    """Inside the block, folders created on the way to ``folder`` are removed again if the block fails and they are empty.
+
+    So a failed command or download leaves no empty folder behind; a folder
+    that existed before, or that holds anything, is never touched.
+    """
+    folder = Path(folder)
+    created = _missing_folders(folder)
+    try:
+        yield folder
+    except BaseException:
+        for path in created:  # deepest first; stops at the first folder that holds anything
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def atomic_write_with(path: str | os.PathLike, writer: Callable[[IO[bytes]], None]) -> Path:
