@@ -456,3 +456,15 @@ def test_evaluate_writes_standard_json(checkpoint, user_file, tmp_path):
     assert "NaN" not in text and "Infinity" not in text
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert set(json.loads(res.stdout)) == {"mse", "pearson", "ssim", "psnr", "two_way"}
+
+
+def test_written_files_respect_the_umask(tmp_path):
+    from cortexflow.utils.io import atomic_write_text, check_writable_dir
+
+    old = os.umask(0o077)
+    try:
+        path = atomic_write_text(tmp_path / "a" / "f.txt", "x")
+        folder = check_writable_dir(tmp_path / "b")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o600 and folder.stat().st_mode & 0o777 == 0o700
