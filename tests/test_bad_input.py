@@ -102,6 +102,15 @@ def test_stimuli_in_0_2_are_not_divided_by_255(tmp_path):
     assert 0 <= ds.Y_train.min() and ds.Y_train.max() <= 1 and ds.Y_train.max() > 0.9
 
 
+def test_stimulus_scale_flag_on_the_command_line(tmp_path):
+    path = _mat(tmp_path / "twos.mat", stimTrn=np.random.default_rng(1).random((8, 784)) * 2)
+    line = _err_line(CliRunner().invoke(cli, ["datasets", "info", str(path)]))
+    assert "cannot tell which value stands for white" in line and "--stimulus-scale" in line
+    assert CliRunner().invoke(cli, ["datasets", "info", str(path), "--stimulus-scale", "2"]).exit_code == 0
+    assert "is not a finite number > 0" in _err_line(CliRunner().invoke(
+        cli, ["datasets", "info", str(path), "--stimulus-scale", "nan"]))
+
+
 @pytest.mark.parametrize("scale", [float("nan"), float("inf"), 0, -255, "255", True])
 def test_invalid_stimulus_scale_is_refused(tmp_path, scale):
     with pytest.raises(DataValidationError, match="stimulus_scale=.* is not a finite number > 0"):

@@ -47,6 +47,26 @@ class _Group(click.Group):
 
 
 SEED = click.IntRange(0, 2**31 - 1)  # the range of cortexflow.models.base.seed_from_random_state
+_FLAGS = {"allow_degenerate": "--allow-degenerate", "stimulus_scale": "--stimulus-scale"}
+
+_stimulus_scale_option = click.option(
+    "--stimulus-scale", type=float, default=None,
+    help="Value that stands for white in a file of your own (default: decided from the data type and range).",
+)
+
+
+def _load(name_or_path: str, data_dir, **kwargs):
+    """``load_dataset`` for a command: an error that names a Python argument also names its command-line flag."""
+    from cortexflow.data.loading import load_dataset
+    from cortexflow.exceptions import DataValidationError
+
+    try:
+        return load_dataset(name_or_path, data_dir, **kwargs)
+    except DataValidationError as exc:
+        flags = [flag for arg, flag in _FLAGS.items() if arg in str(exc)]
+        if flags:
+            raise DataValidationError(f"{exc}; on the command line: {', '.join(flags)}") from exc
+        raise
 
 
 @click.group(cls=_Group)
@@ -107,19 +127,12 @@ def datasets_fetch(name: str, data_dir, mirror, no_progress: bool) -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--allow-degenerate", is_flag=True, help="Describe even a signal whose rows are all identical.")
-def datasets_info(name_or_path: str, data_dir, as_json: bool, allow_degenerate: bool) -> None:
+@_stimulus_scale_option
+def datasets_info(name_or_path: str, data_dir, as_json: bool, allow_degenerate: bool, stimulus_scale) -> None:
     """Shapes, unique stimuli, train/test overlap and checksum status of a dataset or file."""
-    from cortexflow.data.loading import load_dataset
     from cortexflow.data.summary import describe_dataset
 
-    from cortexflow.exceptions import DataValidationError
-
-    try:
-        ds = load_dataset(name_or_path, data_dir, allow_degenerate=allow_degenerate)
-    except DataValidationError as exc:
-        if "allow_degenerate" in str(exc):  # point a command-line user at the flag, not the Python argument
-            raise DataValidationError(f"{exc}; on the command line: --allow-degenerate") from exc
-        raise
+    ds = _load(name_or_path, data_dir, stimulus_scale=stimulus_scale, allow_degenerate=allow_degenerate)
     info = describe_dataset(ds)
     if as_json:
         click.echo(json.dumps(info, indent=2))
@@ -177,10 +190,10 @@ EVALUATE_OUTPUTS = ["metrics.json", "reconstructions.png"]
               help="Mixed precision of training (CUDA; bf16 also on CPU).")
 @click.option("--deterministic", is_flag=True, help="Deterministic algorithms (CUDA: also CUBLAS_WORKSPACE_CONFIG).")
 @click.option("--no-progress", is_flag=True, help="Hide the per-epoch progress bar.")
+@_stimulus_scale_option
 def train(dataset: str, seed: int, out_dir: str, overwrite: bool, config: str, sets, data_dir, device: str, amp: str,
-          deterministic: bool, no_progress: bool) -> None:
+          deterministic: bool, no_progress: bool, stimulus_scale) -> None:
     """Train CCCV1 on the official split; write checkpoint, metrics.json and a PNG grid."""
-    from cortexflow.data.loading import load_dataset
     from cortexflow.evaluation.metrics import evaluate_reconstructions
     from cortexflow.models.estimator import CCCV1Decoder, check_replaceable_checkpoint
     from cortexflow.reporting.figures import reconstruction_grid
@@ -198,7 +211,7 @@ def train(dataset: str, seed: int, out_dir: str, overwrite: bool, config: str, s
         check_replaceable_checkpoint(out / "checkpoint")
         if deterministic:
             set_deterministic(True)
-        ds = load_dataset(dataset, data_dir)
+        ds = _load(dataset, data_dir, stimulus_scale=stimulus_scale)
         cfg = get_config(config, n_train=len(ds.X_train), dataset=ds.name, **overrides)
         write_output_marker(out, "train", TRAIN_OUTPUTS + ["checkpoint"])
         model = CCCV1Decoder(config=cfg, dataset=ds.name, random_state=seed, device=str(dev), progress=not no_progress,
@@ -223,9 +236,9 @@ def train(dataset: str, seed: int, out_dir: str, overwrite: bool, config: str, s
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Also write metrics.json and a grid here.")
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty --out folder that CortexFlow did not make.")
-def evaluate(checkpoint: str, dataset: str, data_dir, out_dir, overwrite: bool) -> None:
+@_stimulus_scale_option
+def evaluate(checkpoint: str, dataset: str, data_dir, out_dir, overwrite: bool, stimulus_scale) -> None:
     """Score a checkpoint on a dataset's official test split."""
-    from cortexflow.data.loading import load_dataset
     from cortexflow.evaluation.metrics import evaluate_reconstructions
     from cortexflow.models.estimator import CCCV1Decoder
     from cortexflow.reporting.figures import reconstruction_grid
@@ -236,7 +249,7 @@ def evaluate(checkpoint: str, dataset: str, data_dir, out_dir, overwrite: bool) 
         if out_dir:
             out, _ = prepare_output_dir(out_dir, "evaluate", EVALUATE_OUTPUTS + [OUTPUT_MARKER], overwrite=overwrite)
         model = CCCV1Decoder.load(_checkpoint_dir(checkpoint))
-        ds = load_dataset(dataset, data_dir)
+        ds = _load(dataset, data_dir, stimulus_scale=stimulus_scale)
         pred = model.predict(ds.X_test)
         per_image = evaluate_reconstructions(true=ds.Y_test, pred=pred)
         if out is not None:
