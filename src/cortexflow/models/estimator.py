@@ -154,7 +154,7 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
         metadata : dict, optional
             Dataset metadata stored in checkpoints.
         """
-        seed = seed_from_random_state(self.random_state)
+        seed = self.seed_ = seed_from_random_state(self.random_state)  # set first: _training_setup hooks may use it
         X, Y = self._validate_fit_input(X, Y)
         self.output_shape_ = tuple(Y.shape[1:])
         self.config_ = get_config(self.config, n_train=len(X), dataset=self.dataset)
@@ -168,7 +168,6 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
         self._warn_if_huge(Xs.shape[1], out_shape, self.config_)
         torch.manual_seed(seed)
         self.model_ = self._build_network(Xs.shape[1], out_shape, self.config_)
-        self.seed_ = seed
         result: TrainResult = train_model(
             self.model_, Xs, Ys, self.config_, seed=seed, device=self.device,
             progress=self.progress, loss_terms=loss_terms, amp=self.amp,
