@@ -76,7 +76,7 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
         ``"vangerven"``, ...), a dict, or a :class:`CCCV1Config`.
     dataset : str, optional
         Dataset name, used by ``config="auto"`` and stored in checkpoints.
-    random_state : int
+    random_state : int, None or numpy.random.RandomState
         Seed of weight initialisation, the inner validation split, batch order
         and dropout.
     device : str
@@ -101,6 +101,9 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
     history_ : list of dict
         Per-epoch train and validation loss.
     n_features_in_ : int
+    seed_ : int
+        The int seed used by ``fit``: ``random_state`` itself when it is an
+        int, else drawn from it (``None`` or a ``numpy.random.RandomState``).
     output_shape_ : tuple of int
         Shape of one target (``(28, 28)`` for images).
     """
