@@ -46,7 +46,7 @@ def _cv(make, X, Y, folds: int = 10) -> dict:
     pred = np.zeros_like(Y)
     for tr, te in KFold(folds, shuffle=True, random_state=0).split(X):
         pred[te] = make().fit(X[tr], Y[tr]).predict(X[te])
-    return summarize(evaluate_reconstructions(pred, Y))
+    return summarize(evaluate_reconstructions(true=Y, pred=pred))
 
 
 def main() -> None:
@@ -97,7 +97,7 @@ def main() -> None:
                     est = make().fit(ds.X_train, ds.Y_train)
                     emit({**base, "fine_tune": ft, "residual_scale": rs, "chosen_scale": est.residual_scale_,
                           "split": "official", "alpha": est.alpha_,
-                          **summarize(evaluate_reconstructions(est.predict(ds.X_test), ds.Y_test))})
+                          **summarize(evaluate_reconstructions(true=ds.Y_test, pred=est.predict(ds.X_test)))})
 
 
 if __name__ == "__main__":

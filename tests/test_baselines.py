@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -15,19 +12,10 @@ from cortexflow.benchmark.methods import list_methods, make_estimator
 from cortexflow.exceptions import ConfigError, DataValidationError
 
 
-def _data_dir() -> Path:
-    env = os.environ.get("CORTEXFLOW_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "datasets"
-
-
 @pytest.fixture(scope="module")
-def vangerven_small():
+def vangerven_small(vangerven):
     """40 training rows and 6 test rows of the real vangerven data."""
-    if not (_data_dir() / "vangerven").is_dir():
-        pytest.skip("vangerven data not found (set CORTEXFLOW_DATA)")
-    from cortexflow.data.loading import load_dataset
-
-    ds = load_dataset("vangerven", _data_dir(), download=False)
+    ds = vangerven
     return ds.X_train[:40], ds.Y_train[:40], ds.X_test[:6], ds.Y_test[:6]
 
 
@@ -55,7 +43,7 @@ def test_mean_image_predicts_training_mean():
     P = m.predict(Xt)
     assert P.shape == (len(Xt), 28, 28)
     np.testing.assert_allclose(P[3], Y.mean(axis=0), rtol=1e-6)
-    with pytest.raises(DataValidationError, match="expected"):
+    with pytest.raises(DataValidationError, match="features"):
         m.predict(Xt[:, :10])
 
 

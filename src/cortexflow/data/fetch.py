@@ -16,16 +16,18 @@ from pathlib import Path
 import pooch
 
 from cortexflow.data.registry import DatasetInfo, get_dataset_info
-from cortexflow.exceptions import ChecksumError, CortexFlowError
-from cortexflow.utils.io import sha256_file
+from cortexflow.exceptions import ChecksumError, CortexFlowError, DataValidationError
+from cortexflow.utils.io import removed_if_empty_on_error, sha256_file
 from cortexflow.utils.progress import progress_enabled
 
 __all__ = [
     "get_data_dir",
     "dataset_path",
     "fetch_dataset",
-    "download_verified",
     "checksum_status",
+    "cached_sha256",
+    "verify_registered_file",
+    "download_verified",
     "DATA_ENV",
     "MIRROR_ENV",
 ]
@@ -34,6 +36,21 @@ logger = logging.getLogger(__name__)
 
 DATA_ENV = "CORTEXFLOW_DATA"
 MIRROR_ENV = "CORTEXFLOW_MIRROR"
+
+# sha256 of files already hashed in this process, keyed by (real path, size, mtime in ns): a file that
+# changes gets a new key, so the cache never vouches for bytes it has not read.
+_SHA256_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def cached_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, computed once per process for each (path, size, modification time)."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    digest = _SHA256_CACHE.get(key)
+    if digest is None:
+        digest = _SHA256_CACHE[key] = sha256_file(path)
+    return digest
 
 
 def get_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -57,7 +74,34 @@ def checksum_status(path: str | os.PathLike, info: DatasetInfo) -> str:
     path = Path(path)
     if not path.is_file():
         return "missing"
-    return "ok" if sha256_file(path) == info.sha256 else "mismatch"
+    return "ok" if cached_sha256(path) == info.sha256 else "mismatch"
+
+
+def verify_registered_file(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """Path of dataset ``name``'s file in the data folder, after checking its sha256 (no network).
+
+    Raises
+    ------
+    DataValidationError
+        The file is not there.
+    ChecksumError
+        The file there is not the registered one (another dataset's file, or damaged).
+    """
+    info = get_dataset_info(name)
+    path = get_data_dir(data_dir) / info.name / info.filename
+    status = checksum_status(path, info)
+    if status == "missing":
+        raise DataValidationError(
+            f"dataset {info.name!r}: {path} not found; fetch it with `cortexflow datasets fetch {info.name}` "
+            "(or load with download=True)"
+        )
+    if status == "mismatch":
+        raise ChecksumError(
+            f"dataset {info.name!r}: {path} is not the registered file (sha256 {cached_sha256(path)}, "
+            f"{path.stat().st_size} bytes; expected sha256 {info.sha256}, {info.size_bytes} bytes): it is "
+            f"another file or a damaged copy; fetch it again with `cortexflow datasets fetch {info.name}`"
+        )
+    return path
 
 
 def fetch_dataset(
@@ -113,7 +157,14 @@ def fetch_dataset(
 
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
     url = f"{mirror.rstrip('/')}/{info.name}/{info.filename}" if mirror else info.url
-    return download_verified(url, dest, info.sha256, label=f"dataset {info.name!r}", progress=progress, timeout=timeout)
+    logger.info("downloading %s from %s", info.name, url)
+    with removed_if_empty_on_error(dest.parent):  # a failed download leaves no empty folder behind
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CortexFlowError(f"cannot create data folder {dest.parent}: {exc}") from exc
+        download_verified(url, dest, info.sha256, label=f"dataset {info.name!r}", progress=progress, timeout=timeout)
+    return dest
 
 
 def download_verified(
@@ -125,17 +176,17 @@ def download_verified(
     progress: bool | None = None,
     timeout: float = 60.0,
 ) -> Path:
-    """Download ``url`` to ``dest``, moved into place only after its sha256 matches.
+    """Download ``url`` to ``dest`` through pooch, moved into place only after its sha256 matches.
 
     The bytes go to a temporary file beside ``dest``; a failed, interrupted or
-    mismatching download leaves nothing behind.
+    mismatching download leaves nothing behind (the folder of ``dest`` must exist).
 
     Parameters
     ----------
     url : str
         Where to download from.
     dest : path-like
-        Final path of the file; its folder is created.
+        Final path of the file.
     sha256 : str
         Expected hex digest.
     label : str
@@ -158,11 +209,6 @@ def download_verified(
         The download failed.
     """
     dest = Path(dest)
-    logger.info("downloading %s from %s", label, url)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CortexFlowError(f"cannot create data folder {dest.parent}: {exc}") from exc
     downloader = pooch.HTTPDownloader(progressbar=progress_enabled(progress), timeout=timeout)
     try:
         pooch.retrieve(

@@ -36,11 +36,11 @@ from typing import Callable
 
 import numpy as np
 
-from cortexflow.data.fetch import MIRROR_ENV, download_verified, get_data_dir
-from cortexflow.exceptions import ChecksumError, ConfigError, DataValidationError
+from cortexflow.data.fetch import MIRROR_ENV, cached_sha256, download_verified, get_data_dir
+from cortexflow.exceptions import ChecksumError, ConfigError, CortexFlowError, DataValidationError
 from cortexflow.priors import generators
 from cortexflow.semantic.cache import get_cache_dir
-from cortexflow.utils.io import atomic_write_with, sha256_file
+from cortexflow.utils.io import atomic_write_with, removed_if_empty_on_error
 
 __all__ = [
     "CorpusFile",
@@ -251,11 +251,11 @@ def read_idx(path: str | os.PathLike, *, expected_ndim: int) -> np.ndarray:
 def _ensure_file(info: CorpusInfo, f: CorpusFile, data_dir, download: bool, progress: bool | None) -> Path:
     dest = corpus_dir(info.name, data_dir) / f.filename
     if dest.is_file():
-        if sha256_file(dest) == f.sha256:
+        if cached_sha256(dest) == f.sha256:
             return dest
         if not download:
             raise ChecksumError(
-                f"{dest}: sha256 {sha256_file(dest)} does not match the registry's {f.sha256} for corpus "
+                f"{dest}: sha256 {cached_sha256(dest)} does not match the registry's {f.sha256} for corpus "
                 f"{info.name!r}; delete it or pass download=True to fetch it again"
             )
         logger.warning("%s exists but its sha256 does not match the registry; downloading it again", dest)
@@ -265,7 +265,13 @@ def _ensure_file(info: CorpusInfo, f: CorpusFile, data_dir, download: bool, prog
         )
     mirror = os.environ.get(MIRROR_ENV)
     url = f"{mirror.rstrip('/')}/{info.folder}/{f.filename}" if mirror else f.url
-    return download_verified(url, dest, f.sha256, label=f"corpus {info.name!r} file {f.filename}", progress=progress)
+    with removed_if_empty_on_error(dest.parent):  # a failed download leaves no empty folder behind
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CortexFlowError(f"cannot create data folder {dest.parent}: {exc}") from exc
+        return download_verified(url, dest, f.sha256, label=f"corpus {info.name!r} file {f.filename}",
+                                 progress=progress)
 
 
 def _files_checksum(info: CorpusInfo) -> str:
