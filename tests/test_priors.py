@@ -344,7 +344,7 @@ def test_ridge_prior_fits_and_predicts(cache):
     info = json.loads(json.dumps(est.report_info_))
     assert info["prior_corpus"] == "mnist-t10k" and info["prior_cache_key"] == est.prior_.info["cache_key"]
     assert info["prior_n_dropped"] == 0  # guarded against the 15 training stimuli, none of which is a digit
-    with pytest.raises(DataValidationError, match="expected"):
+    with pytest.raises(DataValidationError, match="expecting 30 features"):
         est.predict(X[:, :5])
     assert est.residual_scale_ in est.residual_grid and set(est.residual_cv_mse_) == set(est.residual_grid)
     assert est.residuals_.shape == (15, 8)

@@ -6,14 +6,14 @@ import logging
 from typing import Any, Mapping
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.linear_model import Ridge
 from sklearn.utils.validation import check_is_fitted
 
-from cortexflow.baselines._common import check_training_rows, default_alphas, fit_ridge_cv
+from cortexflow.baselines._common import default_alphas, fit_ridge_cv
 from cortexflow.data.preprocessing import SignalScaler
 from cortexflow.data.registry import DATASETS
 from cortexflow.exceptions import ConfigError, DataValidationError
+from cortexflow.models.base import BaseDecoder
 from cortexflow.priors.corpora import default_prior, get_corpus_info, list_corpora
 from cortexflow.priors.corpora import load_corpus
 from cortexflow.priors.guard import DEFAULT_THRESHOLD, dataset_stimuli, drop_near_duplicates
@@ -100,7 +100,7 @@ def prior_report_info(prior: FittedPrior) -> dict[str, Any]:
     }
 
 
-class RidgePriorDecoder(RegressorMixin, BaseEstimator):
+class RidgePriorDecoder(BaseDecoder):
     """Ridge regression from brain signal to an image prior's embedding, decoded by the prior.
 
     Signals are z-scored with training-row statistics; the targets are the
@@ -181,6 +181,8 @@ class RidgePriorDecoder(RegressorMixin, BaseEstimator):
         Prior corpus, images, duplicates dropped, cache key (for the benchmark report).
     """
 
+    _min_train_rows = 3
+
     def __init__(
         self,
         prior: str | None = None,
@@ -237,7 +239,8 @@ class RidgePriorDecoder(RegressorMixin, BaseEstimator):
 
     def fit(self, X, Y) -> "RidgePriorDecoder":
         """Fit the scaler and the ridge on the training rows (training the prior if not cached)."""
-        X, Y = check_training_rows(X, Y, min_rows=3, name="RidgePriorDecoder", dtype=np.float32)
+        X, Y = self._validate_fit_input(X, Y)
+        Y = Y.astype(np.float32)
         if Y.shape[1:] != (28, 28):
             raise DataValidationError(f"Y has shape {Y.shape}; ridge-prior needs 28x28 stimuli (n, 28, 28)")
         alphas = self._alphas()
@@ -249,7 +252,7 @@ class RidgePriorDecoder(RegressorMixin, BaseEstimator):
                           cache_dir=self.cache_dir, progress=self.progress, threshold=self.threshold)
         if self.fine_tune_epochs:
             prior = fine_tune_prior(prior, Y, epochs=int(self.fine_tune_epochs), lr=float(self.fine_tune_lr),
-                                    seed=int(self.random_state), progress=self.progress)
+                                    seed=self._seed(), progress=self.progress)
         self.prior_ = prior
         if self.decoding not in ("prior", "corpus-knn"):
             raise ConfigError(f"decoding={self.decoding!r}; allowed: 'prior', 'corpus-knn'")
@@ -260,7 +263,6 @@ class RidgePriorDecoder(RegressorMixin, BaseEstimator):
                                              threshold=self.threshold)
             self.corpus_images_ = images
             self.corpus_embeddings_ = prior.encode_images(images)
-        self.n_features_in_ = X.shape[1]
         self.scaler_ = SignalScaler().fit(X)
         targets = prior.encode_images(Y).astype(np.float64)
         A = self.scaler_.transform(X).astype(np.float64)
@@ -269,7 +271,7 @@ class RidgePriorDecoder(RegressorMixin, BaseEstimator):
         if len(alphas) > 1 and self.alpha_ in (alphas.min(), alphas.max()):
             logger.warning("ridge-prior penalty %.3g lies at the edge of the grid [%.3g, %.3g]",
                            self.alpha_, alphas.min(), alphas.max())
-        rng = np.random.default_rng(self.random_state)
+        rng = np.random.default_rng(self._seed())
         oof = self._out_of_fold(A, targets, rng)
         self.residuals_ = (targets - oof).astype(np.float32)
         self.residual_scale_ = 0.0 if self.decoding == "corpus-knn" else self._choose_scale(oof, Y, rng)
@@ -319,9 +321,7 @@ class RidgePriorDecoder(RegressorMixin, BaseEstimator):
     def transform(self, X) -> np.ndarray:
         """Predicted unit-norm prior embeddings (n, embed_dim)."""
         check_is_fitted(self, "ridge_")
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise DataValidationError(f"X has shape {X.shape}; expected (n, {self.n_features_in_})")
+        X = self._validate_X(X, reset=False)
         Z = self.ridge_.predict(self.scaler_.transform(X).astype(np.float64))
         Z = np.atleast_2d(Z)
         return (Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)).astype(np.float32)
@@ -329,13 +329,11 @@ class RidgePriorDecoder(RegressorMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """Reconstructions (n, 28, 28) float32 in [0, 1] (posterior mean when ``residual_scale_ > 0``)."""
         check_is_fitted(self, "ridge_")
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise DataValidationError(f"X has shape {X.shape}; expected (n, {self.n_features_in_})")
+        X = self._validate_X(X, reset=False)
         Z = np.atleast_2d(self.ridge_.predict(self.scaler_.transform(X).astype(np.float64)))
         if self.decoding == "corpus-knn":
             sims = self.transform(X) @ self.corpus_embeddings_.T
             k = min(int(self.knn), sims.shape[1])
             top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
             return self.corpus_images_[top].mean(axis=1).astype(np.float32)
-        return self._decode_mean(Z, self.residual_scale_, np.random.default_rng(self.random_state))
+        return self._decode_mean(Z, self.residual_scale_, np.random.default_rng(self._seed()))
