@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from cortexflow.baselines._common import fit_ridge_cv
@@ -56,7 +57,13 @@ from cortexflow.models.ensemble import member_seeds
 from cortexflow.models.estimator import CCCV1Decoder
 from cortexflow.semantic.losses import LearnableTemperature, clip_infonce
 from cortexflow.priors.guard import DEFAULT_THRESHOLD
-from cortexflow.priors.ridge_prior import guard_stimuli, prior_report_info, resolve_prior_config, resolve_prior_corpus
+from cortexflow.priors.ridge_prior import (
+    RidgePriorDecoder,
+    guard_stimuli,
+    prior_report_info,
+    resolve_prior_config,
+    resolve_prior_corpus,
+)
 from cortexflow.priors.training import FittedPrior, get_prior
 from cortexflow.training.config import CCCV1Config, get_config
 from cortexflow.training.trainer import train_model
@@ -212,21 +219,19 @@ class LinearSkipEncoder(nn.Module):
     scales the deep encoder's unit-norm output.
     """
 
-    def __init__(self, linear: nn.Linear, deep: nn.Module, gate_init: float = 0.1, linear_step: float = 0.0):
+    def __init__(self, linear: nn.Linear, deep: nn.Module, gate_init: float = 0.1):
         super().__init__()
         self.linear = linear
         self.linear.requires_grad_(False)
         self.deep = deep
         self.gate = nn.Parameter(torch.tensor(float(gate_init)))
-        self.linear_step = float(linear_step)
-        if self.linear_step > 0:
-            self.delta = nn.Parameter(torch.zeros_like(linear.weight))
+
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding before normalisation (the scale in which the ridge residuals live)."""
+        return self.linear(x) + self.gate * self.deep(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.linear(x)
-        if self.linear_step > 0:
-            z = z + self.linear_step * F.linear(x, self.delta)
-        return F.normalize(z + self.gate * self.deep(x), dim=-1)
+        return F.normalize(self.raw(x), dim=-1)
 
 
 class PriorBrainNet(nn.Module):
@@ -327,6 +332,13 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         the deep encoder's output (:class:`LinearSkipEncoder`).
     gate_init : float
         Initial weight of the deep encoder's output beside the linear read-out.
+    residual_scale : float or "auto"
+        Posterior-mean decoding, as ``ridge-prior`` does it
+        (:class:`~cortexflow.priors.ridge_prior.RidgePriorDecoder`): each
+        prediction is decoded at ``z + c * r_j`` for the out-of-fold ridge
+        residuals ``r_j`` of the training rows and the images are averaged;
+        ``"auto"`` chooses ``c`` on the training rows' out-of-fold ridge
+        predictions; 0 decodes the point estimate. Needs ``ridge_skip``.
     finetune_decoder : bool
         Add a second phase that also trains the prior's decoder.
     finetune_lr_factor : float
@@ -370,7 +382,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         n_members: int = 1,
         ridge_skip: bool = True,
         gate_init: float = 0.1,
-        linear_step: float = 0.0,
+        residual_scale: Any = "auto",
         finetune_decoder: bool = False,
         finetune_lr_factor: float = 0.1,
         prior_config: Any = None,
@@ -390,7 +402,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         self.n_members = n_members
         self.ridge_skip = ridge_skip
         self.gate_init = gate_init
-        self.linear_step = linear_step
+        self.residual_scale = residual_scale
         self.finetune_decoder = finetune_decoder
         self.finetune_lr_factor = finetune_lr_factor
         self.prior_config = prior_config
@@ -448,9 +460,11 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         decoder = prior_decoder(self.prior_)
         self.ridge_alpha_ = None
         linear = None
+        self.posterior_ = None
         if self.ridge_skip:
             ridge = fit_ridge_cv(Xs.astype(np.float64), targets.astype(np.float64))
             self.ridge_alpha_ = float(ridge.alpha_)
+            self.posterior_ = self._posterior_decoder(Xs, Y, targets, ridge)
             with torch.random.fork_rng(devices=[]):  # its random initial weights are overwritten
                 linear = nn.Linear(Xs.shape[1], embed_dim)
             with torch.no_grad():
@@ -468,8 +482,42 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         self.fit_seconds_ = time.perf_counter() - t0 - t_prior
         self.report_info_ = {**prior_report_info(self.prior_), "encoder": self.encoder, "n_members": int(self.n_members),
                              "finetune_decoder": bool(self.finetune_decoder),
+                             "residual_scale": self.posterior_.residual_scale_ if self.posterior_ is not None else 0.0,
                              "prior_seconds": round(t_prior, 3), "fit_seconds": round(self.fit_seconds_, 3)}
         return self
+
+    def _posterior_decoder(self, Xs: np.ndarray, Y: np.ndarray, targets: np.ndarray, ridge) -> RidgePriorDecoder | None:
+        """ridge-prior's posterior-mean decoding, set up from this fit's ridge read-out (None when off).
+
+        The residuals are the out-of-fold ridge residuals of the training rows
+        and the scale is chosen on their out-of-fold predictions, exactly as
+        :class:`RidgePriorDecoder` does (its own methods are used).
+        """
+        if self.residual_scale == 0:
+            return None
+        post = RidgePriorDecoder(residual_scale=self.residual_scale, random_state=self.random_state)
+        post.prior_, post.ridge_, post.alpha_ = self.prior_, ridge, float(ridge.alpha_)
+        rng = np.random.default_rng(self.random_state)
+        A, T = Xs.astype(np.float64), targets.astype(np.float64)
+        oof = post._out_of_fold(A, T, rng)
+        post.residuals_ = (T - oof).astype(np.float32)
+        post.residual_scale_ = post._choose_scale(oof, Y, rng)
+        return post if post.residual_scale_ > 0 else None
+
+    def predict(self, X) -> np.ndarray:
+        """Reconstructions (n, 28, 28) float32 in [0, 1]: the members' mean (posterior-mean) image."""
+        check_is_fitted(self, "model_")
+        if getattr(self, "posterior_", None) is None:
+            return super().predict(X)
+        X = self._validate_X(X, reset=False)
+        xt = torch.as_tensor(self.signal_scaler_.transform(X))
+        out = []
+        for m in self.model_.members:
+            with torch.no_grad():
+                Z = m.encoder.raw(xt).numpy()
+            rng = np.random.default_rng(self.random_state)
+            out.append(self.posterior_._decode_mean(Z, self.posterior_.residual_scale_, rng))
+        return np.mean(out, axis=0).astype(np.float32)
 
     def _fit_member(self, Xs, Yf, targets, embed_dim, decoder, cfg, seed, linear):
         gen = torch.Generator()
@@ -478,7 +526,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
             encoder = build_brain_encoder(self.encoder, Xs.shape[1], embed_dim, cfg)
         _init_weights(encoder, gen)
         if linear is not None:
-            encoder = LinearSkipEncoder(copy.deepcopy(linear), encoder, self.gate_init, self.linear_step)
+            encoder = LinearSkipEncoder(copy.deepcopy(linear), encoder, self.gate_init)
         dec = copy.deepcopy(decoder) if self.finetune_decoder else decoder
         dec.requires_grad_(False)
         net = PriorBrainNet(encoder, dec)

@@ -23,9 +23,9 @@ __all__ = ["register", "cccv1_prior_factory", "cccv1_ensemble_factory", "brain_d
 
 #: Tiny prior for ``fast=True`` runs: 500 images, 1 epoch, 32-d (the same as ``ridge-prior``'s).
 FAST_PRIOR_CONFIG = {"epochs": 1, "max_images": 500, "embed_dim": 32, "widths": [8, 16, 32]}
-CCCV1_PRIOR_VERSION = "1"
+CCCV1_PRIOR_VERSION = "2"  # 2: posterior-mean decoding, 40 epochs / patience 8
 
-_ESTIMATOR_OPTIONS = ("prior", "encoder", "n_members", "ridge_skip", "gate_init", "finetune_decoder",
+_ESTIMATOR_OPTIONS = ("prior", "encoder", "n_members", "ridge_skip", "gate_init", "residual_scale", "finetune_decoder",
                       "finetune_lr_factor", "prior_config", "threshold", "data_dir", "cache_dir", "device", "amp")
 
 
@@ -39,6 +39,9 @@ def cccv1_prior_factory(seed: int, dataset_name: str, n_train: int, *, fast: boo
     ``loss_weights``, ...), which override the preset.
     """
     est_opts = {k: options.pop(k) for k in list(options) if k in _ESTIMATOR_OPTIONS}
+    # shorter schedule than cccv1's preset: on vangerven's training rows (inner 5-fold CV) 40 epochs with
+    # patience 8 scored the same as the preset's 150 / 20 at a third of the time
+    options = {"epochs": 40, "patience": 8, **options}
     cfg = get_config("auto", n_train=n_train, dataset=dataset_name, **options)
     if fast:
         cfg = cfg.replace(epochs=2, patience=1, hidden_dim=64)
