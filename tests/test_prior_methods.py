@@ -45,7 +45,7 @@ def _problem(n=20, p=30, seed=0):
 
 
 def _fit(prior, X, Y, **kw):
-    kw = {"config": TRAIN, "device": "cpu", "random_state": 0, **kw}
+    kw = {"config": TRAIN, "device": "cpu", "random_state": 0, "residual_scale": 0.0, **kw}
     return CCCV1PriorDecoder(prior=prior, **kw).fit(X, Y)
 
 
@@ -175,3 +175,25 @@ def test_baseline_prior_variants_never_see_test_rows(vangerven, tiny_prior, meth
     np.testing.assert_array_equal(fits[0].predict(vangerven.X_test), fits[1].predict(vangerven.X_test))
     assert fits[0].report_info_["prior_corpus"] == "miyawaki-patterns"
     assert all(not p.requires_grad for p in tiny_prior.model.parameters())
+
+
+def test_posterior_mean_decoding(tiny_prior):
+    """With a residual scale the prediction is the mean decoded image over the out-of-fold ridge residuals."""
+    X, Y = _problem()
+    est = _fit(tiny_prior, X, Y, residual_scale=0.5, n_members=2)
+    post = est.posterior_
+    assert post.residual_scale_ == 0.5 and post.residuals_.shape == (20, tiny_prior.embed_dim)
+    assert est.report_info_["residual_scale"] == 0.5
+    P = est.predict(X[:4])
+    with torch.no_grad():
+        xt = torch.as_tensor(est.signal_scaler_.transform(X[:4]))
+        Z = [m.encoder.raw(xt).numpy() for m in est.model_.members]
+    assert post.n_samples >= 20  # every residual is used: the mean is exact
+    manual = np.mean([[tiny_prior.decode_embeddings(z[None] + 0.5 * post.residuals_).mean(0) for z in Zm]
+                      for Zm in Z], axis=0)
+    assert P.shape == (4, 28, 28)
+    np.testing.assert_allclose(P, manual, atol=1e-5)
+    assert not np.allclose(P, _fit(tiny_prior, X, Y, residual_scale=0.0, n_members=2).predict(X[:4]))
+    auto = _fit(tiny_prior, X, Y, residual_scale="auto")
+    assert auto.report_info_["residual_scale"] in (0.0, 0.25, 0.5, 0.75)
+    assert _fit(tiny_prior, X, Y, residual_scale=0.5, ridge_skip=False).posterior_ is None
