@@ -31,10 +31,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Prior of ``ridge-prior`` when none is given: a 32-d autoencoder, chosen by 10-fold CV of the
-#: vangerven training rows over 16/32/512-d AEs and a 32-d VAE (docs/priors.md). Ridge from ~100
-#: rows predicts 32 coordinates much better than 512.
-RIDGE_PRIOR_CONFIG = PriorConfig(embed_dim=32)
+#: Prior of ``ridge-prior`` when none is given: a 16-d autoencoder, chosen by 10-fold CV of the
+#: vangerven training rows over 16/32/512-d AEs and a 32-d VAE (docs/priors.md): ridge from ~100
+#: rows predicts 16 coordinates better than 32 or 512.
+RIDGE_PRIOR_CONFIG = PriorConfig(embed_dim=16)
 
 
 def resolve_prior_corpus(prior: str | None, dataset: str | None) -> str:
@@ -133,7 +133,7 @@ class RidgePriorDecoder(BaseDecoder):
     cv : int or None
         ``None``: efficient leave-one-out; an int: K-fold on the training rows.
     prior_config : PriorConfig or dict, optional
-        Prior architecture and training (default :data:`RIDGE_PRIOR_CONFIG`, a 32-d AE).
+        Prior architecture and training (default :data:`RIDGE_PRIOR_CONFIG`, a 16-d AE).
     embed_dim, prior_kind, prior_epochs : optional
         Shortcuts overriding those fields of ``prior_config``.
     residual_scale : float or "auto"
