@@ -242,35 +242,37 @@ def test_deterministic_switch(monkeypatch):
 
 # ------------------------------------------------------------ benchmark integration
 def test_train_mode_is_part_of_the_result_key_of_batched_methods_only(data_dir):
-    from cortexflow.benchmark.runner import build_tasks
+    from cortexflow.benchmark.runner import BenchmarkConfig, build_tasks
 
-    kw = dict(methods="mean-image,cccv1", splits="kfold", n_folds=2, seeds=1, data_dir=data_dir)
-    batched = build_tasks("vangerven", train_mode="batched", **kw).tasks
-    seq = build_tasks("vangerven", train_mode="sequential", **kw).tasks
+    cfg = BenchmarkConfig("vangerven", methods="mean-image,cccv1", splits="kfold", n_folds=2, seeds=1,
+                          data_dir=data_dir)
+    batched = build_tasks(cfg.replace(train_mode="batched")).tasks
+    seq = build_tasks(cfg.replace(train_mode="sequential")).tasks
     for b, s in zip(batched, seq):
         if b.method == "cccv1":
             assert b.train == (("mode", "batched"),) and s.train == () and b.key != s.key
         else:
             assert b.train == s.train == () and b.key == s.key
-    amp = build_tasks("vangerven", train_mode="batched", amp="bf16", **kw).tasks
+    amp = build_tasks(cfg.replace(train_mode="batched", amp="bf16")).tasks
     assert {t.train for t in amp if t.method == "cccv1"} == {(("mode", "batched"), ("amp", "bf16"))}
     with pytest.raises(ConfigError, match="batched training only"):
-        build_tasks("vangerven", train_mode="sequential", amp="bf16", **kw)
+        build_tasks(cfg.replace(train_mode="sequential", amp="bf16"))
     with pytest.raises(ConfigError, match="allowed: batched, sequential"):
-        build_tasks("vangerven", train_mode="parallel", **kw)
+        build_tasks(cfg.replace(train_mode="parallel"))
 
 
 def test_batched_hook_scores_like_run_task(data_dir):
     """The cccv1 hook yields one TaskResult per task, with run_task's row layout."""
-    from cortexflow.benchmark.backends import cccv1_fit_predict_many
-    from cortexflow.benchmark.runner import build_tasks, run_task
+    from cortexflow.benchmark.builtin import cccv1_fit_predict_many
+    from cortexflow.benchmark.runner import BenchmarkConfig, build_tasks
+    from cortexflow.benchmark.tasks import run_task
 
-    tasks = [t for t in build_tasks("vangerven", methods="cccv1", splits="kfold", n_folds=3, seeds=1, fast=True,
-                                    data_dir=data_dir).tasks][:2]
-    pairs = list(cccv1_fit_predict_many(tasks))
-    assert [t.key for t, _ in pairs] == [t.key for t in tasks]
+    tasks = build_tasks(BenchmarkConfig("vangerven", methods="cccv1", splits="kfold", n_folds=3, seeds=1, fast=True,
+                                        data_dir=data_dir)).tasks[:2]
+    results = list(cccv1_fit_predict_many(tasks))
+    assert [r.task.key for r in results] == [t.key for t in tasks]
     ref = run_task(tasks[0])
-    got = pairs[0][1]
+    got = results[0]
     assert [set(r) for r in got.rows] == [set(r) for r in ref.rows]
     assert [r["image"] for r in got.rows] == [r["image"] for r in ref.rows]
     np.testing.assert_array_equal(got.test_index, ref.test_index)
@@ -284,11 +286,12 @@ def test_local_backend_splits_batched_groups_over_workers(data_dir, tmp_path):
     """--jobs 2: a batched group trains as two stacks in two workers, beside one-by-one tasks, with --jobs 1's results."""
     import pandas as pd
 
-    from cortexflow.benchmark.runner import run_benchmark
+    from cortexflow.benchmark.runner import BenchmarkConfig, run_benchmark
 
-    kw = dict(fast=True, progress=False, report=False, data_dir=data_dir, train_mode="batched")
-    one = run_benchmark("vangerven", "mean-image,cccv1", "kfold", 2, 2, tmp_path / "one", jobs=1, **kw)
-    two = run_benchmark("vangerven", "mean-image,cccv1", "kfold", 2, 2, tmp_path / "two", jobs=2, **kw)
+    cfg = BenchmarkConfig("vangerven", "mean-image,cccv1", "kfold", 2, 2, fast=True, data_dir=data_dir,
+                          train_mode="batched")
+    one = run_benchmark(cfg.replace(out=tmp_path / "one", jobs=1), progress=False, report=False)
+    two = run_benchmark(cfg.replace(out=tmp_path / "two", jobs=2), progress=False, report=False)
     assert one["computed"] == two["computed"] == 8
     a, b = pd.read_csv(tmp_path / "one" / "results.csv"), pd.read_csv(tmp_path / "two" / "results.csv")
     pd.testing.assert_frame_equal(a.drop(columns=["mse", "pearson", "ssim", "psnr", "two_way"]),

@@ -32,9 +32,9 @@ def test_crell_translated_loads_through_load_dataset(data_dir):
 @pytest.mark.parametrize("method, options", [("cccv1-eeg-flatten", {}), ("cccv1-eeg-eegnet", {"n_channels": 4})])
 def test_eeg_methods_run_in_the_benchmark_protocol(data_dir, method, options):
     from cortexflow.benchmark.methods import list_methods
-    from cortexflow.benchmark.runner import Task, run_task
+    from cortexflow.benchmark.tasks import Task, run_task
 
-    assert method in list_methods()  # registered through the cortexflow.methods entry point
+    assert method in list_methods()  # a built-in method (cortexflow.benchmark.builtin)
     ds = load_dataset("crell", data_dir, download=False)
     task = Task(dataset="crell", dataset_name="crell", checksum=ds.checksum, method=method, split="official",
                 fold=0, n_folds=0, split_seed=0, seed=0, fast=True, options=tuple(sorted(options.items())),
@@ -46,7 +46,7 @@ def test_eeg_methods_run_in_the_benchmark_protocol(data_dir, method, options):
 
 def test_epochs_saved_as_a_dataset_file_run_in_the_benchmark(tmp_path):
     """Raw-EEG epochs -> .npz dataset file -> load_dataset -> an EEG method in the benchmark protocol."""
-    from cortexflow.benchmark.runner import Task, run_task
+    from cortexflow.benchmark.tasks import Task, run_task
     from cortexflow.data.eeg import save_eeg_dataset, simulate_evoked_eeg
     from cortexflow.data.stimuli import class_images
 

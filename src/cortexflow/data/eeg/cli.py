@@ -49,7 +49,7 @@ def _finish(ep, *, stimuli, test_fraction, seed, out, extra: dict) -> None:
 
     images = class_images(ep.class_names, stimuli)
     path = save_eeg_dataset(ep, images, out, test_fraction=test_fraction, seed=seed)
-    method_opts = [f"--option {m}:n_channels={ep.n_channels} --option {m}:sfreq={ep.sfreq:g}"
+    method_opts = [f"--set {m}:n_channels={ep.n_channels} --set {m}:sfreq={ep.sfreq:g}"
                    for m in ("cccv1-eeg-eegnet", "cccv1-eeg-shallow")]
     summary = {
         "out": str(path),
