@@ -29,6 +29,7 @@ from cortexflow.benchmark.tasks import ID_COLUMNS, Task, load_task_data
 from cortexflow.data.splits import scored_images, split_indices
 from cortexflow.evaluation.metrics import two_way_identification
 from cortexflow.evaluation.stats import paired_comparisons
+from cortexflow.reporting.report import md_escape
 from cortexflow.semantic.cache import embed_images
 from cortexflow.semantic.encoders import DEFAULT_ENCODER, ImageEncoder, as_image_batch, load_image_encoder
 from cortexflow.semantic.metrics import SEMANTIC_METRIC_NAMES, centred_cosine
@@ -145,13 +146,13 @@ def _summary_md(df: pd.DataFrame, stats: pd.DataFrame | None, encoder: str, laye
             v = per_seed[metric].to_numpy()
             sd = float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")
             cells.append(f"{v.mean():.4f} ± {sd:.4f}" if len(v) > 1 else f"{v.mean():.4f}")
-        lines.append(f"| {d} | {s} | {m} | {len(per_seed)} | {cells[0]} | {cells[1]} |")
+        lines.append(f"| {md_escape(d)} | {s} | {md_escape(m)} | {len(per_seed)} | {cells[0]} | {cells[1]} |")
     if stats is not None and len(stats):
         lines += ["", f"Paired against `{stats['reference'].iloc[0]}` (unit: {unit}; Wilcoxon, Holm-adjusted):", "",
                   "| dataset | split | metric | method | n | mean diff | 95% CI | d_z | p (Holm) | |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for _, r in stats.iterrows():
-            lines.append(f"| {r['dataset']} | {r['split']} | {r['metric']} | {r['method']} | {int(r['n'])} | "
+            lines.append(f"| {md_escape(r['dataset'])} | {r['split']} | {r['metric']} | {md_escape(r['method'])} | {int(r['n'])} | "
                          f"{r['mean_diff']:+.4f} | [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | {r['dz']:.2f} | "
-                         f"{r['wilcoxon_p_holm']:.3g} | {r['mark']} |")
+                         f"{r['wilcoxon_p_holm']:.3g} | {md_escape(r['mark'])} |")
     return "\n".join(lines) + "\n"
