@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, IO
 
+import numpy as np
+
 __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
@@ -74,8 +76,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def _json_default(obj: Any) -> Any:
-    import numpy as np
-
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.floating):
