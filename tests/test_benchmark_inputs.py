@@ -190,14 +190,21 @@ def test_deterministic_algorithms_are_restored(dataset, tmp_path):
 
 
 # ---------------------------------------------------------------- locks
-def test_a_stale_lock_is_taken_over(dataset, tmp_path, fits):
+@pytest.mark.parametrize("owner", ["dead", "reused-pid"])
+def test_a_stale_lock_is_taken_over(dataset, tmp_path, fits, owner):
     (task,) = build_tasks(BenchmarkConfig(dataset, "counting-mean", seeds=1)).tasks
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)" if owner != "dead" else "pass"])
+    if owner == "dead":
+        proc.wait()
     store = ResultStore(tmp_path / "o")
     store.runs.mkdir(parents=True)
-    store.lock_path(task).write_text(str(dead.pid))
-    assert _run(dataset, tmp_path / "o", report=False)["computed"] == 1
+    # a reused pid: alive, but started at another time than the lock says
+    store.lock_path(task).write_text(str(proc.pid) if owner == "dead" else f"{proc.pid} 1")
+    try:
+        assert _run(dataset, tmp_path / "o", report=False)["computed"] == 1
+    finally:
+        proc.kill()
+        proc.wait()
     assert not store.lock_path(task).exists()
 
 

@@ -13,9 +13,11 @@ unreadable or does not match its rows is reported with a warning and its task
 is recomputed.
 
 Two benchmarks writing into one folder share the work through per-task lock
-files (``runs/<key>.lock`` holding the owner's pid, created with ``O_EXCL``):
-a task locked by another live process is left to it and waited for; a lock
-whose process is gone is stale and taken over.
+files (``runs/<key>.lock`` holding the owner's pid and start time, created
+with ``O_EXCL``): a task locked by another live process is left to it and
+waited for; a lock whose process is gone (or whose pid now belongs to a
+process started later) is stale and taken over. Process ids are those of this
+machine: benchmarks on several machines should not share one folder.
 """
 
 from __future__ import annotations
@@ -110,16 +112,31 @@ def check_output_dir(out: str | os.PathLike) -> Path:
     return out
 
 
-def _pid_alive(pid: int) -> bool:
+def _start_time(pid: int) -> str:
+    """Start time of a process (Linux: clock ticks since boot, from /proc), or "" where unknown."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _owner_alive(text: str) -> tuple[int, bool]:
+    """``(pid, alive)`` of a lock file's content ``"PID START"``; a reused pid (other start time) is not alive."""
+    parts = text.split()
+    try:
+        pid = int(parts[0]) if parts else 0
+    except ValueError:
+        return 0, False
     if pid <= 0:
-        return False
+        return pid, False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
+        return pid, False
     except PermissionError:
-        return True
-    return True
+        pass
+    start = _start_time(pid)
+    return pid, not (len(parts) > 1 and start and parts[1] != start)
 
 
 class ResultStore:
@@ -213,10 +230,10 @@ class ResultStore:
     def lock_owner(self, task: Task) -> int | None:
         """Pid of the live process holding the task's lock, or None (no lock, a stale lock, or this process)."""
         try:
-            pid = int(self.lock_path(task).read_text().strip() or 0)
-        except (FileNotFoundError, ValueError):
+            pid, alive = _owner_alive(self.lock_path(task).read_text())
+        except FileNotFoundError:
             return None
-        return pid if pid != os.getpid() and _pid_alive(pid) else None
+        return pid if pid != os.getpid() and alive else None
 
     def try_lock(self, task: Task) -> bool:
         """Take the task's lock (``O_EXCL``); take over a stale one. False when another live process holds it."""
@@ -226,19 +243,19 @@ class ResultStore:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 try:
-                    pid = int(path.read_text().strip() or 0)
-                except (FileNotFoundError, ValueError):
-                    pid = 0
+                    pid, alive = _owner_alive(path.read_text())
+                except FileNotFoundError:
+                    continue
                 if pid == os.getpid():
                     self._held.add(task.key)
                     return True
-                if _pid_alive(pid):
+                if alive:
                     return False
                 logger.info("removing the stale lock of %s (process %d is gone)", task.label, pid)
                 path.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w") as fh:
-                fh.write(str(os.getpid()))
+                fh.write(f"{os.getpid()} {_start_time(os.getpid())}".strip())
             self._held.add(task.key)
             return True
         return False
