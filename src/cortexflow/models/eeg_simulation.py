@@ -100,7 +100,7 @@ def simulated_identification(
     dec.fit(X[tr], targets_for_labels(y_train, images))
     pred = dec.predict(X[te])
     true = targets_for_labels(labels[te], images)
-    two_way = two_way_identification(pred, true)
+    two_way = two_way_identification(true=true, pred=pred)
     p = pred.reshape(len(pred), -1)
     p = (p - p.mean(1, keepdims=True)) / (p.std(1, keepdims=True) + 1e-12)
     q = images.reshape(len(images), -1)

@@ -111,7 +111,7 @@ def score_benchmark(
         e_true = (e_te if scored_images(ds, task.split) is ds.Y_test else e_tr)[test_index]
         e_pred = embed_images(as_image_batch(pred, name="predictions"), enc, layers=[layer], use_cache=False)[layer]
         fp, ft = e_pred - center, e_true - center
-        tw = two_way_identification(fp, ft)
+        tw = two_way_identification(true=ft, pred=fp)
         cos = centred_cosine(e_pred, e_true, center)
         if len(rec["rows"]) != len(pred):
             raise ValueError(f"{path}: {len(rec['rows'])} result rows but {len(pred)} predictions")
