@@ -208,7 +208,7 @@ def accepted_options(name: str) -> list[str] | None:
     """Option names method ``name`` accepts, or None when it accepts any (a ``**kwargs`` factory)."""
     spec = get_method(name)
     if spec.options is not None:
-        return sorted(spec.options)
+        return sorted(set(spec.options))
     params = inspect.signature(spec.factory).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
