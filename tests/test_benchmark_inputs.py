@@ -165,10 +165,11 @@ def test_set_and_the_deprecated_option_flag(dataset, tmp_path):
     assert r.exit_code == 0, r.output
     rec = json.loads(next((tmp_path / "a" / "runs").glob("*.json")).read_text())
     assert rec["task"]["options"] == [["cv", 3]]
-    with pytest.warns(FutureWarning, match="--option is deprecated"):
-        r = CliRunner().invoke(cli, ["benchmark", "--datasets", dataset, "--methods", "ridge", "--option",
-                                     "ridge:cv=3", "--out", str(tmp_path / "a"), "--no-progress"])
+    r = CliRunner().invoke(cli, ["benchmark", "--datasets", dataset, "--methods", "ridge", "--option",
+                                 "ridge:cv=3", "--out", str(tmp_path / "a"), "--no-progress"])
     assert r.exit_code == 0 and "0 computed" in r.output  # the same run, resumed
+    assert "--option is deprecated; use --set METHOD:KEY=VALUE" in r.output
+    assert "--option" not in CliRunner().invoke(cli, ["benchmark", "--help"]).output  # hidden
 
 
 def test_methods_list():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-import warnings
 
 import click
 
@@ -95,9 +94,7 @@ def benchmark(datasets, methods, splits, folds, seeds, split_seed, out_dir, data
     it finishes; running the same command again recomputes nothing that finished.
     """
     if legacy_options:
-        msg = "--option is deprecated; use --set METHOD:KEY=VALUE"
-        warnings.warn(msg, FutureWarning, stacklevel=1)
-        click.echo(f"warning: {msg}", err=True)
+        click.echo("warning: --option is deprecated; use --set METHOD:KEY=VALUE", err=True)
     options = parse_method_sets(tuple(legacy_options), "--option")
     for m, kv in parse_method_sets(tuple(sets)).items():
         options.setdefault(m, {}).update(kv)
