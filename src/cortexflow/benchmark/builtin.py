@@ -189,12 +189,11 @@ def _cccv1_many(tasks: Sequence[Task], *, progress: bool | None = False) -> Iter
 # ---------------------------------------------------------------- registration
 def register(overwrite: bool = False) -> list[str]:
     """Register every built-in method not registered yet (idempotent); return the names registered."""
-    cccv1_opts = ("device",) + _CONFIG_FIELDS
     entries = [
         ("mean-image", _mean_image, dict(description="mean training image for every signal (the floor)")),
         ("ridge", _ridge, dict(options=_params(RidgeDecoder),
                                description="ridge from z-scored signal to pixels, penalty by inner leave-one-out CV")),
-        (REFERENCE_METHOD, _cccv1, dict(supports_batched=True, fit_predict_many=_cccv1_many, options=cccv1_opts,
+        (REFERENCE_METHOD, _cccv1, dict(supports_batched=True, fit_predict_many=_cccv1_many, options=_CONFIG_FIELDS,
                                         description="CCCV1Decoder(config='auto', dataset=name)")),
         ("brain-diffuser-lite", _brain_diffuser_lite, dict(
             options=_params(BrainDiffuserLite),
@@ -204,14 +203,13 @@ def register(overwrite: bool = False) -> list[str]:
             description="masked signal modelling pretraining + conditioned image decoder, fine-tuned")),
         (SEMANTIC_METHOD, cccv1_semantic_factory, dict(
             in_all=False, extra="semantic",
-            options=("device", "encoder", "layers", "hidden_dim", "cache_dir") + _CONFIG_FIELDS,
+            options=_CONFIG_FIELDS,
             description="CCCV1 + CLIP-style InfoNCE and cosine alignment of its embedding to EfficientNet-Lite0 "
                         "features (block10 + final), pixel MSE unchanged")),
     ]
-    eeg_opts = ("device", "n_channels", "sfreq", "frontend_params", "clip") + _CONFIG_FIELDS
     for name, fe in EEG_METHODS.items():
         entries.append((name, functools.partial(eeg_method_factory, fe), dict(
-            in_all=False, options=eeg_opts,
+            in_all=False, options=_CONFIG_FIELDS,
             description=f"EEGDecoder: {fe} EEG front-end + CCCV1 (rows reshaped to n_channels x n_times)")))
     done = []
     for name, factory, kw in entries:

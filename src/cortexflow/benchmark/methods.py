@@ -88,9 +88,9 @@ class MethodSpec:
         (training and test rows), (n, 28, 28) float32 in [0, 1], for example
         to drop near-duplicates of them from an image prior.
     options : tuple of str, optional
-        Option names the factory accepts; None derives them from the
-        factory's keyword parameters (and accepts any option when it takes
-        ``**kwargs``).
+        Option names the factory takes through ``**kwargs`` (its own keyword
+        parameters are always accepted); None with a ``**kwargs`` factory
+        accepts any option.
     extra : str
         Optional extra it needs (``pip install 'cortexflow[EXTRA]'``), or "".
     """
@@ -148,7 +148,7 @@ def register_method(
     needs_stimuli : bool
         Pass ``stimuli=`` (all stimuli of the dataset) to the factory.
     options : sequence of str, optional
-        Option names the factory accepts (see :class:`MethodSpec`).
+        Option names the factory takes through ``**kwargs`` (see :class:`MethodSpec`).
     extra : str
         Optional extra the method needs.
 
@@ -205,15 +205,19 @@ _FACTORY_ARGS = {"seed", "dataset_name", "n_train", "fast", "stimuli"}
 
 
 def accepted_options(name: str) -> list[str] | None:
-    """Option names method ``name`` accepts, or None when it accepts any (a ``**kwargs`` factory)."""
+    """Option names method ``name`` accepts, or None when it accepts any.
+
+    The factory's own keyword parameters, plus the names declared with
+    ``options=`` (those it takes through ``**kwargs``); None for a factory with
+    ``**kwargs`` that declares none.
+    """
     spec = get_method(name)
-    if spec.options is not None:
-        return sorted(set(spec.options))
     params = inspect.signature(spec.factory).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+    named = {p.name for p in params if p.name not in _FACTORY_ARGS
+             and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)}
+    if spec.options is None and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
-    return sorted(p.name for p in params if p.name not in _FACTORY_ARGS
-                  and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD))
+    return sorted(named | set(spec.options or ()))
 
 
 def check_options(name: str, options: dict[str, Any]) -> None:
