@@ -30,8 +30,8 @@ from cortexflow import __version__
 from cortexflow.benchmark.executors import BACKENDS, make_executor
 from cortexflow.benchmark.methods import REFERENCE_METHOD, check_options, get_method, resolve_methods
 from cortexflow.benchmark.store import ResultStore, check_output_dir
-from cortexflow.benchmark.tasks import ID_COLUMNS, METRIC_COLUMNS, Task, load_task_data
-from cortexflow.data.splits import SPLIT_KINDS, iter_splits, resolve_folds, scored_images, stimulus_groups
+from cortexflow.benchmark.tasks import ID_COLUMNS, METRIC_COLUMNS, Task, load_task_data, stimulus_ids
+from cortexflow.data.splits import SPLIT_KINDS, iter_splits, resolve_folds, scored_images, scored_slice
 from cortexflow.evaluation.stats import paired_comparisons
 from cortexflow.exceptions import ConfigError
 from cortexflow.reporting.report import write_report
@@ -300,12 +300,11 @@ def split_facts(plan: BenchmarkPlan, split_seed: int) -> list[str]:
     facts = []
     for (name, split), k in plan.folds.items():
         ds = load_task_data(plan.datasets[name], plan.data_dir)
-        ids = stimulus_groups(np.concatenate([ds.Y_train, ds.Y_test], axis=0))
-        stim_tr, stim_te = ids[: len(ds.Y_train)], ids[len(ds.Y_train):]
+        ids = stimulus_ids(ds)
+        stim_tr, stim_scored = ids[: len(ds.Y_train)], ids[scored_slice(ds, split)]
         seen = total = 0
         for s in iter_splits(ds, split, k, split_seed):
-            test_ids = stim_te[s.test] if split == "official" else stim_tr[s.test]
-            seen += int(np.isin(test_ids, stim_tr[s.train]).sum())
+            seen += int(np.isin(stim_scored[s.test], stim_tr[s.train]).sum())
             total += len(s.test)
         facts.append(f"{name}, {split}: {seen} of {total} test rows show a stimulus that also appears in the "
                      f"rows the method was trained on")

@@ -23,7 +23,7 @@ import numpy as np
 
 from cortexflow.benchmark.methods import get_method, make_estimator
 from cortexflow.data.loading import load_dataset
-from cortexflow.data.splits import split_data, stimulus_groups
+from cortexflow.data.splits import scored_slice, split_data, stimulus_groups
 from cortexflow.evaluation.metrics import evaluate_reconstructions
 from cortexflow.exceptions import ChecksumError, DataValidationError
 
@@ -36,6 +36,7 @@ __all__ = [
     "load_task_data",
     "check_checksum",
     "task_rows",
+    "stimulus_ids",
     "all_stimuli",
     "run_task",
     "run_group",
@@ -201,9 +202,9 @@ def check_checksum(task: Task, ds) -> None:
         )
 
 
-def _stimulus_ids(ds) -> tuple[np.ndarray, np.ndarray]:
-    ids = stimulus_groups(np.concatenate([ds.Y_train, ds.Y_test], axis=0))
-    return ids[: len(ds.Y_train)], ids[len(ds.Y_train):]
+def stimulus_ids(ds) -> np.ndarray:
+    """Stimulus id of every row, training rows then test rows (identical images share an id)."""
+    return stimulus_groups(np.concatenate([ds.Y_train, ds.Y_test], axis=0))
 
 
 def task_rows(ds, task: Task):
@@ -214,8 +215,7 @@ def task_rows(ds, task: Task):
     X_train, Y_train, X_test, Y_test, test_index, test_stimulus : ndarray
     """
     X_tr, Y_tr, X_te, Y_te, test_index = split_data(ds, task.split, task.fold, task.n_folds, task.split_seed)
-    stim_tr, stim_te = _stimulus_ids(ds)
-    stim = stim_te[test_index] if task.split == "official" else stim_tr[test_index]
+    stim = stimulus_ids(ds)[scored_slice(ds, task.split)][test_index]
     return X_tr, Y_tr, X_te, Y_te, test_index, stim
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "split_data",
     "resolve_folds",
     "scored_images",
+    "scored_slice",
 ]
 
 SPLIT_KINDS = ("official", "kfold", "novel-stimulus")
@@ -196,6 +197,13 @@ def split_data(ds: Any, kind: str, fold: int = 0, n_folds: int = 10, seed: int =
     if kind == "official":
         return ds.X_train, ds.Y_train, ds.X_test, ds.Y_test, test
     return ds.X_train[train], ds.Y_train[train], ds.X_train[test], ds.Y_train[test], test
+
+
+def scored_slice(ds: Any, kind: str) -> slice:
+    """Where the rows a split's test indices point into lie in the training rows followed by the test rows."""
+    _check_kind(kind)
+    n_train = len(ds.Y_train)
+    return slice(n_train, None) if kind == "official" else slice(0, n_train)
 
 
 def scored_images(ds: Any, kind: str) -> np.ndarray:

@@ -26,7 +26,7 @@ import pandas as pd
 from cortexflow.benchmark.builtin import SEMANTIC_METHOD as METHOD_NAME
 from cortexflow.benchmark.store import validate_record
 from cortexflow.benchmark.tasks import ID_COLUMNS, Task, load_task_data
-from cortexflow.data.splits import scored_images, split_indices
+from cortexflow.data.splits import scored_slice, split_indices
 from cortexflow.evaluation.metrics import two_way_identification
 from cortexflow.evaluation.stats import paired_comparisons
 from cortexflow.reporting.report import md_escape
@@ -108,7 +108,7 @@ def score_benchmark(
             pred, test_index = z["predictions"], z["test_index"]
         train_rows, _ = split_indices(ds, task.split, task.fold, task.n_folds, task.split_seed)
         center = e_tr[train_rows].mean(axis=0)  # training rows of this run only
-        e_true = (e_te if scored_images(ds, task.split) is ds.Y_test else e_tr)[test_index]
+        e_true = np.concatenate([e_tr, e_te])[scored_slice(ds, task.split)][test_index]
         e_pred = embed_images(as_image_batch(pred, name="predictions"), enc, layers=[layer], use_cache=False)[layer]
         fp, ft = e_pred - center, e_true - center
         tw = two_way_identification(true=ft, pred=fp)
