@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from cortexflow.data.eeg.registered import describe_eeg, is_raw_eeg_dataset, load_eeg
 from cortexflow.exceptions import CortexFlowError
 
 logger = logging.getLogger("cortexflow")
@@ -64,10 +65,13 @@ def datasets_list(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({k: v.to_dict() for k, v in DATASETS.items()}, indent=2))
         return
+    width = max(12, *(len(n) + 1 for n in DATASETS))
     for name, info in sorted(DATASETS.items()):
         flag = "  [format tests only]" if info.format_tests_only else ""
-        click.echo(f"{name:<12} {info.modality:<15} {info.n_train}/{info.n_test} x {info.n_features}{flag}")
-        click.echo(f"{'':<12} {info.description}")
+        if info.modality == "eeg-raw":
+            flag = f"  [raw EEG: {info.n_train} trials, {info.n_channels} channel(s), {info.sfreq:g} Hz; no split]"
+        click.echo(f"{name:<{width}} {info.modality:<15} {info.n_train}/{info.n_test} x {info.n_features}{flag}")
+        click.echo(f"{'':<{width}} {info.description}")
 
 
 @datasets.command("fetch")
@@ -96,18 +100,27 @@ def datasets_info(name_or_path: str, data_dir, as_json: bool, allow_degenerate: 
 
     from cortexflow.exceptions import DataValidationError
 
+    if is_raw_eeg_dataset(name_or_path):
+        _print_info(describe_eeg(load_eeg(name_or_path, data_dir)), as_json,
+                    ("name", "source", "checksum", "modality", "format", "device", "n_epochs", "n_channels",
+                     "n_times", "sfreq", "class_counts", "size_mismatch"))
+        return
     try:
         ds = load_dataset(name_or_path, data_dir, allow_degenerate=allow_degenerate)
     except DataValidationError as exc:
         if "allow_degenerate" in str(exc):  # point a command-line user at the flag, not the Python argument
             raise DataValidationError(f"{exc}; on the command line: --allow-degenerate") from exc
         raise
-    info = describe_dataset(ds)
+    _print_info(describe_dataset(ds), as_json,
+                ("name", "source", "checksum", "n_train", "n_test", "n_features", "n_unique_stimuli",
+                 "n_test_seen_in_train", "labels", "pixel_order", "modality"))
+
+
+def _print_info(info: dict, as_json: bool, keys: tuple[str, ...]) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    for k in ("name", "source", "checksum", "n_train", "n_test", "n_features", "n_unique_stimuli",
-              "n_test_seen_in_train", "labels", "pixel_order", "modality"):
+    for k in keys:
         click.echo(f"{k:<22} {info[k]}")
     for c in info["caveats"]:
         click.echo(f"caveat: {c}")

@@ -155,6 +155,12 @@ def load_dataset(
     key = str(name_or_path)
     if key in DATASETS:
         info = DATASETS[key]
+        if info.modality == "eeg-raw":
+            raise DataValidationError(
+                f"dataset {key!r} is a raw EEG recording, not a .mat/.npz dataset file: read it with "
+                f"cortexflow.data.eeg.load_eeg({key!r}), evaluate it with `cortexflow eeg evaluate --dataset {key}`, "
+                f"or turn it into a dataset file with `cortexflow eeg mindbigdata {key} --out FILE.npz`"
+            )
         if download:
             path = fetch_dataset(key, data_dir)
         else:
