@@ -260,7 +260,7 @@ def reconstruct(checkpoint: str, input_path: str, key, out_dir: str) -> None:
 
 cli.add_command(__import__("cortexflow.benchmark.cli", fromlist=["benchmark"]).benchmark)
 cli.add_command(__import__("cortexflow.semantic.cli", fromlist=["semantic"]).semantic)
-cli.add_command(__import__("cortexflow.data.eeg.cli", fromlist=["eeg"]).eeg)
+cli.add_command(__import__("cortexflow.cli.eeg", fromlist=["eeg"]).eeg)
 
 def main() -> None:  # console-script entry point
     cli(prog_name="cortexflow")
