@@ -21,7 +21,7 @@ from cortexflow.data.eeg.crell import (
     epoch_crell_raw,
     load_crell,
 )
-from cortexflow.data.eeg.epochs import EEGEpochs, concatenate_epochs
+from cortexflow.data.eeg.epochs import EEGEpochs, concatenate_epochs, targets_for_labels
 from cortexflow.data.eeg.export import save_eeg_dataset
 from cortexflow.data.eeg.mindbigdata import (
     DIGIT_CLASSES,
@@ -88,4 +88,5 @@ __all__ = [
     "resample",
     "save_eeg_dataset",
     "simulate_evoked_eeg",
+    "targets_for_labels",
 ]
