@@ -62,3 +62,20 @@ def test_epochs_saved_as_a_dataset_file_run_in_the_benchmark(tmp_path):
                 options=(("n_channels", 14), ("sfreq", 128.0)))
     res = run_task(task)
     assert res.predictions.shape == (5, 28, 28)
+
+
+
+def test_degenerate_hint_names_a_flag_that_exists(data_dir, tmp_path):
+    """``train`` refuses the degenerate mindbigdata file; its hint names an option that exists."""
+    from click.testing import CliRunner
+
+    from cortexflow.cli.main import cli
+
+    if not (data_dir / "mindbigdata" / "mindbigdata_translated_subset.mat").is_file():
+        pytest.skip("mindbigdata file not in the data folder")
+    res = CliRunner().invoke(cli, ["train", "--dataset", "mindbigdata", "--data-dir", str(data_dir),
+                                   "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2 and "cortexflow datasets info NAME --allow-degenerate" in res.stderr
+    info = cli.commands["datasets"].commands["info"]
+    assert "--allow-degenerate" in {o for p in info.params for o in p.opts}
+    assert "allow_degenerate" not in {o for p in cli.commands["train"].params for o in p.opts}

@@ -108,7 +108,7 @@ def datasets_info(name_or_path: str, data_dir, as_json: bool, allow_degenerate: 
     try:
         ds = load_dataset(name_or_path, data_dir, allow_degenerate=allow_degenerate)
     except DataValidationError as exc:
-        if "allow_degenerate" in str(exc):  # point a command-line user at the flag, not the Python argument
+        if "allow_degenerate" in str(exc) and "--allow-degenerate" not in str(exc):  # name the flag
             raise DataValidationError(f"{exc}; on the command line: --allow-degenerate") from exc
         raise
     _print_info(describe_dataset(ds), as_json,

@@ -11,6 +11,13 @@ __all__ = ["validate_signals", "validate_stimuli", "check_same_rows", "N_PIXELS"
 IMAGE_SHAPE = (28, 28)
 N_PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 
+#: How to accept a degenerate signal anyway; names only options that exist (format tests only: no
+#: command trains on such a signal, ``cortexflow datasets info --allow-degenerate`` describes it).
+_DEGENERATE_HINT = (
+    " (for format tests only: load_dataset(..., allow_degenerate=True) in Python; on the command line "
+    "`cortexflow datasets info NAME --allow-degenerate` describes such a file, and no command trains on it)"
+)
+
 
 def _as_numeric(arr, source: str, key: str) -> np.ndarray:
     arr = np.asarray(arr)
@@ -77,12 +84,12 @@ def validate_signals(
             raise DataValidationError(
                 f"{source}: key {key!r} has {const_rows.size} constant row(s) (every feature equal), first at "
                 f"row {int(const_rows[0])} with value {float(X[const_rows[0], 0])!r}; such a signal carries no "
-                "information (pass allow_degenerate=True only for format tests)"
+                "information" + _DEGENERATE_HINT
             )
         if X.shape[0] > 1 and np.all(X == X[0]):
             raise DataValidationError(
                 f"{source}: key {key!r}: all {X.shape[0]} rows are identical, so the signal carries no "
-                "information about the stimulus (pass allow_degenerate=True only for format tests)"
+                "information about the stimulus" + _DEGENERATE_HINT
             )
     return X
 
