@@ -67,9 +67,9 @@ def _score(decoders, tasks, ds) -> dict[str, float]:
     per_model = []
     for dec, (sp, _) in zip(decoders, tasks):
         pred = dec.predict(ds.X_train[sp.test])
-        m = mse_per_image(pred, ds.Y_train[sp.test])
+        m = mse_per_image(pred=pred, true=ds.Y_train[sp.test])
         mses.append(m)
-        rs.append(pearson_per_image(pred, ds.Y_train[sp.test]))
+        rs.append(pearson_per_image(pred=pred, true=ds.Y_train[sp.test]))
         per_model.append(float(np.mean(m)))
     mse, r = np.concatenate(mses), np.concatenate(rs)
     return {"mse_mean": float(mse.mean()), "mse_sd": float(mse.std(ddof=1)), "pearson_mean": float(np.nanmean(r)),

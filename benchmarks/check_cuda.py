@@ -44,8 +44,8 @@ from cortexflow.utils.io import atomic_write_json
 
 
 def _metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    return {"mse": float(mse_per_image(pred, true).mean()), "pearson": float(np.nanmean(pearson_per_image(pred, true))),
-            "ssim": float(ssim_per_image(pred, true).mean())}
+    return {"mse": float(mse_per_image(pred=pred, true=true).mean()), "pearson": float(np.nanmean(pearson_per_image(pred=pred, true=true))),
+            "ssim": float(ssim_per_image(pred=pred, true=true).mean())}
 
 
 def _summary(runs: list[dict]) -> dict[str, list[float]]:

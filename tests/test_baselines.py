@@ -55,7 +55,7 @@ def test_mean_image_predicts_training_mean():
     P = m.predict(Xt)
     assert P.shape == (len(Xt), 28, 28)
     np.testing.assert_allclose(P[3], Y.mean(axis=0), rtol=1e-6)
-    with pytest.raises(DataValidationError, match="expected"):
+    with pytest.raises(DataValidationError, match="features"):
         m.predict(Xt[:, :10])
 
 

@@ -266,7 +266,7 @@ def test_cli_writes_results_stats_summary_and_report(dataset, tmp_path):
     t = next(t for t in plan.tasks if t.method == "ridge" and t.split == "novel-stimulus" and t.fold == 1)
     pred, idx = store.load_predictions(t)
     rows = pd.DataFrame(store.load_record(t)["rows"])
-    np.testing.assert_allclose(rows["two_way"], two_way_identification(pred, ds.Y_train[idx]))
+    np.testing.assert_allclose(rows["two_way"], two_way_identification(true=ds.Y_train[idx], pred=pred))
 
     stats = pd.read_csv(out / "stats.csv")
     assert set(stats["method"]) == {"mean-image"} and set(stats["reference"]) == {"ridge"}

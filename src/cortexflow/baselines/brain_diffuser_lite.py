@@ -30,13 +30,13 @@ from typing import Callable
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from cortexflow.baselines._common import check_training_rows, fit_ridge_cv, seeded_generator, train_network
+from cortexflow.baselines._common import fit_ridge_cv, seeded_generator, train_network
 from cortexflow.data.preprocessing import SignalScaler
 from cortexflow.exceptions import ConfigError, DataValidationError
+from cortexflow.models.base import BaseDecoder
 
 __all__ = ["BrainDiffuserLite", "ImageVAE", "ConditionalDenoiser"]
 
@@ -150,7 +150,7 @@ class ConditionalDenoiser(nn.Module):
         return ((x0_hat + 1) / 2).clamp(0, 1)
 
 
-class BrainDiffuserLite(RegressorMixin, BaseEstimator):
+class BrainDiffuserLite(BaseDecoder):
     """Two-stage reconstruction after Brain-Diffuser, small enough for a CPU.
 
     Parameters
@@ -189,6 +189,8 @@ class BrainDiffuserLite(RegressorMixin, BaseEstimator):
     timings_ : dict
         Seconds per stage of the last ``fit``.
     """
+
+    _min_train_rows = 6
 
     def __init__(
         self,
@@ -232,14 +234,14 @@ class BrainDiffuserLite(RegressorMixin, BaseEstimator):
             raise ConfigError(f"strength={self.strength!r} must lie in (0, 1]")
         if self.steps < 1:
             raise ConfigError(f"steps={self.steps!r} must be at least 1")
-        X, Y = check_training_rows(X, Y, min_rows=6, name="BrainDiffuserLite", dtype=np.float32)
+        X, Y = self._validate_fit_input(X, Y)
+        Y = Y.astype(np.float32)
         if Y.min() < 0 or Y.max() > 1:
             raise DataValidationError(f"Y must hold images in [0, 1]; got values in [{Y.min():.3g}, {Y.max():.3g}]")
-        self.n_features_in_ = X.shape[1]
         self.output_shape_ = tuple(Y.shape[1:])
         n_pix = int(np.prod(self.output_shape_))
         Yf = Y.reshape(len(Y), n_pix)
-        seed = int(self.random_state)
+        self.seed_ = seed = self._seed()
         timings = {}
 
         # stage 1: VAE on the training stimuli, ridge from signals to its latent
@@ -287,9 +289,7 @@ class BrainDiffuserLite(RegressorMixin, BaseEstimator):
 
     def _check_X(self, X) -> np.ndarray:
         check_is_fitted(self, "denoiser_")
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise DataValidationError(f"X has shape {X.shape}; expected (n, {self.n_features_in_})")
+        X = self._validate_X(X, reset=False)
         return self.scaler_.transform(X).astype(np.float64)
 
     @torch.no_grad()
@@ -306,6 +306,6 @@ class BrainDiffuserLite(RegressorMixin, BaseEstimator):
         init = torch.as_tensor(self.predict_stage1(X).reshape(len(Xs), -1), dtype=torch.float32)
         cond = torch.as_tensor(self.feature_ridge_.predict(Xs), dtype=torch.float32)
         out = self.denoiser_.sample_from(init, cond, float(self.strength), int(self.steps),
-                                         seeded_generator(int(self.random_state) + 4))
+                                         seeded_generator(self.seed_ + 4))
         return out.numpy().reshape((len(Xs),) + self.output_shape_).astype(np.float32)
 

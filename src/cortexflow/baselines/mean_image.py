@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from cortexflow.baselines._common import check_training_rows
-from cortexflow.exceptions import DataValidationError
+from cortexflow.models.base import BaseDecoder
 
 __all__ = ["MeanImageDecoder"]
 
 
-class MeanImageDecoder(RegressorMixin, BaseEstimator):
+class MeanImageDecoder(BaseDecoder):
     """Predicts the pixel-wise mean of the training images, whatever the signal.
 
     Every method must beat it; its Pearson correlation with the stimuli and
@@ -35,15 +33,13 @@ class MeanImageDecoder(RegressorMixin, BaseEstimator):
 
     def fit(self, X, Y) -> "MeanImageDecoder":
         """Store the mean of ``Y`` (and the number of signal features)."""
-        X, Y = check_training_rows(X, Y, min_rows=1, name="MeanImageDecoder", dtype=np.float64)
-        self.n_features_in_ = X.shape[1]
+        X, Y = self._validate_fit_input(X, Y)
+        Y = Y.astype(np.float64)
         self.mean_image_ = Y.mean(axis=0).astype(np.float32)
         return self
 
     def predict(self, X) -> np.ndarray:
         """The mean training image, once per row of ``X``."""
         check_is_fitted(self, "mean_image_")
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise DataValidationError(f"X has shape {X.shape}; expected (n, {self.n_features_in_})")
+        X = self._validate_X(X, reset=False)
         return np.repeat(self.mean_image_[None], len(X), axis=0)

@@ -29,14 +29,14 @@ import time
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from cortexflow.baselines._common import check_training_rows, seeded_generator, train_network
+from cortexflow.baselines._common import seeded_generator, train_network
 from cortexflow.data.preprocessing import SignalScaler
 from cortexflow.data.validation import validate_signals
 from cortexflow.exceptions import ConfigError, DataValidationError
+from cortexflow.models.base import BaseDecoder
 
 __all__ = ["MindVisLite", "MaskedSignalModel", "ConditionedImageDecoder"]
 
@@ -139,7 +139,7 @@ class ConditionedImageDecoder(nn.Module):
         return self.decode(self.encode(x))
 
 
-class MindVisLite(RegressorMixin, BaseEstimator):
+class MindVisLite(BaseDecoder):
     """Masked signal modelling pretraining, then a conditioned image decoder, fine-tuned.
 
     Parameters
@@ -173,6 +173,8 @@ class MindVisLite(RegressorMixin, BaseEstimator):
     timings_ : dict
     """
 
+    _min_train_rows = 6
+
     def __init__(
         self,
         patch_size: int | None = None,
@@ -205,10 +207,10 @@ class MindVisLite(RegressorMixin, BaseEstimator):
         """Pretrain on the signals (plus ``unlabelled``), then fine-tune on (X, Y)."""
         if not 0 < self.mask_ratio < 1:
             raise ConfigError(f"mask_ratio={self.mask_ratio!r} must lie in (0, 1)")
-        X, Y = check_training_rows(X, Y, min_rows=6, name="MindVisLite", dtype=np.float32)
+        X, Y = self._validate_fit_input(X, Y)
+        Y = Y.astype(np.float32)
         if Y.ndim != 3:
             raise DataValidationError(f"Y must hold images of shape (n, H, W); got {Y.shape}")
-        self.n_features_in_ = X.shape[1]
         self.output_shape_ = tuple(Y.shape[1:])
         signals = X
         if self.unlabelled is not None:
@@ -217,7 +219,7 @@ class MindVisLite(RegressorMixin, BaseEstimator):
             signals = np.concatenate([X, U], axis=0)
         self.scaler_ = SignalScaler().fit(signals)
         S = self.scaler_.transform(signals)
-        seed = int(self.random_state)
+        seed = self._seed()
         timings = {}
 
         t0 = time.perf_counter()
@@ -252,9 +254,7 @@ class MindVisLite(RegressorMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """Reconstructions, shape (n, 28, 28), in [0, 1]."""
         check_is_fitted(self, "model_")
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise DataValidationError(f"X has shape {X.shape}; expected (n, {self.n_features_in_})")
+        X = self._validate_X(X, reset=False)
         self.model_.eval()
         out = self.model_(torch.as_tensor(self.scaler_.transform(X)))
         return out.numpy().reshape((len(X),) + self.output_shape_).astype(np.float32)

@@ -5,19 +5,18 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from cortexflow.baselines._common import check_training_rows, default_alphas, fit_ridge_cv
+from cortexflow.baselines._common import default_alphas, fit_ridge_cv
 from cortexflow.data.preprocessing import SignalScaler
-from cortexflow.exceptions import DataValidationError
+from cortexflow.models.base import BaseDecoder
 
 __all__ = ["RidgeDecoder"]
 
 logger = logging.getLogger(__name__)
 
 
-class RidgeDecoder(RegressorMixin, BaseEstimator):
+class RidgeDecoder(BaseDecoder):
     """Ridge regression from brain signal to every pixel.
 
     Signals are z-scored with training statistics; one penalty shared by all
@@ -44,6 +43,8 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
     output_shape_ : tuple of int
     """
 
+    _min_train_rows = 3
+
     def __init__(self, alphas=None, cv: int | None = None, random_state: int = 0):
         self.alphas = alphas
         self.cv = cv
@@ -51,8 +52,8 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
 
     def fit(self, X, Y) -> "RidgeDecoder":
         """Fit the scaler and the ridge on the training rows."""
-        X, Y = check_training_rows(X, Y, min_rows=3, name="RidgeDecoder", dtype=np.float64)
-        self.n_features_in_ = X.shape[1]
+        X, Y = self._validate_fit_input(X, Y)
+        Y = Y.astype(np.float64)
         self.output_shape_ = tuple(Y.shape[1:])
         self.scaler_ = SignalScaler().fit(X)
         alphas = default_alphas() if self.alphas is None else np.asarray(self.alphas, dtype=float)
@@ -65,8 +66,6 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """Reconstructions, shape (n, *output_shape), clipped to [0, 1]."""
         check_is_fitted(self, "ridge_")
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise DataValidationError(f"X has shape {X.shape}; expected (n, {self.n_features_in_})")
+        X = self._validate_X(X, reset=False)
         P = self.ridge_.predict(self.scaler_.transform(X).astype(np.float64))
         return np.clip(P, 0.0, 1.0).reshape((len(X),) + self.output_shape_).astype(np.float32)

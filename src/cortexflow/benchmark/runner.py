@@ -281,7 +281,7 @@ def score_task(task: Task, pred, Y_te: np.ndarray, test_index: np.ndarray, stim:
     if not np.all(np.isfinite(pred)):
         raise DataValidationError(f"method {task.method!r} predicted non-finite values in task {task.label}")
     pred = np.clip(pred, 0.0, 1.0)
-    scores = evaluate_reconstructions(pred, Y_te, list(METRIC_COLUMNS))
+    scores = evaluate_reconstructions(true=Y_te, pred=pred, metrics=list(METRIC_COLUMNS))
     rows = []
     for i in range(len(pred)):
         row = {"dataset": task.dataset_name, "method": task.method, "split": task.split, "fold": task.fold,

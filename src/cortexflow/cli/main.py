@@ -175,7 +175,7 @@ def train(dataset: str, seed: int, out_dir: str, config: str, sets, data_dir, de
     model.fit(ds.X_train, ds.Y_train, metadata={k: ds.metadata[k] for k in ("name", "sha256", "source", "modality")})
     model.save(out / "checkpoint")
     pred = model.predict(ds.X_test)
-    per_image = evaluate_reconstructions(pred, ds.Y_test)
+    per_image = evaluate_reconstructions(true=ds.Y_test, pred=pred)
     summary = _write_metrics(out, per_image, {
         "dataset": ds.name, "split": "official", "seed": seed, "n_test": len(ds.X_test),
         "config": cfg.to_dict(), "best_epoch": model.train_result_.best_epoch,
@@ -201,7 +201,7 @@ def evaluate(checkpoint: str, dataset: str, data_dir, out_dir) -> None:
     model = CCCV1Decoder.load(_checkpoint_dir(checkpoint))
     ds = load_dataset(dataset, data_dir)
     pred = model.predict(ds.X_test)
-    per_image = evaluate_reconstructions(pred, ds.Y_test)
+    per_image = evaluate_reconstructions(true=ds.Y_test, pred=pred)
     if out_dir:
         out = Path(out_dir)
         _write_metrics(out, per_image, {"dataset": ds.name, "split": "official", "checkpoint": checkpoint})

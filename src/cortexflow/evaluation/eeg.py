@@ -123,8 +123,8 @@ def _check_cv_args(epochs: EEGEpochs, images: np.ndarray, frontends: Sequence[st
 def _score(pred: np.ndarray, true: np.ndarray, labels: np.ndarray, images: np.ndarray) -> dict[str, np.ndarray]:
     decoded = nearest_template(pred, images)
     return {
-        "mse": mse_per_image(pred, true),
-        "two_way": two_way_identification(pred, true),
+        "mse": mse_per_image(true=true, pred=pred),
+        "two_way": two_way_identification(true=true, pred=pred),
         "decoded": decoded,
         "correct": (decoded == labels).astype(float),
     }
@@ -479,7 +479,7 @@ def simulated_identification(
         "frontend": frontend,
         "seed": seed,
         "shuffle_labels": shuffle_labels,
-        "two_way": float(np.mean(two_way_identification(pred, true))),
+        "two_way": float(np.mean(two_way_identification(true=true, pred=pred))),
         "class_accuracy": float(np.mean(nearest_template(pred, images) == labels[te])),
         "chance_two_way": 0.5,
         "chance_accuracy": 1.0 / n_classes,

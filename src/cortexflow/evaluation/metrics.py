@@ -1,7 +1,10 @@
 """Reconstruction metrics, per image and aggregated.
 
-All functions take ``pred`` and ``true`` of shape (n, H, W) (or (n, P)) with
-pixels in [0, 1] and return one value per image.
+All functions take the keyword arguments ``true`` (the stimuli) and ``pred``
+(the reconstructions), of shape (n, H, W) (or (n, P)) with pixels in [0, 1],
+and return one value per image. The arguments are keyword-only on purpose:
+two-way identification is not symmetric, so ``f(a, b)`` and ``f(b, a)`` differ,
+and a swapped positional call must fail rather than give another number.
 """
 
 from __future__ import annotations
@@ -28,22 +31,22 @@ def _flat(a) -> np.ndarray:
     return a.reshape(len(a), -1)
 
 
-def _check(pred, true) -> tuple[np.ndarray, np.ndarray]:
+def _check(true, pred) -> tuple[np.ndarray, np.ndarray]:
     p, t = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
     if p.shape != t.shape:
-        raise ValueError(f"pred has shape {p.shape} but true has shape {t.shape}")
+        raise ValueError(f"pred has shape {p.shape} but true has shape {t.shape}; they must match")
     return p, t
 
 
-def mse_per_image(pred, true) -> np.ndarray:
+def mse_per_image(*, true, pred) -> np.ndarray:
     """Mean squared pixel error of each image."""
-    p, t = _check(pred, true)
+    p, t = _check(true, pred)
     return ((_flat(p) - _flat(t)) ** 2).mean(axis=1)
 
 
-def pearson_per_image(pred, true) -> np.ndarray:
+def pearson_per_image(*, true, pred) -> np.ndarray:
     """Pearson correlation between each reconstruction and its stimulus (0 for a constant image)."""
-    p, t = _check(pred, true)
+    p, t = _check(true, pred)
     p, t = _flat(p), _flat(t)
     pc = p - p.mean(axis=1, keepdims=True)
     tc = t - t.mean(axis=1, keepdims=True)
@@ -55,13 +58,13 @@ def pearson_per_image(pred, true) -> np.ndarray:
     return np.where((denom > 0) & ~constant, r, 0.0)
 
 
-def ssim_per_image(pred, true, *, sigma: float = 1.5, data_range: float = 1.0) -> np.ndarray:
+def ssim_per_image(*, true, pred, sigma: float = 1.5, data_range: float = 1.0) -> np.ndarray:
     """Structural similarity with a Gaussian window (sigma 1.5), as in Wang et al. 2004.
 
     Matches ``skimage.metrics.structural_similarity(..., gaussian_weights=True,
     sigma=1.5, use_sample_covariance=False, data_range=1)``.
     """
-    p, t = _check(pred, true)
+    p, t = _check(true, pred)
     if p.ndim != 3:
         raise ValueError(f"SSIM needs images of shape (n, H, W); got {p.shape}")
     truncate = 3.5
@@ -81,15 +84,15 @@ def ssim_per_image(pred, true, *, sigma: float = 1.5, data_range: float = 1.0) -
     return out
 
 
-def psnr_per_image(pred, true, *, data_range: float = 1.0, max_db: float = 100.0) -> np.ndarray:
+def psnr_per_image(*, true, pred, data_range: float = 1.0, max_db: float = 100.0) -> np.ndarray:
     """Peak signal-to-noise ratio in dB (capped at ``max_db`` for a perfect image)."""
-    m = mse_per_image(pred, true)
+    m = mse_per_image(true=true, pred=pred)
     with np.errstate(divide="ignore"):
         v = 10 * np.log10(data_range**2 / m)
     return np.minimum(v, max_db)
 
 
-def two_way_identification(pred, true, *, features: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+def two_way_identification(*, true, pred, features: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Two-way identification accuracy of each reconstruction (chance 0.5).
 
     For reconstruction i, the fraction of other stimuli j for which
@@ -101,7 +104,7 @@ def two_way_identification(pred, true, *, features: Callable[[np.ndarray], np.nd
         Maps images to feature vectors first (for example a pretrained image
         encoder); pixel space when omitted.
     """
-    p, t = _check(pred, true)
+    p, t = _check(true, pred)
     n = len(p)
     if n < 2:
         return np.full(n, np.nan)
@@ -118,7 +121,9 @@ def two_way_identification(pred, true, *, features: Callable[[np.ndarray], np.nd
     return wins.sum(axis=1) / (n - 1)
 
 
-METRICS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+#: name -> per-image metric, called as ``metric(true=..., pred=...)`` (keyword-only everywhere:
+#: two-way identification is asymmetric, so a swapped positional call would give another number)
+METRICS: dict[str, Callable[..., np.ndarray]] = {
     "mse": mse_per_image,
     "pearson": pearson_per_image,
     "ssim": ssim_per_image,
@@ -127,8 +132,17 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
-def evaluate_reconstructions(pred, true, metrics: list[str] | None = None) -> dict[str, np.ndarray]:
+def evaluate_reconstructions(*, true, pred, metrics: list[str] | None = None) -> dict[str, np.ndarray]:
     """Compute per-image metrics.
+
+    Parameters
+    ----------
+    true : array-like of shape (n, H, W)
+        The stimuli.
+    pred : array-like of shape (n, H, W)
+        The reconstructions, in the same order.
+    metrics : list of str, optional
+        Names from :data:`METRICS` (all by default).
 
     Returns
     -------
@@ -139,7 +153,7 @@ def evaluate_reconstructions(pred, true, metrics: list[str] | None = None) -> di
     unknown = [m for m in names if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; allowed: {list(METRICS)}")
-    return {m: METRICS[m](pred, true) for m in names}
+    return {m: METRICS[m](true=true, pred=pred) for m in names}
 
 
 def summarize(per_image: dict[str, np.ndarray]) -> dict[str, float]:

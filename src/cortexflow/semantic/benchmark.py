@@ -153,7 +153,7 @@ def score_benchmark(
         fp, ft = e_pred - center, e_true - center
         from cortexflow.evaluation.metrics import two_way_identification
 
-        tw = two_way_identification(fp, ft)
+        tw = two_way_identification(true=ft, pred=fp)
         cos = centred_cosine(e_pred, e_true, center)
         if len(rec["rows"]) != len(pred):
             raise ValueError(f"{path}: {len(rec['rows'])} result rows but {len(pred)} predictions")

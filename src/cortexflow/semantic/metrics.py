@@ -94,7 +94,7 @@ class SemanticMetrics:
         et = self.embed(t, cache=True)
         fp, ft = ep - self.center_, et - self.center_
         # two_way_identification converts its inputs (new arrays), so match by content, not identity
-        two_way = two_way_identification(p, t, features=lambda a: fp if np.array_equal(a, p) else ft)
+        two_way = two_way_identification(true=t, pred=p, features=lambda a: fp if np.array_equal(a, p) else ft)
         return {"semantic_two_way": two_way, "semantic_cosine": centred_cosine(ep, et, self.center_)}
 
     def metric_functions(self) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
