@@ -71,7 +71,10 @@ def test_cross_validation_rows_floor_and_pairing():
     assert {(r["frontend"], r["labels"]) for r in summary["rows"]} == {
         ("mean-template", "none"), ("flatten", "true"), ("flatten", "shuffled")}
     tw = [t for t in summary["tests"] if t["metric"] == "two_way"][0]
-    assert tw["n"] == n and 0 < tw["permutation_p"] <= 1
+    assert tw["n"] == n and 0 < tw["permutation_p"] <= tw["permutation_p_holm"] <= 1
+    assert tw["comparison"] == "true - shuffled"
+    vs_floor = [t for t in summary["tests"] if t["comparison"] == "true - mean-template"]
+    assert [t["metric"] for t in vs_floor] == ["mse"] and vs_floor[0]["n"] == n
 
 
 def test_bad_arguments_fail_before_any_training():

@@ -34,7 +34,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from cortexflow.data.eeg import DIGIT_CLASSES, EEGEpochs, EpochPreprocessor, preprocess_epochs, simulate_evoked_eeg
 from cortexflow.data.stimuli import class_images, targets_for_labels
 from cortexflow.evaluation.metrics import mse_per_image, two_way_identification
-from cortexflow.evaluation.stats import paired_test
+from cortexflow.evaluation.stats import holm_bonferroni, paired_test
 from cortexflow.exceptions import ConfigError, DataValidationError
 from cortexflow.models.eeg_estimator import EEGDecoder
 from cortexflow.models.frontends import FRONTENDS
@@ -263,7 +263,9 @@ def summarize_eeg_cv(trials: pd.DataFrame, *, n_perm: int = 10_000, seed: int = 
     shuffled labels averages each trial over seeds first, so each trial is one
     paired difference (n = number of trials), and reports the Wilcoxon and
     paired t-test p-values (:func:`cortexflow.evaluation.stats.paired_test`)
-    and a sign-flip permutation p-value (:func:`sign_flip_pvalue`).
+    and a sign-flip permutation p-value (:func:`sign_flip_pvalue`), also
+    Holm-adjusted across the front-ends within each metric
+    (``permutation_p_holm``).
 
     Returns
     -------
@@ -271,7 +273,9 @@ def summarize_eeg_cv(trials: pd.DataFrame, *, n_perm: int = 10_000, seed: int = 
         ``rows``: one dict per (front-end, condition) with ``two_way_mean``,
         ``two_way_sd``, ``mse_mean``, ``mse_sd``, ``accuracy_mean``,
         ``accuracy_sd``, ``per_seed_two_way``, ``n_trials``, ``n_seeds``;
-        ``tests``: one dict per front-end and metric (true - shuffled);
+        ``tests``: one dict per front-end, metric and ``comparison``
+        (``"true - shuffled"`` for every metric, ``"true - mean-template"``
+        for MSE);
         ``chance``: ``two_way`` 0.5 and ``accuracy`` of the majority class.
     """
     rows, tests = [], []
@@ -294,6 +298,21 @@ def summarize_eeg_cv(trials: pd.DataFrame, *, n_perm: int = 10_000, seed: int = 
             res = paired_test(a.to_numpy(), b.to_numpy(), seed=seed)
             res["permutation_p"] = sign_flip_pvalue(a.to_numpy() - b.to_numpy(), n_perm=n_perm, seed=seed)
             tests.append({"frontend": fe, "metric": metric, "comparison": "true - shuffled", **res})
+    floor = trials[trials["frontend"] == MEAN_TEMPLATE].groupby("trial")["mse"].mean().sort_index()
+    for fe in fronts:
+        sub = trials[(trials["frontend"] == fe) & (trials["labels"] == "true")]
+        if len(floor) and len(sub):
+            a = sub.groupby("trial")["mse"].mean().sort_index()
+            res = paired_test(a.to_numpy(), floor.loc[a.index].to_numpy(), seed=seed)
+            res["permutation_p"] = sign_flip_pvalue(a.to_numpy() - floor.loc[a.index].to_numpy(), n_perm=n_perm,
+                                                    seed=seed)
+            tests.append({"frontend": fe, "metric": "mse", "comparison": "true - mean-template", **res})
+    for metric, comparison in ((m, c) for m in ("two_way", "mse", "correct")
+                               for c in ("true - shuffled", "true - mean-template")):
+        # Holm within each metric and comparison, across the front-ends
+        family = [t for t in tests if t["metric"] == metric and t["comparison"] == comparison]
+        for t, p in zip(family, holm_bonferroni([t["permutation_p"] for t in family])):
+            t["permutation_p_holm"] = float(p)
     labels = trials.drop_duplicates("trial")["label"].to_numpy()
     majority = float(np.bincount(labels).max() / len(labels)) if len(labels) else float("nan")
     return {"rows": rows, "tests": tests, "chance": {"two_way": 0.5, "accuracy_majority_class": majority,
@@ -312,12 +331,14 @@ def format_summary_table(summary: dict[str, Any]) -> str:
         )
     tests = [t for t in summary["tests"] if t["metric"] in ("two_way", "mse")]
     if tests:
-        lines += ["", "| front-end | metric | true − shuffled (mean, 95 % CI) | n trials | Wilcoxon p | t-test p | "
-                  "sign-flip permutation p |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "| front-end | metric | comparison | difference (mean, 95 % CI) | n trials | Wilcoxon p | "
+                  "t-test p | sign-flip permutation p | same, Holm across front-ends |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for t in tests:
             lines.append(
-                f"| {t['frontend']} | {t['metric']} | {t['mean_diff']:+.4f} [{t['ci_low']:+.4f}, {t['ci_high']:+.4f}] | "
-                f"{t['n']} | {t['wilcoxon_p']:.3g} | {t['t_p']:.3g} | {t['permutation_p']:.3g} |"
+                f"| {t['frontend']} | {t['metric']} | {t['comparison']} | {t['mean_diff']:+.4f} [{t['ci_low']:+.4f}, {t['ci_high']:+.4f}] | "
+                f"{t['n']} | {t['wilcoxon_p']:.3g} | {t['t_p']:.3g} | {t['permutation_p']:.3g} | "
+                f"{t['permutation_p_holm']:.3g} |"
             )
     return "\n".join(lines) + "\n"
 
