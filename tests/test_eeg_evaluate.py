@@ -140,3 +140,15 @@ def test_cli_simulate_runs(tmp_path):
     rows = json.loads(out.read_text())
     assert [r["shuffle_labels"] for r in rows] == [False, True] and rows[0]["config"]["hidden_dim"] == 32
     assert "flatten   true" in res.stdout
+
+
+def test_unwritable_output_fails_before_training(tmp_path):
+    from cortexflow.evaluation.eeg import run_eeg_evaluation
+
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    ep = _epochs(n_per_class=3)
+    with pytest.raises(ConfigError, match="cannot write"):
+        run_eeg_evaluation(ep, class_images(ep.class_names), blocker / "out", frontends=["flatten"], n_folds=3,
+                           config=TINY)
+    assert blocker.read_text() == "mine"

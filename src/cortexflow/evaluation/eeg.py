@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -359,9 +360,8 @@ def _json_safe(obj: Any) -> Any:
 def _check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass  # a unique name: nothing of the user's is touched
     except OSError as exc:
         raise ConfigError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
 
@@ -407,7 +407,8 @@ def run_eeg_evaluation(
     payload = {
         "settings": {"frontends": list(frontends), "n_folds": int(n_folds), "seeds": [int(s) for s in seeds],
                      "split_seed": int(split_seed), "split": "stratified k-fold", "control": bool(control),
-                     "preprocess": {**DEFAULT_PREPROCESS, **(preprocess or {})}, "config": config,
+                     "preprocess": {**DEFAULT_PREPROCESS, **(preprocess or {})},
+                     "config": config.to_dict() if hasattr(config, "to_dict") else config,
                      "config_overrides": dict(config_overrides or {}), "device": device,
                      "n_epochs": epochs.n_epochs, "class_counts": epochs.class_counts()},
         **(extra or {}),
