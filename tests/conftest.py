@@ -1,8 +1,13 @@
 """Shared fixtures of the CortexFlow test suite.
 
-* ``data_dir`` (alias ``DATA_DIR``): the folder of real dataset files, from
-  ``$CORTEXFLOW_DATA`` or ``<repo>/../shared/datasets``; tests that need it are
-  skipped cleanly when it is absent.
+* ``data_dir`` (alias ``DATA_DIR``): a folder that holds the registered data
+  files the suite reads (:data:`TEST_DATASETS`). It is ``$CORTEXFLOW_DATA`` (or
+  ``<repo>/../shared/datasets``, the CI layout) when that folder holds them;
+  otherwise the per-user cache of :func:`cortexflow.data.fetch.get_data_dir`,
+  filled once through the project's own checksummed :func:`fetch_dataset`
+  when the network answers (probed once per session, in a few seconds). With
+  neither, every test that needs the files is skipped with one reason; no test
+  fails because data are absent.
 * An autouse fixture isolates every test: ``HOME`` and ``XDG_CACHE_HOME`` point
   into the test's temporary folder (no test touches the user's home or cache),
   progress bars are off, ``$CORTEXFLOW_MIRROR`` points at a closed loopback
@@ -16,10 +21,15 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import socket
+import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
+import pooch
 import pytest
 import torch
 from _loopback import serve_folder
@@ -28,6 +38,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "datasets"
 # Captured at import time, before any fixture rewrites the environment.
 _DATA_DIR = Path(os.environ.get("CORTEXFLOW_DATA") or DEFAULT_DATA_DIR).expanduser()
+# The per-user cache (``cortexflow datasets fetch`` without a data folder writes here too).
+_USER_CACHE = Path(pooch.os_cache("cortexflow"))
+_USER_MIRROR = os.environ.get("CORTEXFLOW_MIRROR", "")
+# The registered files that the suite reads.
+TEST_DATASETS = ("vangerven", "miyawaki", "crell", "mindbigdata")
+NETWORK_PROBE_SECONDS = 3.0
 _TEST_THREADS = int(os.environ.get("CORTEXFLOW_TEST_THREADS", "1"))
 torch.set_num_threads(_TEST_THREADS)  # also for session- and module-scoped fixtures
 # A loopback URL on which nothing listens (port 9, "discard", is closed on CI machines).
@@ -41,6 +57,62 @@ def has_dataset(name: str, data_dir: Path = _DATA_DIR) -> bool:
     return (data_dir / name / DATASETS[name].filename).is_file()
 
 
+def _local_data_dir() -> Path | None:
+    """The first of ``$CORTEXFLOW_DATA`` and the user cache that holds every test file, else None."""
+    for folder in (_DATA_DIR, _USER_CACHE):
+        if all(has_dataset(name, folder) for name in TEST_DATASETS):
+            return folder
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def network_reachable(url: str, timeout: float = NETWORK_PROBE_SECONDS) -> bool:
+    """True when a TCP connection to ``url``'s host opens within ``timeout`` seconds (asked once per URL).
+
+    Name resolution runs in a daemon thread, so a resolver that hangs costs
+    ``timeout`` seconds, not minutes.
+    """
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((parts.hostname, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return bool(result and result[0])
+
+
+@functools.lru_cache(maxsize=None)
+def _resolve_data_dir() -> tuple[Path | None, str]:
+    """(folder holding :data:`TEST_DATASETS`, "") or (None, why not); fetches into the user cache once."""
+    from cortexflow.data.fetch import fetch_dataset
+    from cortexflow.data.registry import DATASETS
+    from cortexflow.exceptions import CortexFlowError
+
+    folder = _local_data_dir()
+    if folder is not None:
+        return folder, ""
+    source = _USER_MIRROR or DATASETS[TEST_DATASETS[0]].url
+    if not network_reachable(source):
+        return None, (
+            f"registered data files not found in {_DATA_DIR} (set CORTEXFLOW_DATA) nor in the user cache "
+            f"{_USER_CACHE}, and {urlsplit(source).hostname} is not reachable to fetch them"
+        )
+    try:
+        for name in TEST_DATASETS:
+            fetch_dataset(name, _USER_CACHE, mirror=_USER_MIRROR, progress=False, timeout=15)
+    except CortexFlowError as exc:
+        return None, f"fetching the test data files into {_USER_CACHE} failed: {exc}"
+    return _USER_CACHE, ""
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("home")
@@ -48,7 +120,10 @@ def _isolated_environment(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     monkeypatch.setenv("CORTEXFLOW_PROGRESS", "0")
     monkeypatch.setenv("CORTEXFLOW_MIRROR", CLOSED_MIRROR)
-    if _DATA_DIR.is_dir():
+    local = _local_data_dir()
+    if local is not None:
+        monkeypatch.setenv("CORTEXFLOW_DATA", str(local))
+    elif _DATA_DIR.is_dir():
         monkeypatch.setenv("CORTEXFLOW_DATA", str(_DATA_DIR))
     else:
         monkeypatch.setenv("CORTEXFLOW_DATA", str(home / "no-data"))
@@ -59,10 +134,11 @@ def _isolated_environment(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """Folder of the real dataset files; skips the test when it is absent."""
-    if not _DATA_DIR.is_dir():
-        pytest.skip(f"dataset folder {_DATA_DIR} not found (set CORTEXFLOW_DATA)")
-    return _DATA_DIR
+    """Folder holding the registered test data files (fetched once if needed); skips when unavailable."""
+    folder, why = _resolve_data_dir()
+    if folder is None:
+        pytest.skip(why)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -15,19 +12,10 @@ from cortexflow.benchmark.methods import list_methods, make_estimator
 from cortexflow.exceptions import ConfigError, DataValidationError
 
 
-def _data_dir() -> Path:
-    env = os.environ.get("CORTEXFLOW_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "datasets"
-
-
 @pytest.fixture(scope="module")
-def vangerven_small():
+def vangerven_small(vangerven):
     """40 training rows and 6 test rows of the real vangerven data."""
-    if not (_data_dir() / "vangerven").is_dir():
-        pytest.skip("vangerven data not found (set CORTEXFLOW_DATA)")
-    from cortexflow.data.loading import load_dataset
-
-    ds = load_dataset("vangerven", _data_dir(), download=False)
+    ds = vangerven
     return ds.X_train[:40], ds.Y_train[:40], ds.X_test[:6], ds.Y_test[:6]
 
 

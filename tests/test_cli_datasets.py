@@ -32,8 +32,8 @@ def test_info_vangerven(runner, data_dir):
     assert info["url"] == DATASETS["vangerven"].url and info["image_shape"] == [28, 28]
 
 
-def test_info_miyawaki_uses_environment_data_dir(runner):
-    info = info_json(runner, "miyawaki")  # $CORTEXFLOW_DATA, set by conftest
+def test_info_miyawaki_uses_environment_data_dir(runner, data_dir):
+    info = info_json(runner, "miyawaki")  # $CORTEXFLOW_DATA, set by conftest to data_dir
     assert (info["n_train"], info["n_test"], info["n_features"]) == (107, 12, 967)
     assert info["n_unique_stimuli"] == 20 and info["n_test_seen_in_train"] == 12
     assert any("novel-stimulus" in c for c in info["caveats"])

@@ -163,7 +163,7 @@ def test_checksum_is_verified_without_download(real_file, tmp_path):
         fh.write(b"\n")
     with pytest.raises(ChecksumError, match="sha256"):
         load_eeg(NAME, tmp_path, download=False)
-    with pytest.raises(DataValidationError, match="no such file"):
+    with pytest.raises(DataValidationError, match="not found; fetch it with `cortexflow datasets fetch"):
         load_eeg(NAME, tmp_path / "empty", download=False)
 
 

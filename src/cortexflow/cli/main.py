@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +32,10 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
 class _Group(click.Group):
     """Turns CortexFlow errors into one clean line and exit code 2."""
 
@@ -38,8 +43,31 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except CortexFlowError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {_one_line(exc)}", err=True)
             ctx.exit(2)
+
+
+SEED = click.IntRange(0, 2**31 - 1)  # the range of cortexflow.models.base.seed_from_random_state
+_FLAGS = {"allow_degenerate": "--allow-degenerate", "stimulus_scale": "--stimulus-scale"}
+
+_stimulus_scale_option = click.option(
+    "--stimulus-scale", type=float, default=None,
+    help="Value that stands for white in a file of your own (default: decided from the data type and range).",
+)
+
+
+def _load(name_or_path: str, data_dir, **kwargs):
+    """``load_dataset`` for a command: an error that names a Python argument also names its command-line flag."""
+    from cortexflow.data.loading import load_dataset
+    from cortexflow.exceptions import DataValidationError
+
+    try:
+        return load_dataset(name_or_path, data_dir, **kwargs)
+    except DataValidationError as exc:
+        flags = [flag for arg, flag in _FLAGS.items() if arg in str(exc) and flag not in str(exc)]
+        if flags:
+            raise DataValidationError(f"{exc}; on the command line: {', '.join(flags)}") from exc
+        raise
 
 
 @click.group(cls=_Group)
@@ -80,12 +108,22 @@ def datasets_list(as_json: bool) -> None:
 @click.option("--mirror", default=None, help="Base URL of a mirror laid out as <mirror>/<name>/<file>.")
 @click.option("--no-progress", is_flag=True, help="Hide the download progress bar.")
 def datasets_fetch(name: str, data_dir, mirror, no_progress: bool) -> None:
-    """Download NAME (or verify the cached copy) and print its path."""
+    """Download NAME (or verify the cached copy) and print its path; NAME "all" fetches every dataset."""
     from cortexflow.data.fetch import fetch_dataset
+    from cortexflow.data.registry import DATASETS, get_dataset_info
 
-    names = sorted(__import__("cortexflow.data.registry", fromlist=["DATASETS"]).DATASETS) if name == "all" else [name]
-    for n in names:
-        click.echo(str(fetch_dataset(n, data_dir, mirror=mirror, progress=not no_progress)))
+    if name != "all":
+        get_dataset_info(name)  # an unknown name fails here, with a close-name suggestion
+    names = sorted(DATASETS) if name == "all" else [name]
+    failed = []
+    for n in names:  # go on past a failure and report every one at the end
+        try:
+            click.echo(str(fetch_dataset(n, data_dir, mirror=mirror, progress=not no_progress)))
+        except CortexFlowError as exc:
+            failed.append(n)
+            click.echo(f"Error: {n}: {_one_line(exc)}", err=True)
+    if failed:
+        raise CortexFlowError(f"{len(failed)} of {len(names)} dataset(s) could not be fetched: {', '.join(failed)}")
 
 
 @datasets.command("info")
@@ -93,24 +131,17 @@ def datasets_fetch(name: str, data_dir, mirror, no_progress: bool) -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--allow-degenerate", is_flag=True, help="Describe even a signal whose rows are all identical.")
-def datasets_info(name_or_path: str, data_dir, as_json: bool, allow_degenerate: bool) -> None:
+@_stimulus_scale_option
+def datasets_info(name_or_path: str, data_dir, as_json: bool, allow_degenerate: bool, stimulus_scale) -> None:
     """Shapes, unique stimuli, train/test overlap and checksum status of a dataset or file."""
-    from cortexflow.data.loading import load_dataset
     from cortexflow.data.summary import describe_dataset
-
-    from cortexflow.exceptions import DataValidationError
 
     if is_raw_eeg_dataset(name_or_path):
         _print_info(describe_eeg(load_eeg(name_or_path, data_dir)), as_json,
                     ("name", "source", "checksum", "modality", "format", "device", "n_epochs", "n_channels",
                      "n_times", "sfreq", "class_counts", "size_mismatch"))
         return
-    try:
-        ds = load_dataset(name_or_path, data_dir, allow_degenerate=allow_degenerate)
-    except DataValidationError as exc:
-        if "allow_degenerate" in str(exc) and "--allow-degenerate" not in str(exc):  # name the flag
-            raise DataValidationError(f"{exc}; on the command line: --allow-degenerate") from exc
-        raise
+    ds = _load(name_or_path, data_dir, stimulus_scale=stimulus_scale, allow_degenerate=allow_degenerate)
     _print_info(describe_dataset(ds), as_json,
                 ("name", "source", "checksum", "n_train", "n_test", "n_features", "n_unique_stimuli",
                  "n_test_seen_in_train", "labels", "pixel_order", "modality"))
@@ -132,20 +163,38 @@ def _checkpoint_dir(path: str) -> Path:
     return p / "checkpoint" if (p / "checkpoint").is_dir() else p
 
 
-def _write_metrics(out: Path, per_image: dict, extra: dict) -> dict:
+def _summary(per_image: dict) -> dict:
+    """Mean of each per-image metric; an undefined one (e.g. two-way identification of one image) is None."""
     from cortexflow.evaluation.metrics import summarize
-    from cortexflow.utils.io import atomic_write_json
+    from cortexflow.utils.io import json_safe
 
-    summary = summarize(per_image)
-    payload = {**summary, **extra, "per_image": {k: np.asarray(v).tolist() for k, v in per_image.items()}}
+    return json_safe(summarize(per_image))
+
+
+def _write_metrics(out: Path, per_image: dict, extra: dict) -> dict:
+    """Write ``metrics.json`` (standard JSON: undefined values are null) and return the summary."""
+    from cortexflow.utils.io import atomic_write_json, json_safe
+
+    summary = _summary(per_image)
+    payload = {**summary, **json_safe(extra), "per_image": json_safe({k: np.asarray(v) for k, v in per_image.items()})}
     atomic_write_json(out / "metrics.json", payload)
     return summary
 
 
+def _echo_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, allow_nan=False))
+
+
+TRAIN_OUTPUTS = ["metrics.json", "reconstructions.png"]
+EVALUATE_OUTPUTS = ["metrics.json", "reconstructions.png"]
+
+
 @cli.command()
 @click.option("--dataset", "dataset", required=True, help="Registered name or path to a .mat/.npz file.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed, an int in [0, 2**31 - 1].")
 @click.option("--out", "out_dir", default="runs/train", show_default=True, type=click.Path(file_okay=False))
+@click.option("--overwrite", is_flag=True,
+              help="Write into a non-empty --out folder that CortexFlow did not make (nothing else in it is deleted).")
 @click.option("--config", "config", default="auto", show_default=True, help="'auto' or a preset (small, medium, large, vangerven, miyawaki, crell, mindbigdata).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field, e.g. --set epochs=50 (repeatable).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
@@ -154,36 +203,44 @@ def _write_metrics(out: Path, per_image: dict, extra: dict) -> dict:
               help="Mixed precision of training (CUDA; bf16 also on CPU).")
 @click.option("--deterministic", is_flag=True, help="Deterministic algorithms (CUDA: also CUBLAS_WORKSPACE_CONFIG).")
 @click.option("--no-progress", is_flag=True, help="Hide the per-epoch progress bar.")
-def train(dataset: str, seed: int, out_dir: str, config: str, sets, data_dir, device: str, amp: str,
-          deterministic: bool, no_progress: bool) -> None:
+@_stimulus_scale_option
+def train(dataset: str, seed: int, out_dir: str, overwrite: bool, config: str, sets, data_dir, device: str, amp: str,
+          deterministic: bool, no_progress: bool, stimulus_scale) -> None:
     """Train CCCV1 on the official split; write checkpoint, metrics.json and a PNG grid."""
-    from cortexflow.data.loading import load_dataset
     from cortexflow.evaluation.metrics import evaluate_reconstructions
-    from cortexflow.models.estimator import CCCV1Decoder
+    from cortexflow.models.estimator import CCCV1Decoder, check_replaceable_checkpoint
     from cortexflow.reporting.figures import reconstruction_grid
     from cortexflow.training.config import get_config
     from cortexflow.training.devices import resolve_device, set_deterministic
+    from cortexflow.utils.io import OUTPUT_MARKER, prepare_output_dir, removed_if_empty_on_error, write_output_marker
 
+    # Every option is checked before any work: the overrides against the chosen (or a stand-in) preset,
+    # the device, and the output folder.
+    overrides = _parse_sets(sets)
+    get_config("small" if config == "auto" else config, **overrides)
     dev = resolve_device(device)  # a clear error for 'cuda' on a machine without CUDA
-    if deterministic:
-        set_deterministic(True)
-    ds = load_dataset(dataset, data_dir)
-    cfg = get_config(config, n_train=len(ds.X_train), dataset=ds.name, **_parse_sets(sets))
-    out = Path(out_dir)
-    model = CCCV1Decoder(config=cfg, dataset=ds.name, random_state=seed, device=str(dev), progress=not no_progress,
-                         amp=amp)
-    model.fit(ds.X_train, ds.Y_train, metadata={k: ds.metadata[k] for k in ("name", "sha256", "source", "modality")})
-    model.save(out / "checkpoint")
-    pred = model.predict(ds.X_test)
-    per_image = evaluate_reconstructions(true=ds.Y_test, pred=pred)
-    summary = _write_metrics(out, per_image, {
-        "dataset": ds.name, "split": "official", "seed": seed, "n_test": len(ds.X_test),
-        "config": cfg.to_dict(), "best_epoch": model.train_result_.best_epoch,
-        "stopped_epoch": model.train_result_.stopped_epoch, "train_seconds": model.train_result_.seconds,
-        "device": str(dev), "amp": amp, "deterministic": deterministic,
-    })
-    reconstruction_grid(ds.Y_test, {"CCCV1": pred}, out / "reconstructions.png", title=f"{ds.name}: official test split, seed {seed}")
-    click.echo(json.dumps({"out": str(out), **summary}, indent=2))
+    with removed_if_empty_on_error(out_dir):  # a run that fails before writing anything leaves no empty --out
+        out, _ = prepare_output_dir(out_dir, "train", TRAIN_OUTPUTS + [OUTPUT_MARKER], overwrite=overwrite)
+        check_replaceable_checkpoint(out / "checkpoint")
+        if deterministic:
+            set_deterministic(True)
+        ds = _load(dataset, data_dir, stimulus_scale=stimulus_scale)
+        cfg = get_config(config, n_train=len(ds.X_train), dataset=ds.name, **overrides)
+        write_output_marker(out, "train", TRAIN_OUTPUTS + ["checkpoint"])
+        model = CCCV1Decoder(config=cfg, dataset=ds.name, random_state=seed, device=str(dev), progress=not no_progress,
+                             amp=amp)
+        model.fit(ds.X_train, ds.Y_train, metadata={k: ds.metadata[k] for k in ("name", "sha256", "source", "modality")})
+        model.save(out / "checkpoint")
+        pred = model.predict(ds.X_test)
+        per_image = evaluate_reconstructions(true=ds.Y_test, pred=pred)
+        summary = _write_metrics(out, per_image, {
+            "dataset": ds.name, "split": "official", "seed": seed, "n_test": len(ds.X_test),
+            "config": cfg.to_dict(), "best_epoch": model.train_result_.best_epoch,
+            "stopped_epoch": model.train_result_.stopped_epoch, "train_seconds": model.train_result_.seconds,
+            "device": str(dev), "amp": amp, "deterministic": deterministic,
+        })
+        reconstruction_grid(ds.Y_test, {"CCCV1": pred}, out / "reconstructions.png", title=f"{ds.name}: official test split, seed {seed}")
+    _echo_json({"out": str(out), **summary})
 
 
 @cli.command()
@@ -191,22 +248,28 @@ def train(dataset: str, seed: int, out_dir: str, config: str, sets, data_dir, de
 @click.option("--dataset", "dataset", required=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Also write metrics.json and a grid here.")
-def evaluate(checkpoint: str, dataset: str, data_dir, out_dir) -> None:
+@click.option("--overwrite", is_flag=True, help="Write into a non-empty --out folder that CortexFlow did not make.")
+@_stimulus_scale_option
+def evaluate(checkpoint: str, dataset: str, data_dir, out_dir, overwrite: bool, stimulus_scale) -> None:
     """Score a checkpoint on a dataset's official test split."""
-    from cortexflow.data.loading import load_dataset
-    from cortexflow.evaluation.metrics import evaluate_reconstructions, summarize
+    from cortexflow.evaluation.metrics import evaluate_reconstructions
     from cortexflow.models.estimator import CCCV1Decoder
     from cortexflow.reporting.figures import reconstruction_grid
+    from cortexflow.utils.io import OUTPUT_MARKER, prepare_output_dir, removed_if_empty_on_error, write_output_marker
 
-    model = CCCV1Decoder.load(_checkpoint_dir(checkpoint))
-    ds = load_dataset(dataset, data_dir)
-    pred = model.predict(ds.X_test)
-    per_image = evaluate_reconstructions(true=ds.Y_test, pred=pred)
-    if out_dir:
-        out = Path(out_dir)
-        _write_metrics(out, per_image, {"dataset": ds.name, "split": "official", "checkpoint": checkpoint})
-        reconstruction_grid(ds.Y_test, {"CCCV1": pred}, out / "reconstructions.png")
-    click.echo(json.dumps(summarize(per_image), indent=2))
+    out = None
+    with removed_if_empty_on_error(out_dir or os.curdir):  # a failed run leaves no empty --out folder
+        if out_dir:
+            out, _ = prepare_output_dir(out_dir, "evaluate", EVALUATE_OUTPUTS + [OUTPUT_MARKER], overwrite=overwrite)
+        model = CCCV1Decoder.load(_checkpoint_dir(checkpoint))
+        ds = _load(dataset, data_dir, stimulus_scale=stimulus_scale)
+        pred = model.predict(ds.X_test)
+        per_image = evaluate_reconstructions(true=ds.Y_test, pred=pred)
+        if out is not None:
+            write_output_marker(out, "evaluate", EVALUATE_OUTPUTS)
+            _write_metrics(out, per_image, {"dataset": ds.name, "split": "official", "checkpoint": checkpoint})
+            reconstruction_grid(ds.Y_test, {"CCCV1": pred}, out / "reconstructions.png")
+    _echo_json(_summary(per_image))
 
 
 def _read_input(path: Path, key: str | None) -> np.ndarray:
@@ -231,30 +294,47 @@ def _read_input(path: Path, key: str | None) -> np.ndarray:
 @click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False), help="A .npy (n, n_features) array, or a .mat/.npz file.")
 @click.option("--key", default=None, help="Variable to read from a .mat/.npz (default: fmriTest, X, fmri or signals).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
-def reconstruct(checkpoint: str, input_path: str, key, out_dir: str) -> None:
+@click.option("--overwrite", is_flag=True, help="Write into a non-empty --out folder that CortexFlow did not make.")
+def reconstruct(checkpoint: str, input_path: str, key, out_dir: str, overwrite: bool) -> None:
     """Reconstruct one PNG per signal row of a new recording, plus a grid."""
     from cortexflow.data.validation import validate_signals
     from cortexflow.exceptions import DataValidationError
     from cortexflow.models.estimator import CCCV1Decoder
     from cortexflow.reporting.figures import reconstruction_grid, save_image
+    from cortexflow.utils.io import (
+        OUTPUT_MARKER, atomic_write_with, prepare_output_dir, remove_stale_outputs, removed_if_empty_on_error,
+        write_output_marker,
+    )
 
     model = CCCV1Decoder.load(_checkpoint_dir(checkpoint))
     X = np.asarray(_read_input(Path(input_path), key))
+    source = f"{input_path}" + (f" (key {key!r})" if key else "")
     if X.ndim == 1:
         X = X[None, :]
-    if X.ndim != 2 or X.shape[1] != model.n_features_in_:
+    if X.ndim != 2:
         raise DataValidationError(
-            f"{input_path}: input has {X.shape[-1] if X.ndim else 0} features per row (shape {X.shape}), "
-            f"but the checkpoint expects {model.n_features_in_}"
+            f"{source}: input is {X.ndim}-D with shape {X.shape}; expected a 2-D array (n_rows, n_features) with "
+            f"one recording per row and {model.n_features_in_} features"
+        )
+    if X.shape[1] != model.n_features_in_:
+        raise DataValidationError(
+            f"{source}: input has {X.shape[1]} features per row (shape {X.shape}), but the checkpoint expects "
+            f"{model.n_features_in_}"
         )
     X = validate_signals(X, source=input_path, key=key or "input", allow_degenerate=True)
-    pred = model.predict(X)
-    out = Path(out_dir)
-    width = len(str(len(pred) - 1))
-    for i, img in enumerate(pred):
-        save_image(img, out / f"recon_{i:0{width}d}.png")
-    reconstruction_grid(None, {"CCCV1": pred}, out / "grid.png", max_images=min(len(pred), 20))
-    np.save(out / "reconstructions.npy", pred)
+    width = len(str(len(X) - 1))
+    names = [f"recon_{i:0{width}d}.png" for i in range(len(X))] + ["grid.png", "reconstructions.npy"]
+    with removed_if_empty_on_error(out_dir):  # a failed run leaves no empty --out folder
+        out, stale = prepare_output_dir(out_dir, "reconstruct", names + [OUTPUT_MARKER], overwrite=overwrite)
+        pred = model.predict(X)
+        for name, img in zip(names, pred):
+            save_image(img, out / name)
+        reconstruction_grid(None, {"CCCV1": pred}, out / "grid.png", max_images=min(len(pred), 20))
+        atomic_write_with(out / "reconstructions.npy", lambda fh: np.save(fh, pred))
+        write_output_marker(out, "reconstruct", names)
+    removed = remove_stale_outputs(out, stale)  # files of an earlier run of this command that this run did not write
+    if removed:
+        logger.info("removed %d file(s) of an earlier run: %s", len(removed), ", ".join(removed))
     click.echo(f"wrote {len(pred)} reconstructions to {out}")
 
 

@@ -17,16 +17,40 @@ from pathlib import Path
 import pooch
 
 from cortexflow.data.registry import DatasetInfo, get_dataset_info
-from cortexflow.exceptions import ChecksumError, CortexFlowError
-from cortexflow.utils.io import sha256_file
+from cortexflow.exceptions import ChecksumError, CortexFlowError, DataValidationError
+from cortexflow.utils.io import removed_if_empty_on_error, sha256_file
 from cortexflow.utils.progress import progress_enabled
 
-__all__ = ["get_data_dir", "dataset_path", "fetch_dataset", "checksum_status", "DATA_ENV", "MIRROR_ENV"]
+__all__ = [
+    "get_data_dir",
+    "dataset_path",
+    "fetch_dataset",
+    "checksum_status",
+    "cached_sha256",
+    "verify_registered_file",
+    "DATA_ENV",
+    "MIRROR_ENV",
+]
 
 logger = logging.getLogger(__name__)
 
 DATA_ENV = "CORTEXFLOW_DATA"
 MIRROR_ENV = "CORTEXFLOW_MIRROR"
+
+# sha256 of files already hashed in this process, keyed by (real path, size, mtime in ns): a file that
+# changes gets a new key, so the cache never vouches for bytes it has not read.
+_SHA256_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def cached_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, computed once per process for each (path, size, modification time)."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    digest = _SHA256_CACHE.get(key)
+    if digest is None:
+        digest = _SHA256_CACHE[key] = sha256_file(path)
+    return digest
 
 
 def get_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -50,7 +74,34 @@ def checksum_status(path: str | os.PathLike, info: DatasetInfo) -> str:
     path = Path(path)
     if not path.is_file():
         return "missing"
-    return "ok" if sha256_file(path) == info.sha256 else "mismatch"
+    return "ok" if cached_sha256(path) == info.sha256 else "mismatch"
+
+
+def verify_registered_file(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """Path of dataset ``name``'s file in the data folder, after checking its sha256 (no network).
+
+    Raises
+    ------
+    DataValidationError
+        The file is not there.
+    ChecksumError
+        The file there is not the registered one (another dataset's file, or damaged).
+    """
+    info = get_dataset_info(name)
+    path = dataset_path(name, data_dir)
+    status = checksum_status(path, info)
+    if status == "missing":
+        raise DataValidationError(
+            f"dataset {info.name!r}: {path} not found; fetch it with `cortexflow datasets fetch {info.name}` "
+            "(or load with download=True)"
+        )
+    if status == "mismatch":
+        raise ChecksumError(
+            f"dataset {info.name!r}: {path} is not the registered file (sha256 {cached_sha256(path)}, "
+            f"{path.stat().st_size} bytes; expected sha256 {info.sha256}, {info.size_bytes} bytes): it is "
+            f"another file or a damaged copy; fetch it again with `cortexflow datasets fetch {info.name}`"
+        )
+    return path
 
 
 def fetch_dataset(
@@ -107,10 +158,17 @@ def fetch_dataset(
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
     url = f"{mirror.rstrip('/')}/{info.directory}/{info.filename}" if mirror else info.url
     logger.info("downloading %s from %s", info.name, url)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CortexFlowError(f"cannot create data folder {dest.parent}: {exc}") from exc
+    with removed_if_empty_on_error(dest.parent):  # a failed download leaves no empty folder behind
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CortexFlowError(f"cannot create data folder {dest.parent}: {exc}") from exc
+        _download(info, url, dest, progress=progress, timeout=timeout)
+    return dest
+
+
+def _download(info: DatasetInfo, url: str, dest: Path, *, progress: bool | None, timeout: float) -> None:
+    """Download ``url`` to ``dest`` through pooch, checking the registered sha256."""
     downloader = pooch.HTTPDownloader(progressbar=progress_enabled(progress), timeout=timeout)
     try:
         pooch.retrieve(
@@ -132,4 +190,3 @@ def fetch_dataset(
             f"download of dataset {info.name!r} from {url} failed ({type(exc).__name__}: {exc}); "
             f"nothing was written to {dest}"
         ) from exc
-    return dest

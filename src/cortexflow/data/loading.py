@@ -13,18 +13,27 @@ from typing import Any
 import numpy as np
 import scipy.io
 
-from cortexflow.data.fetch import fetch_dataset
-from cortexflow.data.registry import DATASETS, DatasetInfo
+from cortexflow.data.fetch import cached_sha256, fetch_dataset, verify_registered_file
+from cortexflow.data.registry import DATASETS, DatasetInfo, did_you_mean
 from cortexflow.data.validation import check_same_rows, validate_signals, validate_stimuli
 from cortexflow.exceptions import DataValidationError
-from cortexflow.utils.io import sha256_file
 
-__all__ = ["BrainDataset", "load_dataset", "read_arrays", "stimulus_keys", "REQUIRED_KEYS"]
+__all__ = ["BrainDataset", "load_dataset", "read_arrays", "check_data_file", "stimulus_keys", "REQUIRED_KEYS"]
 
 logger = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("fmriTrn", "stimTrn", "fmriTest", "stimTest")
 LABEL_KEYS = ("labelTrn", "labelTest")
+# Fewer training rows than this cannot say whether a feature varies across trials.
+MIN_TRAIN_ROWS = 2
+# What the first bytes of a file say it is.
+_MAGIC = (
+    (b"PK\x03\x04", "an .npz (zip) archive"),
+    (b"PK\x05\x06", "an empty .npz (zip) archive"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (MATLAB v7.3)"),
+    (b"MATLAB", "a MATLAB file"),
+    (b"\x93NUMPY", "a .npy array"),
+)
 
 
 @dataclass
@@ -76,12 +85,58 @@ class BrainDataset:
         )
 
 
-def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read the variables of a .mat (v4-v7) or .npz file, with a clear error for a bad file."""
+def _sniff(path: Path) -> str | None:
+    """What the first bytes of ``path`` say it is, or None."""
+    with open(path, "rb") as fh:
+        head = fh.read(128)
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    if b"MATLAB" in head[:116]:  # v4 files have no text header; v5+ headers start with it after padding
+        return "a MATLAB file"
+    return None
+
+
+def check_data_file(path: str | os.PathLike) -> Path:
+    """Raise a clear :class:`DataValidationError` unless ``path`` is a non-empty regular file."""
+    if isinstance(path, str) and not path.strip():
+        raise DataValidationError("empty file name: give a registered dataset name or the path of a .mat/.npz file")
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise DataValidationError(f"{path}: is a directory, not a data file")
+    if not path.exists():
         raise DataValidationError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataValidationError(f"{path}: is not a regular file")
+    if path.stat().st_size == 0:
+        raise DataValidationError(f"{path}: is empty (0 bytes)")
+    return path
+
+
+def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read the variables of a .mat (v4-v7) or .npz file, with a clear error for a bad file.
+
+    Raises
+    ------
+    DataValidationError
+        The path is missing, a folder or an empty file; its content is of
+        another format than its suffix says (for example a .mat renamed to
+        .npz); or it is corrupt.
+    """
+    path = check_data_file(path)
     suffix = path.suffix.lower()
+    kind = _sniff(path)
+    if suffix == ".npz" and kind is not None and "npz" not in kind:
+        raise DataValidationError(f"{path}: not an .npz file (it looks like {kind}); rename it or convert it")
+    if suffix != ".npz" and kind is not None and "npz" in kind:
+        raise DataValidationError(
+            f"{path}: not a MATLAB .mat file (it looks like {kind}); give it the .npz suffix"
+        )
+    if kind == "a .npy array":
+        raise DataValidationError(
+            f"{path}: is a single .npy array; a dataset file holds the named arrays {list(REQUIRED_KEYS)} "
+            "(.mat or .npz)"
+        )
     try:
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
@@ -135,11 +190,15 @@ def load_dataset(
         Memory order of the 784 stimulus values. Registered datasets know
         theirs; a user's file defaults to ``"C"`` (row-major).
     stimulus_scale : float, optional
-        Value of white; inferred when omitted (255 if values exceed 1).
+        Value of white (a finite number > 0). Registered datasets know theirs;
+        for a user's file it is inferred from the data type and range (see
+        :func:`cortexflow.data.validation.infer_stimulus_scale`), and a range
+        that cannot be explained is refused.
     allow_degenerate : bool
         Accept signals whose rows are all identical (format tests only).
     download : bool
-        Fetch a registered dataset that is not present.
+        Fetch a registered dataset that is not present. Either way, a
+        registered file's sha256 is verified before it is read.
 
     Returns
     -------
@@ -153,6 +212,11 @@ def load_dataset(
     """
     info: DatasetInfo | None = None
     key = str(name_or_path)
+    if not key.strip():
+        raise DataValidationError(
+            f"empty dataset name; give a registered dataset ({', '.join(sorted(DATASETS))}) or the path of a "
+            ".mat/.npz file"
+        )
     if key in DATASETS:
         info = DATASETS[key]
         if info.modality == "eeg-raw":
@@ -161,20 +225,18 @@ def load_dataset(
                 f"cortexflow.data.eeg.load_eeg({key!r}), evaluate it with `cortexflow eeg evaluate --dataset {key}`, "
                 f"or turn it into a dataset file with `cortexflow eeg mindbigdata {key} --out FILE.npz`"
             )
-        if download:
-            path = fetch_dataset(key, data_dir)
-        else:
-            from cortexflow.data.fetch import dataset_path
-
-            path = dataset_path(key, data_dir)
+        # Both ways verify the file's sha256 (cached per path, size and mtime), so another file placed
+        # under the registered name is refused rather than loaded as this dataset.
+        path = fetch_dataset(key, data_dir) if download else verify_registered_file(key, data_dir)
         name = info.name
         pixel_order = pixel_order or info.pixel_order
-        stimulus_scale = stimulus_scale or info.stimulus_scale
+        stimulus_scale = info.stimulus_scale if stimulus_scale is None else stimulus_scale
     else:
         path = Path(name_or_path)
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             raise DataValidationError(
-                f"{key!r} is neither a registered dataset ({', '.join(sorted(DATASETS))}) nor an existing file"
+                f"{key!r} is neither a registered dataset{did_you_mean(key, DATASETS)} "
+                f"({', '.join(sorted(DATASETS))}) nor an existing file"
             )
         name = path.stem
         pixel_order = pixel_order or "C"
@@ -187,6 +249,11 @@ def load_dataset(
             f"(found {sorted(arrays)})"
         )
     X_train = validate_signals(arrays["fmriTrn"], source=source, key="fmriTrn", allow_degenerate=allow_degenerate)
+    if len(X_train) < MIN_TRAIN_ROWS:
+        raise DataValidationError(
+            f"{source}: key 'fmriTrn' has {len(X_train)} row(s); a training split needs at least "
+            f"{MIN_TRAIN_ROWS} rows (one per trial)"
+        )
     X_test = validate_signals(
         arrays["fmriTest"], source=source, key="fmriTest", n_features=X_train.shape[1], allow_degenerate=allow_degenerate
     )
@@ -201,7 +268,7 @@ def load_dataset(
     metadata: dict[str, Any] = {
         "name": name,
         "source": source,
-        "sha256": sha256_file(path),
+        "sha256": cached_sha256(path),
         "pixel_order": pixel_order,
         "modality": info.modality if info else "unknown",
         "registered": info is not None,

@@ -6,12 +6,13 @@ file is good for. ``register_dataset`` adds a user's own entry.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Iterable, Literal
 
 from cortexflow.exceptions import ConfigError
 
-__all__ = ["DatasetInfo", "DATASETS", "get_dataset_info", "list_datasets", "register_dataset"]
+__all__ = ["DatasetInfo", "DATASETS", "get_dataset_info", "list_datasets", "register_dataset", "did_you_mean"]
 
 _RAW = "https://raw.githubusercontent.com/{repository}/{commit}/{path}"
 
@@ -117,12 +118,22 @@ def list_datasets() -> list[str]:
     return sorted(DATASETS)
 
 
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """``" (did you mean X?)"`` for the closest of ``choices`` to ``name``, or ``""`` when none is close."""
+    lowered = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(str(name).lower(), list(lowered), n=1, cutoff=0.6)
+    return f" (did you mean {lowered[close[0]]}?)" if close else ""
+
+
 def get_dataset_info(name: str) -> DatasetInfo:
-    """Return the registry entry ``name`` or raise a clear error."""
+    """Return the registry entry ``name`` or raise a clear error (with a close-name suggestion)."""
     try:
         return DATASETS[name]
-    except KeyError:
-        raise ConfigError(f"unknown dataset {name!r}; registered datasets: {', '.join(list_datasets())}") from None
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"unknown dataset {name!r}{did_you_mean(name, DATASETS)}; registered datasets: "
+            f"{', '.join(list_datasets())}"
+        ) from None
 
 
 register_dataset(

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from cortexflow.exceptions import DataValidationError
 
-__all__ = ["validate_signals", "validate_stimuli", "check_same_rows", "N_PIXELS", "IMAGE_SHAPE"]
+__all__ = [
+    "validate_signals",
+    "validate_stimuli",
+    "infer_stimulus_scale",
+    "check_same_rows",
+    "N_PIXELS",
+    "IMAGE_SHAPE",
+]
 
 IMAGE_SHAPE = (28, 28)
 N_PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Whole-number stimuli are read as 8-bit images only when their brightest pixel is in the upper half of
+# [0, 255]; a maximum of 2 or 17 is more likely another coding (labels, levels) than a dark 8-bit image.
+_MIN_8BIT_MAX = 128
 
 #: How to accept a degenerate signal anyway; names only options that exist (format tests only: no
 #: command trains on such a signal, ``cortexflow datasets info --allow-degenerate`` describes it).
@@ -25,7 +38,26 @@ def _as_numeric(arr, source: str, key: str) -> np.ndarray:
         raise DataValidationError(
             f"{source}: key {key!r} holds non-numeric data of dtype {arr.dtype}; expected a numeric array"
         )
+    if np.iscomplexobj(arr):
+        raise DataValidationError(
+            f"{source}: key {key!r} holds complex values (dtype {arr.dtype}); expected real numbers "
+            "(take the magnitude or the real part yourself if that is what you mean)"
+        )
     return arr
+
+
+def _to_float32(arr: np.ndarray, source: str, key: str) -> np.ndarray:
+    """Cast to float32, refusing finite values that the cast would turn into infinities."""
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and arr.size:
+        big = np.abs(arr) > _FLOAT32_MAX
+        if big.any():
+            first = np.unravel_index(int(np.flatnonzero(big.ravel())[0]), arr.shape)
+            raise DataValidationError(
+                f"{source}: key {key!r} holds {int(big.sum())} value(s) too large for float32 (largest magnitude "
+                f"{float(np.abs(arr).max()):.3g}, first at index {tuple(int(i) for i in first)}; float32 holds at "
+                f"most {_FLOAT32_MAX:.3g}); rescale the data"
+            )
+    return arr.astype(np.float32, copy=False)
 
 
 def _check_finite(arr: np.ndarray, source: str, key: str) -> None:
@@ -68,7 +100,10 @@ def validate_signals(
     """
     X = _as_numeric(X, source, key)
     if X.ndim != 2:
-        raise DataValidationError(f"{source}: key {key!r} has shape {X.shape}; expected 2-D (n_samples, n_features)")
+        raise DataValidationError(
+            f"{source}: key {key!r} has shape {X.shape}; expected 2-D (n_samples, n_features), one row per "
+            f"trial, but it is {X.ndim}-D"
+        )
     if X.shape[0] == 0 or X.shape[1] == 0:
         raise DataValidationError(f"{source}: key {key!r} is empty (shape {X.shape})")
     if n_features is not None and X.shape[1] != n_features:
@@ -76,7 +111,7 @@ def validate_signals(
             f"{source}: key {key!r} has {X.shape[1]} features per row; expected {n_features}"
         )
     _check_finite(X, source, key)
-    X = X.astype(np.float32, copy=False)
+    X = _to_float32(X, source, key)
     if not allow_degenerate:
         row_range = X.max(axis=1) - X.min(axis=1)
         const_rows = np.flatnonzero(row_range == 0)
@@ -109,10 +144,17 @@ def validate_stimuli(
     Y : array-like
         Either (n, 784) rows or (n, 28, 28) images.
     scale : float, optional
-        The value that stands for white. ``None`` infers it: 255 if the data
-        exceed 1, else 1.
+        The value that stands for white; a finite number > 0. ``None`` infers
+        it with :func:`infer_stimulus_scale` and refuses ranges it cannot
+        explain.
     pixel_order : {"C", "F"}
         Memory order of rows of 784 values; ``"F"`` is column-major (MATLAB).
+
+    Raises
+    ------
+    DataValidationError
+        Wrong shape, NaN/Inf, complex values, an invalid ``scale``, values
+        outside ``[0, scale]``, or a range whose scale cannot be inferred.
     """
     if pixel_order not in ("C", "F"):
         raise DataValidationError(f"{source}: pixel_order {pixel_order!r} is not one of 'C', 'F'")
@@ -128,15 +170,60 @@ def validate_stimuli(
             f"{source}: key {key!r} has {Y.shape[1]} pixels per row; expected {N_PIXELS} (28 x 28)"
         )
     _check_finite(Y, source, key)
-    Y = Y.astype(np.float32)
     if scale is None:
-        scale = 255.0 if Y.max(initial=0) > 1.0 else 1.0
-    if Y.min(initial=0) < 0 or Y.max(initial=0) > scale:
+        scale = infer_stimulus_scale(Y, source=source, key=key)
+    elif isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(scale) or scale <= 0:
         raise DataValidationError(
-            f"{source}: key {key!r} has values in [{Y.min()}, {Y.max()}]; expected [0, {scale}]"
+            f"{source}: stimulus_scale={scale!r} is not a finite number > 0 (the value that stands for white, "
+            "e.g. 1 or 255)"
         )
-    Y = Y / np.float32(scale)
+    lo, hi = (float(Y.min()), float(Y.max())) if Y.size else (0.0, 0.0)
+    if lo < 0 or hi > scale:
+        raise DataValidationError(
+            f"{source}: key {key!r} has values in [{lo:g}, {hi:g}]; expected [0, {float(scale):g}] "
+            f"(stimulus_scale={float(scale):g})"
+        )
+    Y = _to_float32(Y, source, key) / np.float32(scale)
     return Y.reshape(len(Y), 28, 28, order=pixel_order).astype(np.float32, copy=False)
+
+
+def infer_stimulus_scale(Y, *, source: str = "<array>", key: str = "Y") -> float:
+    """The value that stands for white, decided from the data type and the range.
+
+    * booleans, and numbers up to 1: 1;
+    * whole numbers (integer dtype, or floats holding whole numbers) whose
+      maximum is in [128, 255]: 255 (8-bit images);
+    * anything else (fractions above 1, whole numbers above 255 or with a
+      small maximum such as [0, 2]) is refused: the scale is
+      ambiguous, and a wrong guess would silently darken or saturate every
+      image.
+
+    Raises
+    ------
+    DataValidationError
+        When the range cannot be explained; the message asks for an explicit
+        ``stimulus_scale``.
+    """
+    Y = np.asarray(Y)
+    if Y.dtype == bool or Y.size == 0:
+        return 1.0
+    lo, hi = float(Y.min()), float(Y.max())
+    if hi <= 1:
+        return 1.0  # negative values are refused by the caller's range check, naming [0, 1]
+    whole = np.issubdtype(Y.dtype, np.integer) or bool(np.all(np.mod(Y, 1) == 0))
+    if whole and _MIN_8BIT_MAX <= hi <= 255:
+        return 255.0
+    if not whole:
+        why = "fractional values above 1 fit neither [0, 1] images nor 8-bit [0, 255] images"
+    elif hi > 255:
+        why = "whole numbers above 255 are not 8-bit images"
+    else:
+        why = f"a maximum of {hi:g} is too small for an 8-bit image and too large for a [0, 1] image"
+    raise DataValidationError(
+        f"{source}: key {key!r} (dtype {Y.dtype}) has values in [{lo:g}, {hi:g}]; cannot tell which value stands "
+        f"for white ({why}); rescale the stimuli to [0, 1] or pass stimulus_scale explicitly"
+    )
 
 
 def check_same_rows(a: np.ndarray, b: np.ndarray, *, source: str, key_a: str, key_b: str) -> None:

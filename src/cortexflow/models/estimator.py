@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +17,52 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from cortexflow.data.preprocessing import ImageScaler, SignalScaler
 from cortexflow.data.validation import validate_signals
-from cortexflow.exceptions import CheckpointError, DataValidationError
+from cortexflow.exceptions import CheckpointError, CortexFlowError, DataValidationError
+from cortexflow.models.base import seed_from_random_state
+from cortexflow.models.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_META,
+    CHECKPOINT_WEIGHTS,
+    TRAINING_KEYS,
+    check_meta,
+    check_replaceable_checkpoint,
+    check_scalers,
+    reject_json_constant,
+    save_checkpoint_dir,
+)
 from cortexflow.models.registry import build_model
 from cortexflow.training.config import CCCV1Config, get_config
 from cortexflow.training.devices import resolve_device
 from cortexflow.training.trainer import TrainResult, train_model
-from cortexflow.utils.io import atomic_write_json
+from cortexflow.utils.io import atomic_write_bytes, atomic_write_json, json_safe, sha256_bytes, sha256_file
 
-__all__ = ["CCCV1Decoder", "save_checkpoint_dir", "CHECKPOINT_WEIGHTS", "CHECKPOINT_META"]
+__all__ = [
+    "CCCV1Decoder",
+    "save_checkpoint_dir",
+    "check_replaceable_checkpoint",
+    "estimate_training_memory",
+    "CHECKPOINT_WEIGHTS",
+    "CHECKPOINT_META",
+    "CHECKPOINT_FORMAT",
+]
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_WEIGHTS = "model.safetensors"
-CHECKPOINT_META = "checkpoint.json"
-CHECKPOINT_FORMAT = 1
+#: Above this many bytes of estimated training memory ``fit`` warns before allocating the network.
+LARGE_MODEL_BYTES = 2 * 1024**3
+
+
+def estimate_training_memory(n_params: int) -> int:
+    """Rough bytes of float32 training memory for ``n_params`` parameters: weights, gradients, Adam's two moments."""
+    return 4 * 4 * int(n_params)
+
+
+def _format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GB"  # pragma: no cover
 
 
 class CCCV1Decoder(RegressorMixin, BaseEstimator):
@@ -45,7 +76,7 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
         ``"vangerven"``, ...), a dict, or a :class:`CCCV1Config`.
     dataset : str, optional
         Dataset name, used by ``config="auto"`` and stored in checkpoints.
-    random_state : int
+    random_state : int, None or numpy.random.RandomState
         Seed of weight initialisation, the inner validation split, batch order
         and dropout.
     device : str
@@ -70,6 +101,9 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
     history_ : list of dict
         Per-epoch train and validation loss.
     n_features_in_ : int
+    seed_ : int
+        The int seed used by ``fit``: ``random_state`` itself when it is an
+        int, else drawn from it (``None`` or a ``numpy.random.RandomState``).
     output_shape_ : tuple of int
         Shape of one target (``(28, 28)`` for images).
     """
@@ -123,6 +157,7 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
         metadata : dict, optional
             Dataset metadata stored in checkpoints.
         """
+        seed = self.seed_ = seed_from_random_state(self.random_state)  # set first: _training_setup hooks may use it
         X, Y = self._validate_fit_input(X, Y)
         self.output_shape_ = tuple(Y.shape[1:])
         self.config_ = get_config(self.config, n_train=len(X), dataset=self.dataset)
@@ -132,10 +167,12 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
         self.target_scaler_ = ImageScaler().fit(Y)
         Xs = self.signal_scaler_.transform(X)
         Ys = self.target_scaler_.transform(Y)
-        torch.manual_seed(self.random_state)
-        self.model_ = self._build_network(Xs.shape[1], (math.prod(self.output_shape_) or 1,), self.config_)
+        out_shape = (math.prod(self.output_shape_) or 1,)
+        self._warn_if_huge(Xs.shape[1], out_shape, self.config_)
+        torch.manual_seed(seed)
+        self.model_ = self._build_network(Xs.shape[1], out_shape, self.config_)
         result: TrainResult = train_model(
-            self.model_, Xs, Ys, self.config_, seed=self.random_state, device=self.device,
+            self.model_, Xs, Ys, self.config_, seed=seed, device=self.device,
             progress=self.progress, loss_terms=loss_terms, amp=self.amp,
         )
         self.model_.cpu()
@@ -143,6 +180,27 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
         self.train_result_ = result
         self.metadata_ = dict(metadata or {})
         return self
+
+    def _warn_if_huge(self, n_features: int, output_shape: tuple[int, ...], config: CCCV1Config) -> int | None:
+        """Count the network's parameters without allocating them (meta device); warn when training needs > 2 GiB.
+
+        Returns the parameter count, or None when the network cannot be built on the meta device.
+        """
+        try:
+            with torch.device("meta"):
+                n_params = sum(p.numel() for p in self._build_network(n_features, output_shape, config).parameters())
+        except Exception as exc:  # a network that cannot be built without real tensors: no estimate
+            logger.debug("no parameter estimate for this network (%s)", exc)
+            return None
+        need = estimate_training_memory(n_params)
+        if need > LARGE_MODEL_BYTES:
+            logger.warning(
+                "%d input features give a network of %.1f million parameters (%s of float32 weights, about %s "
+                "while training with Adam; the checkpoint is about %s); select fewer features or lower "
+                "hidden_dim if that is more than this machine can hold",
+                n_features, n_params / 1e6, _format_bytes(4 * n_params), _format_bytes(need), _format_bytes(4 * n_params),
+            )
+        return n_params
 
     def _validate_fit_input(self, X, Y) -> tuple[np.ndarray, np.ndarray]:
         """Check the training rows (X, Y) of :meth:`fit`; set ``n_features_in_``; return them as arrays."""
@@ -163,7 +221,7 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
             raise DataValidationError(f"Input Y contains {int(np.sum(~np.isfinite(Y)))} NaN or infinity value(s)")
         if len(X) < 4:
             raise DataValidationError(
-                f"{type(self).__name__} needs at least 4 training samples (an inner validation split is carved "
+                f"{type(self).__name__} needs at least 4 training samples (rows; an inner validation split is carved "
                 f"out of them); got n_samples = {len(X)}"
             )
         return X, Y
@@ -203,6 +261,14 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
         xt = torch.as_tensor(self.signal_scaler_.transform(X), device=dev)
         out = getattr(self.model_, fn)(xt).float().cpu().numpy()
         self.model_.cpu()
+        bad = ~np.isfinite(out.reshape(len(out), -1)).all(axis=1)
+        if bad.any():
+            raise CortexFlowError(
+                f"{type(self).__name__}.{'predict' if fn == 'forward' else 'transform'}: the network produced NaN "
+                f"or infinite values for {int(bad.sum())} of {len(out)} input row(s) (first: row "
+                f"{int(np.flatnonzero(bad)[0])}); the model's weights or preprocessing are damaged, or the input "
+                "is far outside the training range"
+            )
         return out
 
     def predict(self, X) -> np.ndarray:
@@ -253,7 +319,7 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
         rename, so an interrupted save never leaves a half-written checkpoint.
         """
         check_is_fitted(self, "model_")
-        from safetensors.torch import save_file
+        from safetensors.torch import save as save_tensors
 
         import cortexflow
 
@@ -262,22 +328,31 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
             "cortexflow_version": cortexflow.__version__,
             "torch_version": torch.__version__,
             "estimator": type(self).__name__,
-            "params": {k: v for k, v in self.get_params().items() if k not in {"config", "loss_terms"}},
+            "params": self._checkpoint_params(),
             "config": self.config_.to_dict(),
             "n_features_in": int(self.n_features_in_),
             "output_shape": list(self.output_shape_),
             "preprocessing": {"signal": self.signal_scaler_.get_state(), "target": self.target_scaler_.get_state()},
             "dataset": self.metadata_,
-            "training": {
+            "training": json_safe({
                 "best_epoch": self.train_result_.best_epoch,
                 "stopped_epoch": self.train_result_.stopped_epoch,
                 "best_val_loss": self.train_result_.best_val_loss,
                 "seconds": self.train_result_.seconds,
-            },
+            }),
         }
         state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
-        return save_checkpoint_dir(path, lambda d: (save_file(state, str(d / CHECKPOINT_WEIGHTS)),
+        blob = save_tensors(state)
+        meta["weights_sha256"] = sha256_bytes(blob)
+        return save_checkpoint_dir(path, lambda d: (atomic_write_bytes(d / CHECKPOINT_WEIGHTS, blob),
                                                     atomic_write_json(d / CHECKPOINT_META, meta)))
+
+    def _checkpoint_params(self) -> dict[str, Any]:
+        """Constructor parameters for the checkpoint; a non-int random_state is stored as the seed it gave."""
+        params = {k: v for k, v in self.get_params().items() if k not in {"config", "loss_terms"}}
+        if "random_state" in params and not isinstance(params["random_state"], numbers.Integral):
+            params["random_state"] = getattr(self, "seed_", None)
+        return params
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> "CCCV1Decoder":
@@ -298,56 +373,51 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
             if not p.is_file():
                 raise CheckpointError(f"checkpoint {path}: missing file {p.name} (expected {CHECKPOINT_META} and {CHECKPOINT_WEIGHTS})")
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = json.loads(meta_path.read_text(), parse_constant=reject_json_constant)
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {meta_path}: corrupt or incomplete metadata ({type(exc).__name__}: {exc})") from exc
+        fmt = check_meta(meta, meta_path)
+        try:
             cfg = CCCV1Config.from_dict(meta["config"])
-            n_in = int(meta["n_features_in"])
-            out_shape = tuple(meta["output_shape"])
             sig = cls._signal_scaler_from_state(meta["preprocessing"]["signal"])
             tgt = ImageScaler.from_state(meta["preprocessing"]["target"])
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"checkpoint {meta_path}: corrupt or incomplete metadata ({type(exc).__name__}: {exc})") from exc
-        if sig.n_features_in_ != n_in:
-            raise CheckpointError(f"checkpoint {meta_path}: preprocessing has {sig.n_features_in_} features but n_features_in is {n_in}")
+        n_in, out_shape = int(meta["n_features_in"]), tuple(int(v) for v in meta["output_shape"])
+        check_scalers(sig, tgt, n_in, out_shape, meta_path)
+        if fmt >= 2:
+            digest = sha256_file(w_path)
+            if digest != meta["weights_sha256"]:
+                raise CheckpointError(
+                    f"checkpoint {w_path}: the weights file's sha256 {digest} differs from the one recorded in "
+                    f"{CHECKPOINT_META} ({meta['weights_sha256']}); the weights were changed or damaged"
+                )
+        else:
+            logger.warning("checkpoint %s has format 1 (no weights hash): its weights cannot be verified", path)
         try:
             state = load_file(str(w_path))
         except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {w_path}: corrupt weights file ({exc})") from exc
+        for name, tensor in state.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                n_bad = int((~torch.isfinite(tensor)).sum())
+                raise CheckpointError(f"checkpoint {w_path}: weight tensor {name!r} holds {n_bad} NaN or infinite value(s)")
         params = dict(meta.get("params", {}))
         params["device"] = device
         restorable = set(cls._get_param_names()) - {"config", "loss_terms"}
         obj = cls(config=cfg, **{k: v for k, v in params.items() if k in restorable})
         obj.signal_scaler_ = sig
-        model = obj._build_network(n_in, (math.prod(out_shape) or 1,), cfg)
         try:
+            model = obj._build_network(n_in, (math.prod(out_shape) or 1,), cfg)
             model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
+        except (RuntimeError, ValueError, TypeError, CortexFlowError) as exc:
             raise CheckpointError(f"checkpoint {w_path}: weights do not match the stored configuration ({exc})") from exc
         model.eval()
         obj.model_, obj.config_, obj.n_features_in_, obj.output_shape_ = model, cfg, n_in, out_shape
         obj.signal_scaler_, obj.target_scaler_ = sig, tgt
         obj.metadata_ = meta.get("dataset", {})
         obj.history_ = []
-        obj.train_result_ = TrainResult(**{k: v for k, v in meta.get("training", {}).items()
-                                            if k in {"best_epoch", "stopped_epoch", "best_val_loss", "seconds"}})
+        obj.train_result_ = TrainResult(**{k: (float("inf") if v is None else TRAINING_KEYS[k](v))
+                                            for k, v in meta.get("training", {}).items() if k in TRAINING_KEYS})
         obj.checkpoint_meta_ = meta
         return obj
-
-
-def save_checkpoint_dir(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmpdir)`` then move ``tmpdir`` onto ``path`` atomically (replacing an old checkpoint)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        write(tmp)
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-            os.replace(path, old / "ckpt")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -65,23 +67,37 @@ class CCCV1Config:
     loss_weights: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        checks = {
-            "dropout_encoder": 0 <= self.dropout_encoder < 1,
-            "dropout_decoder": 0 <= self.dropout_decoder < 1,
-            "alpha": self.alpha >= 0,
-            "lr": self.lr > 0,
-            "batch_size": self.batch_size >= 1,
-            "weight_decay": self.weight_decay >= 0,
-            "epochs": self.epochs >= 1,
-            "patience": self.patience >= 1,
-            "grad_clip": self.grad_clip >= 0,
-            "val_fraction": 0 < self.val_fraction < 1,
-            "hidden_dim": self.hidden_dim >= 1,
-            "embed_dim": self.embed_dim >= 1,
-        }
-        for name, ok in checks.items():
+        for f in fields(self):  # types first: every range check below compares numbers
+            value = getattr(self, f.name)
+            object.__setattr__(self, f.name, _check_type(f.name, value, _FIELD_TYPES[f.type]))
+        for name, (ok, allowed) in self._ranges().items():
             if not ok:
-                raise ConfigError(f"CCCV1Config.{name}={getattr(self, name)!r} is out of range")
+                raise ConfigError(f"CCCV1Config.{name}={getattr(self, name)!r} is out of range; allowed: {allowed}")
+        for k, w in self.loss_weights.items():
+            if not isinstance(k, str):
+                raise ConfigError(f"CCCV1Config.loss_weights key {k!r} is not a string (a loss-term name)")
+            if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
+                raise ConfigError(f"CCCV1Config.loss_weights[{k!r}]={w!r} is not a finite number >= 0")
+
+    def _ranges(self) -> dict[str, tuple[bool, str]]:
+        return {
+            "dropout_encoder": (0 <= self.dropout_encoder < 1, "0 <= value < 1"),
+            "dropout_decoder": (0 <= self.dropout_decoder < 1, "0 <= value < 1"),
+            "alpha": (self.alpha >= 0, ">= 0"),
+            "lr": (self.lr > 0, "> 0"),
+            "batch_size": (self.batch_size >= 1, "an int >= 1"),
+            "weight_decay": (self.weight_decay >= 0, ">= 0"),
+            "epochs": (self.epochs >= 1, "an int >= 1"),
+            "patience": (self.patience >= 1, "an int >= 1"),
+            "grad_clip": (self.grad_clip >= 0, ">= 0 (0 turns clipping off)"),
+            "val_fraction": (0 < self.val_fraction < 1, "0 < value < 1"),
+            "lr_factor": (0 < self.lr_factor < 1, "0 < value < 1 (the learning rate is multiplied by it)"),
+            "lr_patience": (self.lr_patience >= 0, "an int >= 0"),
+            "hidden_dim": (self.hidden_dim >= 1, "an int >= 1"),
+            "embed_dim": (self.embed_dim >= 1, "an int >= 1"),
+            "pattern": (bool(self.pattern), "a non-empty name"),
+            "model": (bool(self.model), "a registered network name"),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-serialisable)."""
@@ -110,7 +126,29 @@ class CCCV1Config:
         return dataclasses.replace(self, **clean)
 
 
+_FIELD_TYPES = {"str": str, "float": float, "int": int, "dict": dict}
+
+
+def _check_type(name: str, value: Any, typ: type) -> Any:
+    """Return ``value`` as ``typ`` (an int for int fields, a float for float fields) or raise ConfigError."""
+    kind = {int: "an integer", float: "a finite number", str: "a string", dict: "a dict (JSON object)"}[typ]
+    if typ is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        if not ok and isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) \
+                and float(value).is_integer():
+            ok = True  # 50.0 is 50
+        if ok:
+            return int(value)
+    elif typ is float:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    elif isinstance(value, typ):
+        return value
+    raise ConfigError(f"CCCV1Config.{name}={value!r} is not {kind}")
+
+
 def _coerce(value: Any, typ: type, name: str) -> Any:
+    """Read a command-line string as the field's type; other values pass through to the type check."""
     if not isinstance(value, str) or typ is str:
         return value
     try:
@@ -118,7 +156,7 @@ def _coerce(value: Any, typ: type, name: str) -> Any:
             return value.lower() in {"1", "true", "yes", "on"}
         if typ is dict:
             return json.loads(value)
-        return typ(float(value)) if typ is int else typ(value)
+        return float(value) if typ in (int, float) else typ(value)
     except ValueError:
         raise ConfigError(f"cannot read {name}={value!r} as {typ.__name__}") from None
 

@@ -1,27 +1,226 @@
-"""Atomic writes and checksums.
+"""Atomic writes, checksums, output-folder checks and strict JSON.
 
 Every result, checkpoint and downloaded file of CortexFlow is written through
 these helpers: the bytes go to a temporary file in the destination folder,
 are flushed to disk, and only then renamed over the destination. A crash or
 an interrupt leaves either the old file or the new one, never half of one.
+
+Files get the mode an ordinary ``open()`` would give them (``0o666`` less the
+process umask) and folders ``0o777`` less the umask, whether they were made
+through a temporary file or not, so that every file CortexFlow writes has the
+same permissions. JSON is written strictly: NaN and Infinity are not JSON, so
+:func:`atomic_write_json` refuses them, naming the key; a caller that means
+"no value" converts them with :func:`json_safe` (to ``null``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, IO
+from typing import Any, Callable, IO, Iterator
+
+import numpy as np
+
+from cortexflow.exceptions import CortexFlowError
 
 __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
     "atomic_write_with",
+    "check_writable_dir",
+    "OUTPUT_MARKER",
+    "read_output_marker",
+    "write_output_marker",
+    "prepare_output_dir",
+    "remove_stale_outputs",
+    "removed_if_empty_on_error",
+    "file_mode",
+    "dir_mode",
+    "json_safe",
+    "NonFiniteJSONError",
+    "sha256_bytes",
     "sha256_file",
 ]
+
+
+class NonFiniteJSONError(CortexFlowError, ValueError):
+    """A value to be written as JSON is NaN or infinite (not valid JSON)."""
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux), else set and restored."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """Mode of a new file: ``0o666`` less the process umask (what ``open()`` gives)."""
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    """Mode of a new folder: ``0o777`` less the process umask (what ``mkdir`` gives)."""
+    return 0o777 & ~_umask()
+
+
+def check_writable_dir(path: str | os.PathLike, *, what: str = "output folder") -> Path:
+    """Create ``path`` if needed and prove that a file can be written in it.
+
+    Called before any long work starts, so that a read-only or otherwise
+    unusable output folder fails at once rather than after training.
+
+    Parameters
+    ----------
+    path : path-like
+        The folder.
+    what : str
+        How the folder is named in the error message.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    CortexFlowError
+        ``path`` is a file, cannot be created, or is not writable.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CortexFlowError(f"{what} {path} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".cortexflow-write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise CortexFlowError(f"{what} {path} is not writable ({exc.strerror or exc})") from exc
+    return path
+
+
+#: The small file that marks a folder as written by a CortexFlow command, listing the files it wrote.
+OUTPUT_MARKER = ".cortexflow-output.json"
+
+
+def read_output_marker(folder: str | os.PathLike) -> dict | None:
+    """The marker of ``folder`` (``{"command": ..., "files": [...]}``), or None when it has none or it is unreadable."""
+    path = Path(folder) / OUTPUT_MARKER
+    if not path.is_file() or path.is_symlink():
+        return None
+    try:
+        marker = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or not isinstance(marker.get("files", []), list):
+        return None
+    return marker
+
+
+def write_output_marker(folder: str | os.PathLike, command: str, files: list[str]) -> Path:
+    """Mark ``folder`` as written by ``command``; ``files`` are the names it wrote (relative to ``folder``)."""
+    return atomic_write_json(Path(folder) / OUTPUT_MARKER, {"command": command, "files": sorted(set(files))})
+
+
+def prepare_output_dir(
+    folder: str | os.PathLike,
+    command: str,
+    outputs: list[str],
+    *,
+    overwrite: bool = False,
+) -> tuple[Path, list[str]]:
+    """Check an output folder before any work starts; return it and the stale files of an earlier run.
+
+    * ``folder`` must be a folder (it is created) and writable;
+    * a non-empty folder that holds no marker of ``command`` (see
+      :data:`OUTPUT_MARKER`) is refused unless ``overwrite``: CortexFlow does
+      not mix its files into a folder it did not make;
+    * none of ``outputs`` (names relative to ``folder``) may be a symbolic
+      link or a folder: writing would replace the link (or fail late).
+
+    Nothing is deleted here. The second value lists the files that the
+    earlier run of ``command`` recorded and this run will not write again
+    (for example ``recon_11.png`` of a larger earlier input); the caller
+    removes them with :func:`remove_stale_outputs` once its own files are
+    written.
+
+    Raises
+    ------
+    CortexFlowError
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CortexFlowError(f"output folder {folder} exists and is not a folder")
+    for name in outputs:
+        target = folder / name
+        if target.is_symlink():
+            raise CortexFlowError(f"output file {target} is a symbolic link; refusing to write there (remove the link)")
+        if target.is_dir():
+            raise CortexFlowError(f"output file {target} is a folder; refusing to write there")
+    marker = read_output_marker(folder) if folder.is_dir() else None
+    foreign = folder.is_dir() and any(folder.iterdir()) and (marker is None or marker.get("command") != command)
+    if foreign and not overwrite:
+        raise CortexFlowError(
+            f"output folder {folder} is not empty and was not written by `cortexflow {command}`; choose another "
+            f"folder or pass --overwrite (CortexFlow then writes its files into it and deletes nothing it did not write)"
+        )
+    check_writable_dir(folder)
+    previous = [str(f) for f in (marker or {}).get("files", []) if isinstance(f, str)] if not foreign else []
+    stale = [f for f in previous if f not in set(outputs) and Path(f).name == f]  # plain names inside folder only
+    return folder, stale
+
+
+def remove_stale_outputs(folder: str | os.PathLike, names: list[str]) -> list[str]:
+    """Delete the regular files ``names`` in ``folder`` (never links or folders); return those removed."""
+    removed = []
+    for name in names:
+        path = Path(folder) / name
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+            removed.append(name)
+    return removed
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+@contextlib.contextmanager
+def removed_if_empty_on_error(folder: str | os.PathLike) -> Iterator[Path]:
+    """Inside the block, folders created on the way to ``folder`` are removed again if the block fails and they are empty.
+
+    So a failed command or download leaves no empty folder behind; a folder
+    that existed before, or that holds anything, is never touched.
+    """
+    folder = Path(folder)
+    created = _missing_folders(folder)
+    try:
+        yield folder
+    except BaseException:
+        for path in created:  # deepest first; stops at the first folder that holds anything
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def atomic_write_with(path: str | os.PathLike, writer: Callable[[IO[bytes]], None]) -> Path:
@@ -43,7 +242,7 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[IO[bytes]], Non
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results and checkpoints are ordinary files
+        os.chmod(tmp, file_mode())  # mkstemp creates 0600; results and checkpoints are ordinary files
         with os.fdopen(fd, "wb") as fh:
             writer(fh)
             fh.flush()
@@ -69,13 +268,61 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    """Write ``obj`` as indented, standard JSON to ``path`` atomically.
+
+    Raises
+    ------
+    NonFiniteJSONError
+        ``obj`` holds NaN or an infinity (named by its key path); nothing is
+        written. Convert such values with :func:`json_safe` first when
+        ``null`` is what is meant.
+    """
+    bad = _first_nonfinite(obj, "")
+    if bad is not None:
+        where, value = bad
+        raise NonFiniteJSONError(
+            f"refusing to write {path}: the value at {where or 'the top level'} is {value!r}, which is not "
+            "valid JSON (NaN and Infinity are not allowed)"
+        )
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
+
+
+def json_safe(obj: Any) -> Any:
+    """Copy of ``obj`` with every NaN or infinite float replaced by ``None`` (JSON ``null``)."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def _first_nonfinite(obj: Any, where: str) -> tuple[str, float] | None:
+    if isinstance(obj, dict):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in obj.items())
+    elif isinstance(obj, (list, tuple)):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(obj))
+    elif isinstance(obj, np.ndarray):
+        if obj.dtype.kind in "fc" and not np.all(np.isfinite(obj)):
+            i = int(np.flatnonzero(~np.isfinite(obj.ravel()))[0])
+            return f"{where}[{i}]", float(obj.ravel()[i])
+        return None
+    elif isinstance(obj, (float, np.floating)):
+        return None if math.isfinite(obj) else (where, float(obj))
+    else:
+        return None
+    for key, value in items:
+        found = _first_nonfinite(value, key)
+        if found is not None:
+            return found
+    return None
 
 
 def _json_default(obj: Any) -> Any:
-    import numpy as np
-
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.floating):
@@ -85,6 +332,11 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serialisable")
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Return the hex sha256 digest of ``data``."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

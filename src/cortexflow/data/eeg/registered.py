@@ -16,9 +16,9 @@ from typing import Any
 
 from cortexflow.data.eeg.epochs import EEGEpochs
 from cortexflow.data.eeg.mindbigdata import read_mindbigdata
-from cortexflow.data.fetch import checksum_status, dataset_path, fetch_dataset
+from cortexflow.data.fetch import fetch_dataset, verify_registered_file
 from cortexflow.data.registry import DATASETS, get_dataset_info
-from cortexflow.exceptions import ChecksumError, DataValidationError
+from cortexflow.exceptions import DataValidationError
 
 __all__ = ["raw_eeg_datasets", "is_raw_eeg_dataset", "load_eeg", "describe_eeg"]
 
@@ -77,15 +77,7 @@ def load_eeg(
                 f"dataset {key!r} is a {info.modality} dataset file, not a raw EEG recording; raw EEG data sets: "
                 f"{', '.join(raw_eeg_datasets())}"
             )
-        if download:
-            path = fetch_dataset(key, data_dir)
-        else:
-            path = dataset_path(key, data_dir)
-            status = checksum_status(path, info)
-            if status == "missing":
-                raise DataValidationError(f"{path}: no such file; fetch it with `cortexflow datasets fetch {key}`")
-            if status != "ok":
-                raise ChecksumError(f"{path}: sha256 differs from the registry's {info.sha256} for {key!r}")
+        path = fetch_dataset(key, data_dir) if download else verify_registered_file(key, data_dir)
         ep = read_mindbigdata(path, **read_kwargs)
         ep.metadata.update(name=key, registered=True, sha256=info.sha256, checksum="ok")
         return ep
