@@ -57,6 +57,9 @@ def main(argv: list[str]) -> int:
     for k, v in got.items():
         ref = np.load(folder / f"{k}.npy")
         print(f"{k:24s} max|diff| = {float(np.max(np.abs(ref.astype(np.float64) - v))):.3g}")
+    torch.manual_seed(12345)
+    untouched = np.array_equal(got["global_rng_after"], torch.rand(4).numpy())
+    print(f"global stream untouched by the fits: {untouched}")
     return 0
 
 
