@@ -102,10 +102,11 @@ def test_every_decoder_shares_the_base_class():
     assert any(isinstance(est, CCCV1Decoder) for est, _ in CHECKED)
     for est in decoders:
         assert isinstance(est, BaseDecoder), type(est).__name__
-    # the validation is the base's own, not a copy in a subclass
+    # the validation is the base's own, not a copy in a subclass (EEGDecoder reads 3-D epochs: its own X check)
     for cls in {type(est) for est in decoders}:
         for name in ("_validate_X", "_validate_fit_input", "score"):
-            assert getattr(cls, name) is getattr(BaseDecoder, name), f"{cls.__name__}.{name} overrides the base"
+            if (cls, name) != (EEGDecoder, "_validate_X"):
+                assert getattr(cls, name) is getattr(BaseDecoder, name), f"{cls.__name__}.{name} overrides the base"
     assert CCCV1Decoder._min_train_rows == 4
 
 

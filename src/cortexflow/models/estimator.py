@@ -108,7 +108,9 @@ class CCCV1Decoder(BaseDecoder):
         Dataset name, used by ``config="auto"`` and stored in checkpoints.
     random_state : int, None or numpy.random.RandomState
         Seed of weight initialisation, the inner validation split, batch order
-        and dropout.
+        and dropout. They are drawn from the fit's own generators
+        (:mod:`cortexflow.training.seeding`): ``fit`` neither depends on nor
+        changes PyTorch's global random state.
     device : str
         ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
     progress : bool

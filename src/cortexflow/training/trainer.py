@@ -137,7 +137,8 @@ def train_model(
         Optimiser, schedule, early-stopping, batch and inner-split settings
         (a :class:`~cortexflow.training.CCCV1Config` is one).
     seed : int
-        Seeds the inner split, the mini-batch order, dropout and nothing else.
+        Seeds the inner split and the mini-batch order, nothing else (dropout draws from
+        the model's own generators, see :mod:`cortexflow.training.seeding`).
     device : str or torch.device
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     progress : bool, optional
