@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from cortexflow.data.eeg.registered import describe_eeg, is_raw_eeg_dataset, load_eeg
 from cortexflow.exceptions import CortexFlowError
 
 logger = logging.getLogger("cortexflow")
@@ -63,7 +64,7 @@ def _load(name_or_path: str, data_dir, **kwargs):
     try:
         return load_dataset(name_or_path, data_dir, **kwargs)
     except DataValidationError as exc:
-        flags = [flag for arg, flag in _FLAGS.items() if arg in str(exc)]
+        flags = [flag for arg, flag in _FLAGS.items() if arg in str(exc) and flag not in str(exc)]
         if flags:
             raise DataValidationError(f"{exc}; on the command line: {', '.join(flags)}") from exc
         raise
@@ -92,10 +93,13 @@ def datasets_list(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({k: v.to_dict() for k, v in DATASETS.items()}, indent=2))
         return
+    width = max(12, *(len(n) + 1 for n in DATASETS))
     for name, info in sorted(DATASETS.items()):
         flag = "  [format tests only]" if info.format_tests_only else ""
-        click.echo(f"{name:<12} {info.modality:<15} {info.n_train}/{info.n_test} x {info.n_features}{flag}")
-        click.echo(f"{'':<12} {info.description}")
+        if info.modality == "eeg-raw":
+            flag = f"  [raw EEG: {info.n_train} trials, {info.n_channels} channel(s), {info.sfreq:g} Hz; no split]"
+        click.echo(f"{name:<{width}} {info.modality:<15} {info.n_train}/{info.n_test} x {info.n_features}{flag}")
+        click.echo(f"{'':<{width}} {info.description}")
 
 
 @datasets.command("fetch")
@@ -132,13 +136,22 @@ def datasets_info(name_or_path: str, data_dir, as_json: bool, allow_degenerate: 
     """Shapes, unique stimuli, train/test overlap and checksum status of a dataset or file."""
     from cortexflow.data.summary import describe_dataset
 
+    if is_raw_eeg_dataset(name_or_path):
+        _print_info(describe_eeg(load_eeg(name_or_path, data_dir)), as_json,
+                    ("name", "source", "checksum", "modality", "format", "device", "n_epochs", "n_channels",
+                     "n_times", "sfreq", "class_counts", "size_mismatch"))
+        return
     ds = _load(name_or_path, data_dir, stimulus_scale=stimulus_scale, allow_degenerate=allow_degenerate)
-    info = describe_dataset(ds)
+    _print_info(describe_dataset(ds), as_json,
+                ("name", "source", "checksum", "n_train", "n_test", "n_features", "n_unique_stimuli",
+                 "n_test_seen_in_train", "labels", "pixel_order", "modality"))
+
+
+def _print_info(info: dict, as_json: bool, keys: tuple[str, ...]) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    for k in ("name", "source", "checksum", "n_train", "n_test", "n_features", "n_unique_stimuli",
-              "n_test_seen_in_train", "labels", "pixel_order", "modality"):
+    for k in keys:
         click.echo(f"{k:<22} {info[k]}")
     for c in info["caveats"]:
         click.echo(f"caveat: {c}")
@@ -327,7 +340,7 @@ def reconstruct(checkpoint: str, input_path: str, key, out_dir: str, overwrite: 
 
 cli.add_command(__import__("cortexflow.benchmark.cli", fromlist=["benchmark"]).benchmark)
 cli.add_command(__import__("cortexflow.semantic.cli", fromlist=["semantic"]).semantic)
-cli.add_command(__import__("cortexflow.data.eeg.cli", fromlist=["eeg"]).eeg)
+cli.add_command(__import__("cortexflow.cli.eeg", fromlist=["eeg"]).eeg)
 
 def main() -> None:  # console-script entry point
     cli(prog_name="cortexflow")

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from cortexflow.data.eeg.crell import CRELL_LETTERS
+from cortexflow.data.eeg.epochs import targets_for_labels
 from cortexflow.data.eeg.mindbigdata import DIGIT_CLASSES
 from cortexflow.exceptions import DataValidationError
 
@@ -192,26 +193,6 @@ def class_images(
         return render_glyphs(class_names, **kwargs)
     images, _ = load_stimulus_folder(source, class_names, **kwargs)
     return images
-
-
-def targets_for_labels(labels, images: np.ndarray) -> np.ndarray:
-    """The target image of each trial: ``images[labels]``.
-
-    Raises
-    ------
-    DataValidationError
-        A label outside ``0..len(images)-1`` (e.g. -1, a random trial with no
-        stimulus image).
-    """
-    labels = np.asarray(labels).reshape(-1)
-    images = np.asarray(images, dtype=np.float32)
-    if labels.size and (labels.min() < 0 or labels.max() >= len(images)):
-        bad = labels[(labels < 0) | (labels >= len(images))]
-        raise DataValidationError(
-            f"labels {sorted(set(bad.tolist()))[:5]} have no stimulus image (images exist for 0..{len(images) - 1}); "
-            "drop random trials (label -1) first"
-        )
-    return images[labels.astype(np.int64)]
 
 
 def save_stimulus_sheet(images: np.ndarray, names: Sequence[str], path: str | os.PathLike) -> Path:

@@ -28,7 +28,7 @@ from cortexflow.data.validation import validate_signals
 from cortexflow.exceptions import ConfigError, DataValidationError
 from cortexflow.models.estimator import CCCV1Decoder
 from cortexflow.models.frontends import FRONTENDS, build_eeg_model
-from cortexflow.training.config import CCCV1Config
+from cortexflow.training.config import CCCV1Config, get_config
 
 __all__ = ["EEGDecoder"]
 
@@ -180,8 +180,6 @@ def eeg_method_factory(
     for smoke runs. ``n_channels`` and ``sfreq`` tell the decoder how the
     dataset's rows are laid out (rows of ``n_channels * n_times`` values).
     """
-    from cortexflow.training.config import get_config
-
     cfg = get_config("auto", n_train=n_train, dataset=dataset_name, **overrides)
     if fast:
         cfg = cfg.replace(epochs=2, patience=1, hidden_dim=64, embed_dim=32)
