@@ -328,3 +328,40 @@ def test_deferred_weight_gradients_equal_clip_after_compute():
     d.finish(coef)
     torch.testing.assert_close(out, direct * coef.view(3, 1, 1), rtol=1e-5, atol=1e-6)
     assert d.items == [] and d.sq_norm is None
+
+
+def test_fit_many_prepares_each_member_with_the_estimators_own_step(monkeypatch):
+    """The batched path shares CCCV1Decoder's preparation step (validation, scaling, split, seeding): one copy."""
+    X, Y = _synthetic(n=24)
+    cfg = get_config("small").replace(hidden_dim=16, embed_dim=8, epochs=2)
+    calls = []
+    real = CCCV1Decoder._prepare_fit
+
+    def spy(self, Xa, Ya, **kw):
+        prep = real(self, Xa, Ya, **kw)
+        calls.append((self.random_state, prep.val_index))
+        return prep
+
+    monkeypatch.setattr(CCCV1Decoder, "_prepare_fit", spy)
+    decs = fit_many([X, X[:20]], [Y, Y[:20]], [3, 4], config=cfg, device="cpu", metadata={"name": "syn"})
+    seq = CCCV1Decoder(config=cfg, random_state=3, device="cpu").fit(X, Y)
+    assert [c[0] for c in calls] == [3, 4, 3]  # two members, then the sequential fit
+    np.testing.assert_array_equal(calls[0][1][1], calls[2][1][1])  # the same inner validation rows
+    assert decs[0].seed_ == seq.seed_ == 3 and decs[0].metadata_ == {"name": "syn"}
+    np.testing.assert_array_equal(decs[0].signal_scaler_.mean_, seq.signal_scaler_.mean_)
+
+
+def test_fit_leaves_the_global_random_state_alone():
+    X, Y = _synthetic(n=24)
+    cfg = get_config("small").replace(hidden_dim=16, embed_dim=8, epochs=2)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = CCCV1Decoder(config=cfg, random_state=0, device="cpu").fit(X, Y)
+    fit_many([X], [Y], [0], config=cfg, device="cpu")
+    assert torch.equal(torch.rand(3), expected)
+    # and the global state does not reach the fit: same seed, same model, whatever the global stream
+    torch.manual_seed(999)
+    b = CCCV1Decoder(config=cfg, random_state=0, device="cpu").fit(X, Y)
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+    assert all(getattr(m, "generator", None) is None for m in b.model_.modules())  # no stream left attached
