@@ -35,7 +35,7 @@ from cortexflow.benchmark.builtin import EEG_METHODS
 from cortexflow.data.eeg import MINDBIGDATA_DEVICES, describe_eeg, load_eeg, preprocess_epochs
 from cortexflow.data.eeg import crell as crell_module
 from cortexflow.data.eeg.export import save_eeg_dataset
-from cortexflow.data.stimuli import CRELL_LETTERS, DIGIT_CLASSES, class_images, save_stimulus_sheet
+from cortexflow.data.stimuli import CRELL_LETTERS, DIGIT_CLASSES, class_images
 from cortexflow.evaluation.eeg import (
     DEFAULT_PREPROCESS,
     format_summary_table,
@@ -43,6 +43,7 @@ from cortexflow.evaluation.eeg import (
     simulated_identification,
 )
 from cortexflow.models.frontends import FRONTENDS
+from cortexflow.reporting.figures import save_stimulus_sheet
 from cortexflow.training.config import get_config
 from cortexflow.utils.io import atomic_write_json
 

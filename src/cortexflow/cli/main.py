@@ -12,7 +12,27 @@ import click
 import numpy as np
 
 from cortexflow.data.eeg.registered import describe_eeg, is_raw_eeg_dataset, load_eeg
-from cortexflow.exceptions import CortexFlowError
+from cortexflow.data.fetch import fetch_dataset
+from cortexflow.data.loading import load_dataset, read_arrays
+from cortexflow.data.registry import DATASETS, get_dataset_info
+from cortexflow.data.summary import describe_dataset
+from cortexflow.data.validation import validate_signals
+from cortexflow.evaluation.metrics import evaluate_reconstructions, summarize
+from cortexflow.exceptions import CortexFlowError, DataValidationError
+from cortexflow.models.estimator import CCCV1Decoder, check_replaceable_checkpoint
+from cortexflow.reporting.figures import reconstruction_grid, save_image
+from cortexflow.training.config import get_config
+from cortexflow.training.devices import resolve_device, set_deterministic
+from cortexflow.utils.io import (
+    OUTPUT_MARKER,
+    atomic_write_json,
+    atomic_write_with,
+    json_safe,
+    prepare_output_dir,
+    remove_stale_outputs,
+    removed_if_empty_on_error,
+    write_output_marker,
+)
 
 logger = logging.getLogger("cortexflow")
 
@@ -58,8 +78,6 @@ _stimulus_scale_option = click.option(
 
 def _load(name_or_path: str, data_dir, **kwargs):
     """``load_dataset`` for a command: an error that names a Python argument also names its command-line flag."""
-    from cortexflow.data.loading import load_dataset
-    from cortexflow.exceptions import DataValidationError
 
     try:
         return load_dataset(name_or_path, data_dir, **kwargs)
@@ -88,7 +106,6 @@ def datasets() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def datasets_list(as_json: bool) -> None:
     """List the registered datasets."""
-    from cortexflow.data.registry import DATASETS
 
     if as_json:
         click.echo(json.dumps({k: v.to_dict() for k, v in DATASETS.items()}, indent=2))
@@ -109,8 +126,6 @@ def datasets_list(as_json: bool) -> None:
 @click.option("--no-progress", is_flag=True, help="Hide the download progress bar.")
 def datasets_fetch(name: str, data_dir, mirror, no_progress: bool) -> None:
     """Download NAME (or verify the cached copy) and print its path; NAME "all" fetches every dataset."""
-    from cortexflow.data.fetch import fetch_dataset
-    from cortexflow.data.registry import DATASETS, get_dataset_info
 
     if name != "all":
         get_dataset_info(name)  # an unknown name fails here, with a close-name suggestion
@@ -134,7 +149,6 @@ def datasets_fetch(name: str, data_dir, mirror, no_progress: bool) -> None:
 @_stimulus_scale_option
 def datasets_info(name_or_path: str, data_dir, as_json: bool, allow_degenerate: bool, stimulus_scale) -> None:
     """Shapes, unique stimuli, train/test overlap and checksum status of a dataset or file."""
-    from cortexflow.data.summary import describe_dataset
 
     if is_raw_eeg_dataset(name_or_path):
         _print_info(describe_eeg(load_eeg(name_or_path, data_dir)), as_json,
@@ -165,15 +179,12 @@ def _checkpoint_dir(path: str) -> Path:
 
 def _summary(per_image: dict) -> dict:
     """Mean of each per-image metric; an undefined one (e.g. two-way identification of one image) is None."""
-    from cortexflow.evaluation.metrics import summarize
-    from cortexflow.utils.io import json_safe
 
     return json_safe(summarize(per_image))
 
 
 def _write_metrics(out: Path, per_image: dict, extra: dict) -> dict:
     """Write ``metrics.json`` (standard JSON: undefined values are null) and return the summary."""
-    from cortexflow.utils.io import atomic_write_json, json_safe
 
     summary = _summary(per_image)
     payload = {**summary, **json_safe(extra), "per_image": json_safe({k: np.asarray(v) for k, v in per_image.items()})}
@@ -207,12 +218,6 @@ EVALUATE_OUTPUTS = ["metrics.json", "reconstructions.png"]
 def train(dataset: str, seed: int, out_dir: str, overwrite: bool, config: str, sets, data_dir, device: str, amp: str,
           deterministic: bool, no_progress: bool, stimulus_scale) -> None:
     """Train CCCV1 on the official split; write checkpoint, metrics.json and a PNG grid."""
-    from cortexflow.evaluation.metrics import evaluate_reconstructions
-    from cortexflow.models.estimator import CCCV1Decoder, check_replaceable_checkpoint
-    from cortexflow.reporting.figures import reconstruction_grid
-    from cortexflow.training.config import get_config
-    from cortexflow.training.devices import resolve_device, set_deterministic
-    from cortexflow.utils.io import OUTPUT_MARKER, prepare_output_dir, removed_if_empty_on_error, write_output_marker
 
     # Every option is checked before any work: the overrides against the chosen (or a stand-in) preset,
     # the device, and the output folder.
@@ -252,10 +257,6 @@ def train(dataset: str, seed: int, out_dir: str, overwrite: bool, config: str, s
 @_stimulus_scale_option
 def evaluate(checkpoint: str, dataset: str, data_dir, out_dir, overwrite: bool, stimulus_scale) -> None:
     """Score a checkpoint on a dataset's official test split."""
-    from cortexflow.evaluation.metrics import evaluate_reconstructions
-    from cortexflow.models.estimator import CCCV1Decoder
-    from cortexflow.reporting.figures import reconstruction_grid
-    from cortexflow.utils.io import OUTPUT_MARKER, prepare_output_dir, removed_if_empty_on_error, write_output_marker
 
     out = None
     with removed_if_empty_on_error(out_dir or os.curdir):  # a failed run leaves no empty --out folder
@@ -273,8 +274,6 @@ def evaluate(checkpoint: str, dataset: str, data_dir, out_dir, overwrite: bool, 
 
 
 def _read_input(path: Path, key: str | None) -> np.ndarray:
-    from cortexflow.data.loading import read_arrays
-    from cortexflow.exceptions import DataValidationError
 
     if path.suffix.lower() == ".npy":
         try:
@@ -297,14 +296,6 @@ def _read_input(path: Path, key: str | None) -> np.ndarray:
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty --out folder that CortexFlow did not make.")
 def reconstruct(checkpoint: str, input_path: str, key, out_dir: str, overwrite: bool) -> None:
     """Reconstruct one PNG per signal row of a new recording, plus a grid."""
-    from cortexflow.data.validation import validate_signals
-    from cortexflow.exceptions import DataValidationError
-    from cortexflow.models.estimator import CCCV1Decoder
-    from cortexflow.reporting.figures import reconstruction_grid, save_image
-    from cortexflow.utils.io import (
-        OUTPUT_MARKER, atomic_write_with, prepare_output_dir, remove_stale_outputs, removed_if_empty_on_error,
-        write_output_marker,
-    )
 
     model = CCCV1Decoder.load(_checkpoint_dir(checkpoint))
     X = np.asarray(_read_input(Path(input_path), key))

@@ -13,9 +13,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from safetensors.torch import save as save_tensors
 from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted
 
+from cortexflow._version import __version__
 from cortexflow.data.preprocessing import ImageScaler, SignalScaler
 from cortexflow.data.splits import inner_validation_split
 from cortexflow.exceptions import CheckpointError, CortexFlowError
@@ -323,13 +327,10 @@ class CCCV1Decoder(BaseDecoder):
         rename, so an interrupted save never leaves a half-written checkpoint.
         """
         check_is_fitted(self, "model_")
-        from safetensors.torch import save as save_tensors
-
-        import cortexflow
 
         meta = {
             "format": CHECKPOINT_FORMAT,
-            "cortexflow_version": cortexflow.__version__,
+            "cortexflow_version": __version__,
             "torch_version": torch.__version__,
             "estimator": type(self).__name__,
             "params": self._checkpoint_params(),
@@ -368,8 +369,6 @@ class CCCV1Decoder(BaseDecoder):
             Missing files, unreadable JSON or weights, or weights that do not
             fit the stored configuration.
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
 
         path = Path(path)
         meta_path, w_path = path / CHECKPOINT_META, path / CHECKPOINT_WEIGHTS

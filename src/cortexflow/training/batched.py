@@ -49,6 +49,7 @@ from torch import nn
 from cortexflow.data.splits import inner_validation_split
 from cortexflow.exceptions import ConfigError, DataValidationError
 from cortexflow.models.cccv1 import CCCV1
+from cortexflow.models.estimator import CCCV1Decoder
 from cortexflow.training.config import CCCV1Config
 from cortexflow.training.devices import autocast, make_grad_scaler, resolve_amp, resolve_device
 from cortexflow.training.seeding import dropout_generator
@@ -640,7 +641,6 @@ def fit_many(
     list of CCCV1Decoder
         Fitted, in the order of the inputs.
     """
-    from cortexflow.models.estimator import CCCV1Decoder
 
     if not (len(Xs) == len(Ys) == len(seeds)):
         raise ConfigError(f"fit_many needs as many Xs, Ys and seeds; got {len(Xs)}, {len(Ys)}, {len(seeds)}")

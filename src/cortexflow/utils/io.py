@@ -28,7 +28,6 @@ import numpy as np
 
 from cortexflow.exceptions import CortexFlowError
 
-import numpy as np
 
 __all__ = [
     "atomic_write_bytes",

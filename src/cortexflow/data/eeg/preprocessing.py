@@ -23,6 +23,7 @@ from scipy import signal
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from cortexflow.data.eeg._optional import require
 from cortexflow.exceptions import DataValidationError
 
 __all__ = [
@@ -545,7 +546,6 @@ def preprocess_raw(
     mne.io.Raw
         The processed copy (or ``raw`` itself with ``copy=False``).
     """
-    from cortexflow.data.eeg._optional import require
 
     require("mne", "preprocess_raw")
     raw = raw.copy() if copy else raw
