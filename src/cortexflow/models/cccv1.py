@@ -116,7 +116,7 @@ class CCCV1(nn.Module):
     input_dim : int
         Features per input vector (after the optional front-end).
     dropout_encoder, dropout_decoder : float
-        ``d`` and ``dd`` of the design.
+        ``d`` and ``dd`` of the CCCV1 design document.
     alpha : float
         Residual weight of the semantic enhancer.
     output_shape : tuple of int

@@ -105,7 +105,7 @@ class CCCV1Decoder(BaseDecoder):
     Parameters
     ----------
     config : "auto", str, dict or CCCV1Config
-        ``"auto"`` picks the design's preset from ``dataset`` (when known) or
+        ``"auto"`` picks the per-data-set preset from ``dataset`` (when known) or
         from the number of training rows; a preset name (``"small"``,
         ``"vangerven"``, ...), a dict, or a :class:`CCCV1Config`.
     dataset : str, optional

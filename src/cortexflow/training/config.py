@@ -1,4 +1,4 @@
-"""Typed, serialisable training configurations with the design's dataset-specific presets.
+"""Typed, serialisable training configurations with per-data-set presets (the settings the CCCV1 design document gives).
 
 >>> cfg = get_config("vangerven")
 >>> cfg.lr, cfg.batch_size
@@ -130,7 +130,7 @@ class CCCV1Config(TrainingConfig):
     dropout_encoder, dropout_decoder, alpha : float
         Architecture settings ``d``, ``dd`` and the enhancer's residual weight.
     hidden_dim, embed_dim : int
-        Width of the encoder and of the embedding (1024 and 512 in the design).
+        Width of the encoder and of the embedding (1024 and 512 in the CCCV1 reference configuration).
     model : str
         Registered network name.
     """
@@ -202,7 +202,7 @@ PRESETS: dict[str, CCCV1Config] = {
     "small": SMALL,
     "medium": MEDIUM,
     "large": LARGE,
-    # the design's concrete choices per dataset
+    # the concrete per-data-set choices of the CCCV1 design document
     "miyawaki": SMALL.replace(pattern="miyawaki"),
     "vangerven": CCCV1Config(pattern="vangerven", dropout_encoder=0.05, dropout_decoder=0.015, alpha=0.08,
                              lr=5e-4, batch_size=12, weight_decay=5e-8, epochs=150, patience=20, lr_patience=7),
@@ -212,7 +212,7 @@ PRESETS: dict[str, CCCV1Config] = {
 
 
 def pattern_for_size(n_train: int) -> str:
-    """The design's size pattern: small (< 200), medium (200-800) or large (> 800)."""
+    """The preset chosen from the number of training rows: small (< 200), medium (200-800) or large (> 800)."""
     if n_train < 200:
         return "small"
     if n_train <= 800:

@@ -440,7 +440,7 @@ def read_mindbigdata(
         Keep at most this many events of each code (the first ones in the
         file; later ones are counted as ``"over_cap"``, not as dropped); the
         reading stops once every kept code is full. A balanced subset of the
-        2.7 GB EPOC file, e.g. 120 per digit like the design's translated file.
+        2.7 GB EPOC file, e.g. 120 per digit like the translated file the CCCV1 design document used.
     errors : {"raise", "skip"}
         Malformed lines raise (default) or are skipped and counted.
 
