@@ -1,4 +1,4 @@
-"""Time one CCCV1Decoder fit per dataset with the design's dataset preset.
+"""Time one CCCV1Decoder fit per dataset with the data set's preset.
 
 Each dataset runs in its own fresh Python process, so that the peak memory
 (``ru_maxrss``) belongs to that one model (imports included) and one run's

@@ -42,7 +42,7 @@ _DATA_DIR = Path(os.environ.get("CORTEXFLOW_DATA") or DEFAULT_DATA_DIR).expandus
 _USER_CACHE = Path(pooch.os_cache("cortexflow"))
 _USER_MIRROR = os.environ.get("CORTEXFLOW_MIRROR", "")
 # The registered files that the suite reads.
-TEST_DATASETS = ("vangerven", "miyawaki", "crell", "mindbigdata")
+TEST_DATASETS = ("vangerven", "miyawaki", "crell", "mindbigdata", "mindbigdata-mw-sample")
 NETWORK_PROBE_SECONDS = 3.0
 _TEST_THREADS = int(os.environ.get("CORTEXFLOW_TEST_THREADS", "1"))
 torch.set_num_threads(_TEST_THREADS)  # also for session- and module-scoped fixtures
@@ -51,10 +51,10 @@ CLOSED_MIRROR = "http://127.0.0.1:9"
 
 
 def has_dataset(name: str, data_dir: Path = _DATA_DIR) -> bool:
-    """True when ``<data_dir>/<name>/`` holds the registered file."""
+    """True when ``<data_dir>/<folder>/`` (the dataset's registry folder) holds the registered file."""
     from cortexflow.data.registry import DATASETS
 
-    return (data_dir / name / DATASETS[name].filename).is_file()
+    return (data_dir / DATASETS[name].directory / DATASETS[name].filename).is_file()
 
 
 def _local_data_dir() -> Path | None:

@@ -149,3 +149,32 @@ def _one_torch_thread():
     with threadpool_limits(1):
         yield
     torch.set_num_threads(old)
+
+
+def test_lite_methods_leave_the_global_random_state_alone(vangerven_small):
+    import torch
+
+    X, Y, _, _ = vangerven_small
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    BrainDiffuserLite(**FAST_LITE["brain-diffuser-lite"]).fit(X, Y)
+    MindVisLite(**FAST_LITE["mindvis-lite"]).fit(X, Y)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_lite_networks_keep_no_state_between_encode_and_decode():
+    """Their losses are compute_loss hooks of the training loop: nothing is stashed by encode for decode."""
+    import torch
+
+    from cortexflow.baselines.brain_diffuser_lite import ImageVAE
+    from cortexflow.baselines.mindvis_lite import MaskedSignalModel
+
+    vae, mae = ImageVAE(16, 8, 2), MaskedSignalModel(20, patch_size=4, dim=8, heads=2, depth=1)
+    batch = {"x": torch.rand(5, 16), "target": torch.rand(5, 16), "index": torch.arange(5)}
+    loss, pix = vae.compute_loss(batch, kl_weight=0.5)
+    assert loss.item() >= pix.item() > 0
+    x = torch.randn(5, 20)
+    loss, pix = mae.compute_loss({"x": x, "target": x, "index": torch.arange(5)})
+    assert loss is pix and pix.item() > 0
+    assert not hasattr(vae, "last_stats") and not hasattr(mae, "_state")

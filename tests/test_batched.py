@@ -242,35 +242,37 @@ def test_deterministic_switch(monkeypatch):
 
 # ------------------------------------------------------------ benchmark integration
 def test_train_mode_is_part_of_the_result_key_of_batched_methods_only(data_dir):
-    from cortexflow.benchmark.runner import build_tasks
+    from cortexflow.benchmark.runner import BenchmarkConfig, build_tasks
 
-    kw = dict(methods="mean-image,cccv1", splits="kfold", n_folds=2, seeds=1, data_dir=data_dir)
-    batched = build_tasks("vangerven", train_mode="batched", **kw).tasks
-    seq = build_tasks("vangerven", train_mode="sequential", **kw).tasks
+    cfg = BenchmarkConfig("vangerven", methods="mean-image,cccv1", splits="kfold", n_folds=2, seeds=1,
+                          data_dir=data_dir)
+    batched = build_tasks(cfg.replace(train_mode="batched")).tasks
+    seq = build_tasks(cfg.replace(train_mode="sequential")).tasks
     for b, s in zip(batched, seq):
         if b.method == "cccv1":
             assert b.train == (("mode", "batched"),) and s.train == () and b.key != s.key
         else:
             assert b.train == s.train == () and b.key == s.key
-    amp = build_tasks("vangerven", train_mode="batched", amp="bf16", **kw).tasks
+    amp = build_tasks(cfg.replace(train_mode="batched", amp="bf16")).tasks
     assert {t.train for t in amp if t.method == "cccv1"} == {(("mode", "batched"), ("amp", "bf16"))}
     with pytest.raises(ConfigError, match="batched training only"):
-        build_tasks("vangerven", train_mode="sequential", amp="bf16", **kw)
+        build_tasks(cfg.replace(train_mode="sequential", amp="bf16"))
     with pytest.raises(ConfigError, match="allowed: batched, sequential"):
-        build_tasks("vangerven", train_mode="parallel", **kw)
+        build_tasks(cfg.replace(train_mode="parallel"))
 
 
 def test_batched_hook_scores_like_run_task(data_dir):
     """The cccv1 hook yields one TaskResult per task, with run_task's row layout."""
-    from cortexflow.benchmark.backends import cccv1_fit_predict_many
-    from cortexflow.benchmark.runner import build_tasks, run_task
+    from cortexflow.benchmark.builtin import cccv1_fit_predict_many
+    from cortexflow.benchmark.runner import BenchmarkConfig, build_tasks
+    from cortexflow.benchmark.tasks import run_task
 
-    tasks = [t for t in build_tasks("vangerven", methods="cccv1", splits="kfold", n_folds=3, seeds=1, fast=True,
-                                    data_dir=data_dir).tasks][:2]
-    pairs = list(cccv1_fit_predict_many(tasks))
-    assert [t.key for t, _ in pairs] == [t.key for t in tasks]
+    tasks = build_tasks(BenchmarkConfig("vangerven", methods="cccv1", splits="kfold", n_folds=3, seeds=1, fast=True,
+                                        data_dir=data_dir)).tasks[:2]
+    results = list(cccv1_fit_predict_many(tasks))
+    assert [r.task.key for r in results] == [t.key for t in tasks]
     ref = run_task(tasks[0])
-    got = pairs[0][1]
+    got = results[0]
     assert [set(r) for r in got.rows] == [set(r) for r in ref.rows]
     assert [r["image"] for r in got.rows] == [r["image"] for r in ref.rows]
     np.testing.assert_array_equal(got.test_index, ref.test_index)
@@ -284,11 +286,12 @@ def test_local_backend_splits_batched_groups_over_workers(data_dir, tmp_path):
     """--jobs 2: a batched group trains as two stacks in two workers, beside one-by-one tasks, with --jobs 1's results."""
     import pandas as pd
 
-    from cortexflow.benchmark.runner import run_benchmark
+    from cortexflow.benchmark.runner import BenchmarkConfig, run_benchmark
 
-    kw = dict(fast=True, progress=False, report=False, data_dir=data_dir, train_mode="batched")
-    one = run_benchmark("vangerven", "mean-image,cccv1", "kfold", 2, 2, tmp_path / "one", jobs=1, **kw)
-    two = run_benchmark("vangerven", "mean-image,cccv1", "kfold", 2, 2, tmp_path / "two", jobs=2, **kw)
+    cfg = BenchmarkConfig("vangerven", "mean-image,cccv1", "kfold", 2, 2, fast=True, data_dir=data_dir,
+                          train_mode="batched")
+    one = run_benchmark(cfg.replace(out=tmp_path / "one", jobs=1), progress=False, report=False)
+    two = run_benchmark(cfg.replace(out=tmp_path / "two", jobs=2), progress=False, report=False)
     assert one["computed"] == two["computed"] == 8
     a, b = pd.read_csv(tmp_path / "one" / "results.csv"), pd.read_csv(tmp_path / "two" / "results.csv")
     pd.testing.assert_frame_equal(a.drop(columns=["mse", "pearson", "ssim", "psnr", "two_way"]),
@@ -325,3 +328,40 @@ def test_deferred_weight_gradients_equal_clip_after_compute():
     d.finish(coef)
     torch.testing.assert_close(out, direct * coef.view(3, 1, 1), rtol=1e-5, atol=1e-6)
     assert d.items == [] and d.sq_norm is None
+
+
+def test_fit_many_prepares_each_member_with_the_estimators_own_step(monkeypatch):
+    """The batched path shares CCCV1Decoder's preparation step (validation, scaling, split, seeding): one copy."""
+    X, Y = _synthetic(n=24)
+    cfg = get_config("small").replace(hidden_dim=16, embed_dim=8, epochs=2)
+    calls = []
+    real = CCCV1Decoder._prepare_fit
+
+    def spy(self, Xa, Ya, **kw):
+        prep = real(self, Xa, Ya, **kw)
+        calls.append((self.random_state, prep.val_index))
+        return prep
+
+    monkeypatch.setattr(CCCV1Decoder, "_prepare_fit", spy)
+    decs = fit_many([X, X[:20]], [Y, Y[:20]], [3, 4], config=cfg, device="cpu", metadata={"name": "syn"})
+    seq = CCCV1Decoder(config=cfg, random_state=3, device="cpu").fit(X, Y)
+    assert [c[0] for c in calls] == [3, 4, 3]  # two members, then the sequential fit
+    np.testing.assert_array_equal(calls[0][1][1], calls[2][1][1])  # the same inner validation rows
+    assert decs[0].seed_ == seq.seed_ == 3 and decs[0].metadata_ == {"name": "syn"}
+    np.testing.assert_array_equal(decs[0].signal_scaler_.mean_, seq.signal_scaler_.mean_)
+
+
+def test_fit_leaves_the_global_random_state_alone():
+    X, Y = _synthetic(n=24)
+    cfg = get_config("small").replace(hidden_dim=16, embed_dim=8, epochs=2)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = CCCV1Decoder(config=cfg, random_state=0, device="cpu").fit(X, Y)
+    fit_many([X], [Y], [0], config=cfg, device="cpu")
+    assert torch.equal(torch.rand(3), expected)
+    # and the global state does not reach the fit: same seed, same model, whatever the global stream
+    torch.manual_seed(999)
+    b = CCCV1Decoder(config=cfg, random_state=0, device="cpu").fit(X, Y)
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+    assert all(getattr(m, "generator", None) is None for m in b.model_.modules())  # no stream left attached

@@ -12,21 +12,28 @@ import pytest
 from click.testing import CliRunner
 
 from cortexflow.baselines.mean_image import MeanImageDecoder
+from cortexflow.benchmark import builtin as builtin_mod
+from cortexflow.benchmark import executors as executors_mod
 from cortexflow.benchmark import methods as methods_mod
-from cortexflow.benchmark import runner as runner_mod
+from cortexflow.benchmark.executors import BACKENDS, Executor, register_backend
 from cortexflow.benchmark.methods import register_method, unregister_method
-from cortexflow.benchmark.runner import (
-    BACKENDS,
-    ResultStore,
-    build_tasks,
-    execute,
-    register_backend,
-    run_benchmark,
-    run_task,
-    split_rows,
-)
+from cortexflow.benchmark.runner import BenchmarkConfig, build_tasks, execute, run_benchmark
+from cortexflow.benchmark.store import ResultStore
+from cortexflow.benchmark.tasks import load_task_data, run_task, task_rows
 from cortexflow.evaluation.metrics import two_way_identification
 from cortexflow.exceptions import ChecksumError, ConfigError
+
+
+def _cfg(datasets, methods="all", splits="official", n_folds=10, seeds=3, out="unused", **kw) -> BenchmarkConfig:
+    return BenchmarkConfig(datasets, methods, splits, n_folds, seeds, out, **kw)
+
+
+def _plan(*args, **kw):
+    return build_tasks(_cfg(*args, **kw))
+
+
+def _run(*args, progress=False, report=True, **kw):
+    return run_benchmark(_cfg(*args, **kw), progress=progress, report=report)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -77,48 +84,49 @@ def counting_method():
 
 # ------------------------------------------------------------------ splits
 def test_kfold_folds_are_the_same_for_every_method_and_seed(dataset):
-    plan = build_tasks(dataset, "mean-image,ridge", "kfold", n_folds=3, seeds=2)
+    plan = _plan(dataset, "mean-image,ridge", "kfold", n_folds=3, seeds=2)
     assert len(plan.tasks) == 2 * 3 * 2
-    ds = runner_mod._load(dataset, None)
+    ds = load_task_data(dataset, None)
     seen = {}
     for t in plan.tasks:
-        test_idx = split_rows(ds, t.split, t.fold, t.n_folds, t.split_seed)[4]
+        test_idx = task_rows(ds, t)[4]
         seen.setdefault(t.fold, set()).add(tuple(test_idx))
     assert all(len(v) == 1 for v in seen.values())  # model seed and method do not move the folds
     all_test = np.concatenate([np.array(next(iter(v))) for v in seen.values()])
     assert sorted(all_test) == list(range(len(ds.X_train)))
     # the split seed, not the model seed, moves the folds
-    assert tuple(split_rows(ds, "kfold", 0, 3, 1)[4]) != next(iter(seen[0]))
+    t0 = next(t for t in plan.tasks if t.fold == 0)
+    assert tuple(task_rows(ds, dataclasses.replace(t0, split_seed=1))[4]) != next(iter(seen[0]))
 
 
 def test_novel_stimulus_caps_folds_and_never_tests_a_seen_stimulus(dataset):
-    plan = build_tasks(dataset, "ridge", "novel-stimulus", n_folds=10, seeds=1)
+    plan = _plan(dataset, "ridge", "novel-stimulus", n_folds=10, seeds=1)
     assert len(plan.tasks) == 6  # 6 unique training stimuli
     assert any("only 6 unique stimuli" in n for n in plan.notes)
-    ds = runner_mod._load(dataset, None)
+    ds = load_task_data(dataset, None)
     from cortexflow.data.splits import stimulus_groups
 
     groups = stimulus_groups(ds.Y_train)
     for t in plan.tasks:
-        X_tr, Y_tr, X_te, Y_te, test_idx, _ = split_rows(ds, t.split, t.fold, t.n_folds, t.split_seed)
+        X_tr, Y_tr, X_te, Y_te, test_idx, _ = task_rows(ds, t)
         train_idx = np.setdiff1d(np.arange(len(ds.Y_train)), test_idx)
         assert not set(groups[test_idx]) & set(groups[train_idx])
 
 
 def test_bad_plan_arguments(dataset):
     with pytest.raises(ConfigError, match="unknown split"):
-        build_tasks(dataset, "ridge", "holdout")
+        _plan(dataset, "ridge", "holdout")
     with pytest.raises(ConfigError, match="unknown method"):
-        build_tasks(dataset, "nonesuch")
+        _plan(dataset, "nonesuch")
     with pytest.raises(ConfigError, match="--folds"):
-        build_tasks(dataset, "ridge", "kfold", n_folds=1000)
+        _plan(dataset, "ridge", "kfold", n_folds=1000)
     with pytest.raises(ConfigError, match="seeds"):
-        build_tasks(dataset, "ridge", "official", seeds=0)
+        _plan(dataset, "ridge", "official", seeds=0)
 
 
 # ---------------------------------------------------------------- task keys
 def test_task_key_covers_what_determines_a_result(dataset):
-    t = build_tasks(dataset, "ridge", "kfold", n_folds=3, seeds=1).tasks[0]
+    t = _plan(dataset, "ridge", "kfold", n_folds=3, seeds=1).tasks[0]
     assert t.key == dataclasses.replace(t, data_dir="/elsewhere").key  # where the data lie is not part of it
     for change in [dict(seed=1), dict(fold=1), dict(n_folds=4), dict(split_seed=1), dict(method="mean-image"),
                    dict(checksum="0" * 64), dict(fast=True), dict(options=(("cv", 3),)), dict(method_version="2")]:
@@ -127,7 +135,7 @@ def test_task_key_covers_what_determines_a_result(dataset):
 
 
 def test_run_task_is_pure_and_checks_the_checksum(dataset):
-    t = build_tasks(dataset, "ridge", "official", seeds=1).tasks[0]
+    t = _plan(dataset, "ridge", "official", seeds=1).tasks[0]
     a, b = run_task(t), run_task(t)
     assert a.rows == b.rows
     np.testing.assert_array_equal(a.predictions, b.predictions)
@@ -137,7 +145,7 @@ def test_run_task_is_pure_and_checks_the_checksum(dataset):
 
 
 def test_cccv1_runs_through_run_task(dataset):
-    t = build_tasks(dataset, "cccv1", "official", seeds=1, fast=True).tasks[0]
+    t = _plan(dataset, "cccv1", "official", seeds=1, fast=True).tasks[0]
     res = run_task(t)  # run_task always fits the method's sequential estimator
     assert res.predictions.shape == (6, 28, 28) and len(res.rows) == 6
 
@@ -145,11 +153,11 @@ def test_cccv1_runs_through_run_task(dataset):
 # ------------------------------------------------------------------- resume
 def test_interrupted_benchmark_resumes_without_refitting(dataset, tmp_path, counting_method, monkeypatch):
     out = tmp_path / "bench"
-    plan = build_tasks(dataset, "counting-mean,ridge", "kfold", n_folds=3, seeds=2)
+    plan = _plan(dataset, "counting-mean,ridge", "kfold", n_folds=3, seeds=2)
     n_counting = sum(t.method == "counting-mean" for t in plan.tasks)
 
     # interrupt the first invocation after 4 finished runs
-    real = runner_mod.run_task
+    real = executors_mod.run_task
     finished = []
 
     def interrupting(task):
@@ -159,25 +167,26 @@ def test_interrupted_benchmark_resumes_without_refitting(dataset, tmp_path, coun
         finished.append(task.key)
         return res
 
-    monkeypatch.setattr(runner_mod, "run_task", interrupting)
+    monkeypatch.setattr(executors_mod, "run_task", interrupting)
     with pytest.raises(KeyboardInterrupt):
-        run_benchmark(dataset, "counting-mean,ridge", "kfold", 3, 2, out, progress=False, report=False)
-    monkeypatch.setattr(runner_mod, "run_task", real)
+        _run(dataset, "counting-mean,ridge", "kfold", 3, 2, out, report=False)
+    monkeypatch.setattr(executors_mod, "run_task", real)
+    assert not list((out / "runs").glob("*.lock"))  # the interrupted invocation released its locks
     store = ResultStore(out)
     assert sorted(t.key for t in plan.tasks if store.has(t)) == sorted(finished)
     fits_first = len(counting_method)
 
-    res = run_benchmark(dataset, "counting-mean,ridge", "kfold", 3, 2, out, progress=False, report=False)
+    res = _run(dataset, "counting-mean,ridge", "kfold", 3, 2, out, report=False)
     assert res["done_before"] == 4 and res["computed"] == len(plan.tasks) - 4
     assert len(counting_method) == n_counting  # every counting task fitted exactly once over both invocations
     assert fits_first == sum(1 for t in plan.tasks if t.key in finished and t.method == "counting-mean")
 
     # a third invocation recomputes nothing; deleting one run recomputes exactly that run
-    res = run_benchmark(dataset, "counting-mean,ridge", "kfold", 3, 2, out, progress=False, report=False)
+    res = _run(dataset, "counting-mean,ridge", "kfold", 3, 2, out, report=False)
     assert res["computed"] == 0 and len(counting_method) == n_counting
     victim = next(t for t in plan.tasks if t.method == "counting-mean")
     store.json_path(victim).unlink()
-    res = run_benchmark(dataset, "counting-mean,ridge", "kfold", 3, 2, out, progress=False, report=False)
+    res = _run(dataset, "counting-mean,ridge", "kfold", 3, 2, out, report=False)
     assert res["computed"] == 1 and len(counting_method) == n_counting + 1
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 2 * 2 * 30  # methods x seeds x training rows (each row tested once per seed)
@@ -185,11 +194,11 @@ def test_interrupted_benchmark_resumes_without_refitting(dataset, tmp_path, coun
 
 def test_corrupt_result_file_is_recomputed(dataset, tmp_path, counting_method):
     out = tmp_path / "b"
-    plan = build_tasks(dataset, "counting-mean", "official", seeds=1)
-    store = ResultStore(out)
-    assert execute(plan, store, progress=False)["computed"] == 1
-    store.json_path(plan.tasks[0]).write_text("{ truncated")
-    assert execute(plan, store, progress=False)["computed"] == 1
+    cfg = _cfg(dataset, "counting-mean", "official", seeds=1)
+    plan = build_tasks(cfg)
+    assert execute(plan, ResultStore(out), cfg, progress=False)["computed"] == 1
+    ResultStore(out).json_path(plan.tasks[0]).write_text("{ truncated")
+    assert execute(plan, ResultStore(out), cfg, progress=False)["computed"] == 1
     assert len(counting_method) == 2
 
 
@@ -200,16 +209,17 @@ def test_batched_hook_gets_all_tasks_of_its_method(dataset, tmp_path):
     def many(tasks, *, progress=False):
         received.append(list(tasks))
         for t in tasks:
-            yield t, run_task(dataclasses.replace(t, method="mean-image"))  # stand-in for a batched trainer
+            res = run_task(dataclasses.replace(t, method="mean-image"))  # stand-in for a batched trainer
+            yield dataclasses.replace(res, task=t)
 
     register_method("batched-mean", lambda seed, ds, n, fast=False, **o: MeanImageDecoder(), supports_batched=True,
                     fit_predict_many=many, overwrite=True)
     try:
-        plan = build_tasks(dataset, "batched-mean,ridge", "kfold", n_folds=3, seeds=2)
+        cfg = _cfg(dataset, "batched-mean,ridge", "kfold", n_folds=3, seeds=2)
+        plan = build_tasks(cfg)
         batched = [t for t in plan.tasks if t.method == "batched-mean"]
-        if hasattr(batched[0], "train") and ("mode", "batched") not in batched[0].train:
-            pytest.skip("the runner plans this method for sequential training")
-        counts = execute(plan, ResultStore(tmp_path), progress=False)
+        assert ("mode", "batched") in batched[0].train
+        counts = execute(plan, ResultStore(tmp_path), cfg, progress=False)
         assert counts["computed"] == len(plan.tasks)
         assert len(received) == 1 and {t.key for t in received[0]} == {t.key for t in batched}
     finally:
@@ -221,18 +231,24 @@ def test_batched_hook_gets_all_tasks_of_its_method(dataset, tmp_path):
 def test_custom_backend_and_unknown_backend(dataset, tmp_path):
     seen = []
 
-    def backend(tasks, *, jobs=1, threads=None, progress=False, **kw):
-        for t in tasks:
-            seen.append(t.label)
-            yield run_task(t)
+    class Serial(Executor):
+        name = "test-serial"
 
-    register_backend("test-serial", backend, overwrite=True)
+        def run(self, tasks):
+            for t in tasks:
+                seen.append(t.label)
+                yield run_task(t)
+
+        def run_groups(self, groups):
+            return self.run([t for g in groups for t in g])
+
+    register_backend("test-serial", Serial, overwrite=True)
     try:
-        plan = build_tasks(dataset, "mean-image,ridge", "official", seeds=1)
-        assert execute(plan, ResultStore(tmp_path), backend="test-serial", progress=False)["computed"] == 2
+        cfg = _cfg(dataset, "mean-image,ridge", "official", seeds=1, backend="test-serial")
+        assert execute(build_tasks(cfg), ResultStore(tmp_path), cfg, progress=False)["computed"] == 2
         assert len(seen) == 2
-        with pytest.raises(ConfigError, match="unknown backend"):
-            execute(plan, ResultStore(tmp_path / "x"), backend="nope", progress=False)
+        with pytest.raises(ConfigError, match="--backend 'nope'; allowed: local, ray"):
+            build_tasks(cfg.replace(backend="nope"))
     finally:
         BACKENDS.pop("test-serial", None)
 
@@ -242,7 +258,7 @@ def test_registry_rejects_bad_names():
         with pytest.raises(ConfigError):
             register_method(bad, lambda *a, **k: None)
     with pytest.raises(ConfigError, match="already registered"):
-        register_method("ridge", methods_mod._ridge)
+        register_method("ridge", builtin_mod._ridge)
 
 
 # ------------------------------------------------------------- CLI, report
@@ -261,8 +277,8 @@ def test_cli_writes_results_stats_summary_and_report(dataset, tmp_path):
     assert set(df["split"]) == {"official", "novel-stimulus"} and set(df["seed"]) == {0, 1}
     # two_way is computed within the test set of each run
     store = ResultStore(out)
-    plan = build_tasks(dataset, "mean-image,ridge", "official,novel-stimulus", 3, 2)
-    ds = runner_mod._load(dataset, None)
+    plan = _plan(dataset, "mean-image,ridge", "official,novel-stimulus", 3, 2)
+    ds = load_task_data(dataset, None)
     t = next(t for t in plan.tasks if t.method == "ridge" and t.split == "novel-stimulus" and t.fold == 1)
     pred, idx = store.load_predictions(t)
     rows = pd.DataFrame(store.load_record(t)["rows"])
@@ -283,7 +299,7 @@ def test_cli_writes_results_stats_summary_and_report(dataset, tmp_path):
 
 
 def test_summary_and_stats_without_reference(dataset, tmp_path):
-    res = run_benchmark(dataset, "mean-image", "official", seeds=1, out=tmp_path, progress=False)
+    res = _run(dataset, "mean-image", "official", seeds=1, out=tmp_path)
     meta = json.loads((tmp_path / "benchmark.json").read_text())
     assert any("no paired statistics" in n for n in meta["notes"])
     assert res["computed"] == 1 and (tmp_path / "report.html").is_file()
@@ -291,10 +307,10 @@ def test_summary_and_stats_without_reference(dataset, tmp_path):
 
 @pytest.mark.slow
 def test_worker_processes_give_the_same_results(dataset, tmp_path):
-    a = run_benchmark(dataset, "mean-image,ridge,brain-diffuser-lite", "kfold", 3, 1, tmp_path / "a", fast=True,
-                      jobs=2, progress=False, report=False)
-    b = run_benchmark(dataset, "mean-image,ridge,brain-diffuser-lite", "kfold", 3, 1, tmp_path / "b", fast=True,
-                      jobs=1, progress=False, report=False)
+    a = _run(dataset, "mean-image,ridge,brain-diffuser-lite", "kfold", 3, 1, tmp_path / "a", fast=True,
+             jobs=2, report=False)
+    b = _run(dataset, "mean-image,ridge,brain-diffuser-lite", "kfold", 3, 1, tmp_path / "b", fast=True,
+             jobs=1, report=False)
     assert a["computed"] == b["computed"] == 9
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / "results.csv"), pd.read_csv(tmp_path / "b" / "results.csv"))
 
@@ -314,7 +330,7 @@ def test_methods_all_is_the_five_core_methods_and_skips_opt_in_ones():
 
 
 def test_plugins_load_from_a_source_checkout_and_from_entry_points(monkeypatch, tmp_path, caplog):
-    """Built-in plugins register without package metadata; third-party entry points are called; a broken one warns."""
+    """Built-in methods register without package metadata; third-party entry points are called; a broken one warns."""
     import importlib.metadata
     import sys
 
@@ -330,7 +346,7 @@ def test_plugins_load_from_a_source_checkout_and_from_entry_points(monkeypatch, 
     eps = [importlib.metadata.EntryPoint("mine", "my_cf_plugin:register", "cortexflow.methods"),
            importlib.metadata.EntryPoint("broken", "no_such_module_xyz:register", "cortexflow.methods"),
            importlib.metadata.EntryPoint("semantic", "cortexflow.semantic.benchmark:register", "cortexflow.methods")]
-    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: [e for e in eps if e.group == group])
+    monkeypatch.setattr(methods, "entry_points", lambda group=None: [e for e in eps if e.group == group])
     saved = dict(methods.METHODS)
     monkeypatch.setattr(methods, "_PLUGINS_LOADED", False)
     for name in [m for m in methods.METHODS if m.startswith(("cccv1-eeg", "cccv1-semantic"))]:
@@ -339,6 +355,7 @@ def test_plugins_load_from_a_source_checkout_and_from_entry_points(monkeypatch, 
         with caplog.at_level("WARNING", logger="cortexflow.benchmark.methods"):
             methods.load_plugins()
             methods.load_plugins()  # once only
+            builtin_mod.register()  # the built-ins, as importing cortexflow.benchmark does
         assert {"cccv1-eeg-flatten", "cccv1-eeg-shallow", "cccv1-eeg-eegnet", "cccv1-semantic",
                 "my-plugin-method"} <= set(methods.METHODS)
         assert sys.modules["my_cf_plugin"].calls == [1]

@@ -318,3 +318,42 @@ def test_trainer_uses_fused_adam_on_cpu(tiny_config):
         assert opt.defaults["fused"] is True
     half = [p.detach().half().requires_grad_() for p in params[:2]]
     assert not make_adam(half, tiny_config, torch.device("cpu")).defaults.get("fused")
+
+
+def test_training_config_is_separate_from_the_model_fields():
+    from cortexflow.training import TrainingConfig
+
+    cfg = get_config("vangerven")
+    assert isinstance(cfg, TrainingConfig)
+    train = cfg.training
+    assert type(train) is TrainingConfig and train.lr == cfg.lr and train.batch_size == cfg.batch_size
+    assert not hasattr(train, "dropout_encoder") and not hasattr(train, "pattern")
+    assert CCCV1Config.from_dict(cfg.to_dict()) == cfg  # checkpoints keep their flat dict
+    with pytest.raises(ConfigError, match=r"TrainingConfig\.lr=-1"):
+        TrainingConfig(lr=-1)
+    with pytest.raises(ConfigError, match="unknown TrainingConfig key"):
+        TrainingConfig().replace(dropout_encoder=0.1)
+    with pytest.raises(ConfigError, match=r"CCCV1Config\.dropout_encoder"):
+        CCCV1Config(dropout_encoder=2.0)
+
+
+def test_compute_loss_hook_replaces_the_default_loss(make_synthetic):
+    from cortexflow.training import TrainingConfig
+
+    X, Y, _ = make_synthetic(n=20, n_features=6)
+    Yf = Y.reshape(len(Y), -1).astype(np.float32)
+    cfg = TrainingConfig(epochs=3, patience=3)
+    torch.manual_seed(0)
+    model = nn.Linear(6, Yf.shape[1])
+    seen = []
+
+    def loss(m, batch):
+        seen.append(sorted(batch))
+        pred = m(batch["x"])
+        pix = ((pred - batch["target"]) ** 2).mean()
+        return pix + 0.0 * pred.abs().mean(), pix
+
+    res = train_model(model, X.astype(np.float32), Yf, cfg, device="cpu", compute_loss=loss)
+    assert seen[0] == ["index", "target", "x"] and len(res.history) == 3
+    with pytest.raises(ConfigError, match="not both"):
+        train_model(model, X, Yf, cfg, device="cpu", compute_loss=loss, loss_terms={"t": lambda out: 0.0})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from cortexflow.cli.main import cli
@@ -65,3 +66,57 @@ def test_stimuli_command(tmp_path):
     res = CliRunner().invoke(cli, ["eeg", "stimuli", "--classes", "letters", "--out", str(tmp_path / "l.png")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "l.png").stat().st_size > 1000
+
+
+def test_reref_rejects_unknown_values_and_old_flags_are_gone(tmp_path):
+    src = tmp_path / "MindBigData-EP-v1.0.txt"
+    _epoc_file(src, n_per_digit=1)
+    runner = CliRunner()
+    res = runner.invoke(cli, ["eeg", "mindbigdata", str(src), "--out", str(tmp_path / "a.npz"), "--reref", "bogus"])
+    assert res.exit_code == 2 and "'bogus' is not one of 'average', 'none'" in res.output
+    for old in (["--reference", "average"], ["--device", "EP"]):
+        res = runner.invoke(cli, ["eeg", "mindbigdata", str(src), "--out", str(tmp_path / "a.npz"), *old])
+        assert res.exit_code == 2 and f"No such option {old[0]}" in res.output.replace("'", "").replace(":", "")
+    res = runner.invoke(cli, ["eeg", "crell", "--out", str(tmp_path / "c.npz"), "--reref", "bogus"])
+    assert res.exit_code == 2 and "'average', 'none'" in res.output
+
+
+def test_headset_flag_selects_the_device(tmp_path):
+    src = tmp_path / "MindBigData-EP-v1.0.txt"
+    _epoc_file(src, n_per_digit=2)
+    out = tmp_path / "ep.npz"
+    res = CliRunner().invoke(cli, ["eeg", "mindbigdata", str(src), "--headset", "ep", "--out", str(out),
+                                   "--test-fraction", "0.5"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["device"] == "EP"
+    res = CliRunner().invoke(cli, ["eeg", "mindbigdata", str(src), "--headset", "MW", "--out", str(out)])
+    assert res.exit_code == 2 and "no complete event" in res.output
+
+
+def test_benchmark_hint_names_flags_and_methods_that_exist(tmp_path):
+    from cortexflow.benchmark.cli import benchmark
+    from cortexflow.benchmark.methods import list_methods
+    from cortexflow.cli.eeg import benchmark_hint
+
+    hint = benchmark_hint(tmp_path / "x.npz", 14, 64.0).split()
+    flags = {opt for p in benchmark.params for opt in p.opts}
+    used = {w for w in hint if w.startswith("--")}
+    assert used and used <= flags, used - flags
+    methods = hint[hint.index("--methods") + 1].split(",")
+    assert set(methods) <= set(list_methods()), set(methods) - set(list_methods())
+    values = [hint[i + 1] for i, w in enumerate(hint) if w == "--set"]
+    assert {v.split(":")[0] for v in values} == {"cccv1-eeg-eegnet", "cccv1-eeg-shallow", "cccv1-eeg-flatten"}
+
+
+def test_registered_recording_to_dataset_file(data_dir, tmp_path):
+    if not (data_dir / "mindbigdata_raw" / "MW-sample.csv").is_file():
+        pytest.skip("MW-sample.csv not in the data folder")
+    out = tmp_path / "mw.npz"
+    res = CliRunner().invoke(cli, ["eeg", "mindbigdata", "mindbigdata-mw-sample", "--data-dir", str(data_dir),
+                                   "--resample", "128", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["n_epochs"] == 174 and summary["n_channels"] == 1 and summary["n_times"] == 238
+    assert summary["format"] == "mindbigdata-v1-spreadsheet" and "123 of 174" in summary["size_mismatch"]
+    assert not any("reference" in s for s in summary["preprocessing"])  # one channel: no re-referencing
+    assert load_dataset(out).X_train.shape[1] == 238

@@ -16,10 +16,10 @@ from cortexflow.data.stimuli import (
     font_path,
     load_stimulus_folder,
     render_glyphs,
-    save_stimulus_sheet,
     targets_for_labels,
 )
 from cortexflow.exceptions import DataValidationError
+from cortexflow.reporting.figures import save_stimulus_sheet
 
 SHARED = Path(os.environ.get("CORTEXFLOW_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 

@@ -7,10 +7,20 @@ import numpy as np
 import pytest
 
 from cortexflow.data import load_dataset
+from cortexflow.data.fetch import dataset_path
 from cortexflow.data.stimuli import CRELL_LETTERS, load_stimulus_folder
 
 
-def test_crell_translated_loads_through_load_dataset(data_dir):
+@pytest.fixture
+def crell_dir(data_dir):
+    """The data folder, when it holds the crell file (the test skips otherwise)."""
+    if not dataset_path("crell", data_dir).is_file():
+        pytest.skip(f"{dataset_path('crell', data_dir)} not found")
+    return data_dir
+
+
+def test_crell_translated_loads_through_load_dataset(crell_dir):
+    data_dir = crell_dir
     ds = load_dataset("crell", data_dir, download=False)
     assert ds.X_train.shape == (40, 3092) and ds.X_test.shape == (10, 3092)
     assert ds.Y_train.shape == (40, 28, 28) and 0 <= ds.Y_train.min() and ds.Y_train.max() <= 1
@@ -30,11 +40,12 @@ def test_crell_translated_loads_through_load_dataset(data_dir):
 
 
 @pytest.mark.parametrize("method, options", [("cccv1-eeg-flatten", {}), ("cccv1-eeg-eegnet", {"n_channels": 4})])
-def test_eeg_methods_run_in_the_benchmark_protocol(data_dir, method, options):
+def test_eeg_methods_run_in_the_benchmark_protocol(crell_dir, method, options):
+    data_dir = crell_dir
     from cortexflow.benchmark.methods import list_methods
-    from cortexflow.benchmark.runner import Task, run_task
+    from cortexflow.benchmark.tasks import Task, run_task
 
-    assert method in list_methods()  # registered through the cortexflow.methods entry point
+    assert method in list_methods()  # a built-in method (cortexflow.benchmark.builtin)
     ds = load_dataset("crell", data_dir, download=False)
     task = Task(dataset="crell", dataset_name="crell", checksum=ds.checksum, method=method, split="official",
                 fold=0, n_folds=0, split_seed=0, seed=0, fast=True, options=tuple(sorted(options.items())),
@@ -46,7 +57,7 @@ def test_eeg_methods_run_in_the_benchmark_protocol(data_dir, method, options):
 
 def test_epochs_saved_as_a_dataset_file_run_in_the_benchmark(tmp_path):
     """Raw-EEG epochs -> .npz dataset file -> load_dataset -> an EEG method in the benchmark protocol."""
-    from cortexflow.benchmark.runner import Task, run_task
+    from cortexflow.benchmark.tasks import Task, run_task
     from cortexflow.data.eeg import save_eeg_dataset, simulate_evoked_eeg
     from cortexflow.data.stimuli import class_images
 
@@ -62,3 +73,20 @@ def test_epochs_saved_as_a_dataset_file_run_in_the_benchmark(tmp_path):
                 options=(("n_channels", 14), ("sfreq", 128.0)))
     res = run_task(task)
     assert res.predictions.shape == (5, 28, 28)
+
+
+
+def test_degenerate_hint_names_a_flag_that_exists(data_dir, tmp_path):
+    """``train`` refuses the degenerate mindbigdata file; its hint names an option that exists."""
+    from click.testing import CliRunner
+
+    from cortexflow.cli.main import cli
+
+    if not dataset_path("mindbigdata", data_dir).is_file():
+        pytest.skip("mindbigdata file not in the data folder")
+    res = CliRunner().invoke(cli, ["train", "--dataset", "mindbigdata", "--data-dir", str(data_dir),
+                                   "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2 and "cortexflow datasets info NAME --allow-degenerate" in res.stderr
+    info = cli.commands["datasets"].commands["info"]
+    assert "--allow-degenerate" in {o for p in info.params for o in p.opts}
+    assert "allow_degenerate" not in {o for p in cli.commands["train"].params for o in p.opts}

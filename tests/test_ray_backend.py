@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cortexflow.benchmark.backends import LocalBackend, RayBackend, TaskFailure, make_backend
+from cortexflow.benchmark.executors import LocalExecutor, RayExecutor, TaskFailure, make_executor
 from cortexflow.exceptions import ConfigError
 from cortexflow.utils.io import atomic_write_json
 
@@ -24,20 +24,24 @@ def _store_writer(folder: Path):
     return on_result
 
 
-def test_local_backend_and_choices(tmp_path):
-    def square(item):
-        return {"key": item["key"], "value": item["x"] ** 2}
+def _map(executor: RayExecutor, fn, items, on_result):
+    """``fn`` over ``items`` on Ray; ``on_result(item, result)`` as each finishes; results in item order."""
+    out = {}
+    for item, res in executor.imap(fn, items):
+        on_result(item, res)
+        out[id(item)] = res
+    return [out.get(id(it)) for it in items]
 
-    items = [{"key": f"t{i}", "x": i} for i in range(3)]
-    with make_backend("local") as be:
-        assert isinstance(be, LocalBackend)
-        out = be.map(square, items, _store_writer(tmp_path))
-    assert [r["value"] for r in out] == [0, 1, 4]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["t0.json", "t1.json", "t2.json"]
+
+def test_executor_choices():
+    with make_executor("local", jobs=2, threads=1) as ex:
+        assert isinstance(ex, LocalExecutor) and ex.describe() == {"backend": "local", "jobs": 2, "threads": 1}
     with pytest.raises(ConfigError, match="allowed: local, ray"):
-        make_backend("dask")
+        make_executor("dask")
     with pytest.raises(ConfigError, match="--address only applies"):
-        make_backend("local", address="auto")
+        make_executor("local", address="auto")
+    with pytest.raises(ConfigError, match="jobs=0"):
+        make_executor("local", jobs=0)
 
 
 def test_missing_ray_names_the_extra(monkeypatch):
@@ -52,14 +56,14 @@ def test_missing_ray_names_the_extra(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(ConfigError, match=r"cortexflow\[ray\]"):
-        make_backend("ray")
+        make_executor("ray")
 
 
 @pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray")
-    backend = RayBackend(num_cpus=2, max_retries=2, init_kwargs={"log_to_driver": False})
-    backend._ensure_ray()
+    backend = RayExecutor(num_cpus=2, max_retries=2, init_kwargs={"log_to_driver": False})
+    backend.ensure_started()
     yield backend
     backend.close()
     assert not ray.is_initialized()
@@ -84,7 +88,7 @@ def test_ray_runs_tasks_retries_a_failure_and_fills_the_store(ray_local, tmp_pat
 
     items = [{"key": f"run{i}", "x": i, "flags": str(flag_dir), "fail_once": i == 2} for i in range(4)]
     seen = []
-    results = ray_local.map(task, items, lambda it, res: (seen.append(it["key"]), _store_writer(store)(it, res)))
+    results = _map(ray_local, task, items, lambda it, res: (seen.append(it["key"]), _store_writer(store)(it, res)))
     assert [r["value"] for r in results] == [0, 10, 20, 30]
     assert sorted(seen) == [f"run{i}" for i in range(4)]
     assert (flag_dir / "run2").read_text() == "attempt 1 failed"  # it did fail once, then was retried
@@ -101,7 +105,7 @@ def test_ray_reports_a_task_that_keeps_failing(ray_local, tmp_path):
 
     got = {}
     with pytest.raises(TaskFailure, match="1 benchmark task"):
-        RayBackend(max_retries=1).map(task, [{"x": 0}, {"x": 1}, {"x": 2}], lambda it, r: got.update({it["x"]: r}))
+        _map(RayExecutor(max_retries=1), task, [{"x": 0}, {"x": 1}, {"x": 2}], lambda it, r: got.update({it["x"]: r}))
     assert got == {0: 0, 2: 2}  # the others still reached the store
 
 
@@ -111,12 +115,12 @@ def test_ray_reports_a_task_that_keeps_failing(ray_local, tmp_path):
 )
 def test_benchmark_on_ray_fills_the_store_and_resumes(ray_local, tmp_path, data_dir, methods, batched):
     """`--backend ray`: per-task Ray tasks (and, in the slow variant, a batched cccv1 group), then a resume."""
-    from cortexflow.benchmark.runner import run_benchmark
+    from cortexflow.benchmark.runner import BenchmarkConfig, run_benchmark
 
     out = tmp_path / "bench"
-    kwargs = dict(methods=methods, splits="kfold", n_folds=2, seeds=1, out=out, fast=True,
-                  data_dir=data_dir, backend="ray", progress=False, report=False)
-    res = run_benchmark("vangerven", **kwargs)
+    cfg = BenchmarkConfig("vangerven", methods=methods, splits="kfold", n_folds=2, seeds=1, out=out, fast=True,
+                          data_dir=data_dir, backend="ray")
+    res = run_benchmark(cfg, progress=False, report=False)
     assert (res["total"], res["done_before"], res["computed"]) == (4, 0, 4)
     records = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
     assert len(records) == 4
@@ -124,7 +128,7 @@ def test_benchmark_on_ray_fills_the_store_and_resumes(ray_local, tmp_path, data_
     if batched:
         assert all(r["task"]["train"] == [["mode", "batched"]] for r in records if r["task"]["method"] == "cccv1")
     assert json.loads((out / "benchmark.json").read_text())["backend"] == "ray"
-    again = run_benchmark("vangerven", **kwargs)
+    again = run_benchmark(cfg, progress=False, report=False)
     assert (again["done_before"], again["computed"]) == (4, 0)
 
 

@@ -380,6 +380,15 @@ def test_cccv1_semantic_with_zero_weights_is_exactly_cccv1(cache):
     assert not np.array_equal(base, sem)
 
 
+@pytest.mark.parametrize("random_state", [None, np.random.RandomState(2)])
+def test_cccv1_semantic_accepts_any_sklearn_random_state(cache, random_state):
+    """The guidance heads are seeded from ``seed_``, so None and a RandomState work as for CCCV1Decoder."""
+    X, Y, Xt, _ = _synthetic(n_train=24)
+    cfg = get_config("small", **TINY).replace(epochs=1)
+    est = CCCV1SemanticDecoder(config=cfg, encoder="pixels", device="cpu", random_state=random_state).fit(X, Y)
+    assert isinstance(est.seed_, int) and est.predict(Xt).shape == (len(Xt),) + Y.shape[1:]
+
+
 def test_cccv1_semantic_weights_come_from_config_loss_weights(cache):
     X, Y, _, _ = _synthetic(n_train=24)
     cfg = get_config("small", **TINY, loss_weights={"semantic_infonce": 0.0, "semantic_cosine": 0.3})

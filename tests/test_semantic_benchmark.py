@@ -26,7 +26,7 @@ def _dataset_file(tmp_path, n_train=24, n_test=6, seed=0):
 
 
 def test_cccv1_semantic_is_a_registered_benchmark_method():
-    assert "cccv1-semantic" in list_methods()  # through the cortexflow.methods entry point
+    assert "cccv1-semantic" in list_methods()  # a built-in method (cortexflow.benchmark.builtin)
     spec = get_method("cccv1-semantic")
     assert spec.version and "InfoNCE" in spec.description
     est = make_estimator("cccv1-semantic", 3, "vangerven", 90, encoder="pixels",
@@ -39,15 +39,16 @@ def test_cccv1_semantic_is_a_registered_benchmark_method():
 
 
 def test_benchmark_runs_cccv1_semantic_and_scores_semantic_metrics(tmp_path, monkeypatch):
-    from cortexflow.benchmark.runner import run_benchmark
+    from cortexflow.benchmark.runner import BenchmarkConfig, run_benchmark
     from cortexflow.semantic.benchmark import score_benchmark
 
     monkeypatch.setenv("CORTEXFLOW_CACHE", str(tmp_path / "cache"))
     data = _dataset_file(tmp_path)
     out = tmp_path / "bench"
-    res = run_benchmark(str(data), methods="cccv1,cccv1-semantic", splits="official,kfold", n_folds=2, seeds=1,
-                        out=out, fast=True, report=False, progress=False,
-                        method_options={"cccv1-semantic": {"encoder": "pixels"}})
+    res = run_benchmark(BenchmarkConfig(str(data), methods="cccv1,cccv1-semantic", splits="official,kfold", n_folds=2,
+                                        seeds=1, out=out, fast=True,
+                                        method_options={"cccv1-semantic": {"encoder": "pixels"}}),
+                        report=False, progress=False)
     assert res["computed"] == 6  # 2 methods x (official + 2 folds)
     scored = score_benchmark(out, encoder="pixels", fast=True, progress=False)
     df = pd.read_csv(scored["paths"]["semantic_results"])
@@ -60,11 +61,12 @@ def test_benchmark_runs_cccv1_semantic_and_scores_semantic_metrics(tmp_path, mon
     assert set(stats["method"]) == {"cccv1-semantic"}
     assert "semantic_two_way" in (out / "semantic_summary.md").read_text()
     # the official-split values are those of SemanticMetrics with the full training set as centre
-    from cortexflow.benchmark.runner import ResultStore, build_tasks
+    from cortexflow.benchmark.runner import build_tasks
+    from cortexflow.benchmark.store import ResultStore
     from cortexflow.data import load_dataset
     from cortexflow.semantic import SemanticMetrics
 
-    plan = build_tasks(str(data), "cccv1", "official", seeds=1, fast=True)
+    plan = build_tasks(BenchmarkConfig(str(data), "cccv1", "official", seeds=1, fast=True))
     pred, _ = ResultStore(out).load_predictions(plan.tasks[0])
     ds = load_dataset(str(data))
     want = SemanticMetrics(ds.Y_train, "pixels")(pred, ds.Y_test)
@@ -85,7 +87,7 @@ def test_semantic_cli_embed_and_score(tmp_path, monkeypatch):
 
     from click.testing import CliRunner
 
-    from cortexflow.benchmark.runner import run_benchmark
+    from cortexflow.benchmark.runner import BenchmarkConfig, run_benchmark
     from cortexflow.cli.main import cli
 
     monkeypatch.setenv("CORTEXFLOW_CACHE", str(tmp_path / "cache"))
@@ -99,8 +101,8 @@ def test_semantic_cli_embed_and_score(tmp_path, monkeypatch):
     assert info["train"]["n"] == 24 and info["train"]["dim"] == 784
     assert info["train"]["cache"].startswith(str(tmp_path / "cache"))
     out = tmp_path / "bench"
-    run_benchmark(str(data), methods="cccv1,cccv1-semantic", seeds=1, out=out, fast=True, report=False,
-                  progress=False, method_options={"cccv1-semantic": {"encoder": "pixels"}})
+    run_benchmark(BenchmarkConfig(str(data), methods="cccv1,cccv1-semantic", seeds=1, out=out, fast=True,
+                                  method_options={"cccv1-semantic": {"encoder": "pixels"}}), report=False, progress=False)
     r = runner.invoke(cli, ["semantic", "score", str(out), "--encoder", "pixels", "--fast", "--no-progress"])
     assert r.exit_code == 0, r.output
     assert "scored 2 runs" in r.output and (out / "semantic_stats.csv").is_file()

@@ -23,7 +23,9 @@ from cortexflow.baselines.mindvis_lite import MindVisLite
 from cortexflow.baselines.ridge import RidgeDecoder
 from cortexflow.exceptions import ConfigError
 from cortexflow.models.base import BaseDecoder, seed_from_random_state
+from cortexflow.models.eeg_estimator import EEGDecoder
 from cortexflow.models.estimator import CCCV1Decoder
+from cortexflow.semantic.decoder import CCCV1SemanticDecoder
 from cortexflow.training.config import CCCV1Config, get_config
 
 # Two epochs of a 16-unit network: the checks test the API contract, not accuracy.
@@ -94,9 +96,18 @@ def test_sklearn_compatible_estimator(estimator, check):
         check(estimator)
 
 
-def test_every_baseline_shares_the_base_class():
-    for est, _ in CHECKED[1:]:
+def test_every_decoder_shares_the_base_class():
+    """One estimator base: CCCV1, its EEG and semantic variants and every baseline validate alike."""
+    decoders = [est for est, _ in CHECKED] + [EEGDecoder(), CCCV1SemanticDecoder()]
+    assert any(isinstance(est, CCCV1Decoder) for est, _ in CHECKED)
+    for est in decoders:
         assert isinstance(est, BaseDecoder), type(est).__name__
+    # the validation is the base's own, not a copy in a subclass (EEGDecoder reads 3-D epochs: its own X check)
+    for cls in {type(est) for est in decoders}:
+        for name in ("_validate_X", "_validate_fit_input", "score"):
+            if (cls, name) != (EEGDecoder, "_validate_X"):
+                assert getattr(cls, name) is getattr(BaseDecoder, name), f"{cls.__name__}.{name} overrides the base"
+    assert CCCV1Decoder._min_train_rows == 4
 
 
 @pytest.mark.parametrize("random_state", [None, 0, 7, np.random.RandomState(3)])

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -199,9 +200,7 @@ class MlflowTracker(NullTracker):
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log finite numeric metrics; others are skipped."""
-        import time
-
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric  # optional extra
 
         clean = _finite_metrics(metrics)
         ts = int(time.time() * 1000)
@@ -212,9 +211,8 @@ class MlflowTracker(NullTracker):
         """A nested run for one finished task (only when ``log_tasks``)."""
         if not self.log_tasks:
             return
-        from mlflow.entities import Metric, Param
+        from mlflow.entities import Metric, Param  # optional extra
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-        import time
 
         child = self._client.create_run(self._experiment_id, run_name=name, tags={MLFLOW_PARENT_RUN_ID: self.run_id})
         ts = int(time.time() * 1000)

@@ -2,25 +2,26 @@
 
 Every network of the baselines is trained by :func:`cortexflow.training.train_model`
 (the one training loop of the project); :func:`train_network` only turns a few
-keyword arguments into the :class:`~cortexflow.training.CCCV1Config` that the
+keyword arguments into the :class:`~cortexflow.training.TrainingConfig` that the
 loop reads (optimiser, early stopping, inner validation split).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Mapping
 
 import numpy as np
-import torch
 from sklearn.linear_model import RidgeCV
 from torch import nn
 
-from cortexflow.data.validation import validate_signals
-from cortexflow.exceptions import DataValidationError
-from cortexflow.training.config import CCCV1Config
-from cortexflow.training.trainer import LossTerm, TrainResult, train_model
+from cortexflow.training.config import TrainingConfig
+from cortexflow.training.seeding import seeded_generator
+from cortexflow.training.trainer import LossFn, LossTerm, TrainResult, train_model
 
 __all__ = ["train_network", "default_alphas", "fit_ridge_cv", "seeded_generator"]
+
+logger = logging.getLogger(__name__)
 
 
 def train_network(
@@ -41,6 +42,7 @@ def train_network(
     device: str = "cpu",
     progress: bool = False,
     name: str = "baseline",
+    compute_loss: LossFn | None = None,
 ) -> TrainResult:
     """Train ``model`` (with ``encode``/``decode``) by :func:`cortexflow.training.train_model`.
 
@@ -56,7 +58,7 @@ def train_network(
     seed : int
         Seeds the inner split and the mini-batch order.
     epochs, patience, lr, batch_size, weight_decay, grad_clip, val_fraction :
-        Training settings (see :class:`~cortexflow.training.CCCV1Config`).
+        Training settings (see :class:`~cortexflow.training.TrainingConfig`).
     loss_terms, loss_weights : mapping, optional
         Extra loss terms and their weights.
     device : str
@@ -64,14 +66,15 @@ def train_network(
     progress : bool
         Per-epoch progress bar.
     name : str
-        Stored as the config's ``pattern`` (for logs).
+        The network's name in logs.
+    compute_loss : callable, optional
+        The network's own loss (see :func:`~cortexflow.training.train_model`).
 
     Returns
     -------
     TrainResult
     """
-    cfg = CCCV1Config(
-        pattern=name,
+    cfg = TrainingConfig(
         lr=lr,
         batch_size=batch_size,
         weight_decay=weight_decay,
@@ -82,7 +85,9 @@ def train_network(
         lr_patience=max(1, patience // 3),
         loss_weights=dict(loss_weights or {}),
     )
-    return train_model(model, X, Y, cfg, seed=seed, device=device, progress=progress, loss_terms=loss_terms)
+    logger.debug("training %s: %s", name, cfg)
+    return train_model(model, X, Y, cfg, seed=seed, device=device, progress=progress, loss_terms=loss_terms,
+                       compute_loss=compute_loss)
 
 
 def default_alphas(n_alphas: int = 21) -> np.ndarray:
@@ -99,27 +104,3 @@ def fit_ridge_cv(X: np.ndarray, Y: np.ndarray, alphas: np.ndarray | None = None,
     """
     alphas = default_alphas() if alphas is None else np.asarray(alphas, dtype=float)
     return RidgeCV(alphas=alphas, cv=cv).fit(X, Y)
-
-
-def seeded_generator(seed: int) -> torch.Generator:
-    """A CPU torch generator seeded with ``seed`` (noise and masks of the baselines)."""
-    g = torch.Generator()
-    g.manual_seed(int(seed))
-    return g
-
-
-def check_training_rows(X, Y, *, min_rows: int, name: str, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
-    """Validate the training rows of a baseline's ``fit``; return (X as float32, Y as ``dtype``).
-
-    Raises
-    ------
-    DataValidationError
-        Bad signals, different row counts, or fewer than ``min_rows`` rows.
-    """
-    X = validate_signals(np.asarray(X), key="X", allow_degenerate=True)
-    Y = np.asarray(Y, dtype=dtype)
-    if len(Y) != len(X):
-        raise DataValidationError(f"X has {len(X)} rows but Y has {len(Y)}")
-    if len(X) < min_rows:
-        raise DataValidationError(f"{name} needs at least {min_rows} training row(s); got {len(X)}")
-    return X, Y

@@ -30,13 +30,16 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from cortexflow.baselines._common import fit_ridge_cv, seeded_generator, train_network
+from cortexflow.baselines._common import fit_ridge_cv, train_network
 from cortexflow.data.preprocessing import SignalScaler
 from cortexflow.exceptions import ConfigError, DataValidationError
 from cortexflow.models.base import BaseDecoder
+from cortexflow.training.devices import resolve_device
+from cortexflow.training.seeding import isolated_rng, seeded_generator, seeded_init
 
 __all__ = ["BrainDiffuserLite", "ImageVAE", "ConditionalDenoiser"]
 
@@ -51,9 +54,9 @@ def _alpha_bar(t: torch.Tensor) -> torch.Tensor:
 class ImageVAE(nn.Module):
     """MLP VAE of flattened images in [0, 1].
 
-    ``encode`` returns a reparameterised sample while training and the
-    posterior mean in eval mode, and keeps ``(mu, logvar)`` of its last call
-    for the KL loss term.
+    ``encode`` returns a reparameterised sample while training (noise from
+    ``generator``, on the input's device) and the posterior mean in eval mode;
+    :meth:`compute_loss` is its training loss (pixel MSE plus weighted KL).
     """
 
     def __init__(self, n_pixels: int = 784, hidden: int = 256, latent: int = 16):
@@ -62,28 +65,34 @@ class ImageVAE(nn.Module):
         self.dec = nn.Sequential(nn.Linear(latent, hidden), nn.SiLU(), nn.Linear(hidden, n_pixels), nn.Sigmoid())
         self.latent = latent
         self.generator: torch.Generator | None = None
-        self.last_stats: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.enc(x.reshape(len(x), -1)).chunk(2, dim=-1)
         return mu, logvar.clamp(-10.0, 10.0)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        mu, logvar = self.posterior(x)
-        self.last_stats = (mu, logvar)
+    def _sample(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return mu
-        eps = torch.randn(mu.shape, generator=self.generator, dtype=mu.dtype)
+        eps = torch.randn(mu.shape, generator=self.generator, dtype=mu.dtype, device=mu.device)
         return mu + torch.exp(0.5 * logvar) * eps
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self._sample(*self.posterior(x))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.dec(z)
 
-    def kl_term(self, out: dict) -> torch.Tensor:
-        """KL(q(z|x) || N(0, I)) per pixel, averaged over the batch (a loss term for the trainer)."""
-        mu, logvar = self.last_stats
+    def kl(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """KL(q(z|x) || N(0, I)) per pixel, averaged over the batch."""
         kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=-1)
         return kl.mean() / self.dec[-2].out_features
+
+    def compute_loss(self, batch: dict, kl_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(pixel MSE + kl_weight * KL, pixel MSE)`` of a trainer batch (see :func:`~cortexflow.training.train_model`)."""
+        mu, logvar = self.posterior(batch["x"])
+        pred = self.decode(self._sample(mu, logvar))
+        pix = F.mse_loss(pred, batch["target"].reshape(pred.shape))
+        return pix + float(kl_weight) * self.kl(mu, logvar), pix
 
 
 class ConditionalDenoiser(nn.Module):
@@ -116,14 +125,15 @@ class ConditionalDenoiser(nn.Module):
     def encode(self, rows: torch.Tensor) -> torch.Tensor:
         x0 = rows[:, : self.n_pixels] * 2 - 1
         cond = rows[:, self.n_pixels :]
-        gen = self.generator if self.training else seeded_generator(0)
+        dev = rows.device
+        gen = self.generator if self.training else seeded_generator(0, dev)
         n = len(rows)
-        t = self.t_min + (1 - self.t_min) * torch.rand(n, generator=gen)
-        eps = torch.randn(x0.shape, generator=gen)
+        t = self.t_min + (1 - self.t_min) * torch.rand(n, generator=gen, device=dev)
+        eps = torch.randn(x0.shape, generator=gen, device=dev)
         a = _alpha_bar(t)[:, None]
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
         if self.cond_noise > 0:
-            cond = cond + self.cond_noise * torch.randn(cond.shape, generator=gen)
+            cond = cond + self.cond_noise * torch.randn(cond.shape, generator=gen, device=dev)
         return torch.cat([x_t, t[:, None], cond], dim=-1)
 
     def decode(self, packed: torch.Tensor) -> torch.Tensor:
@@ -137,9 +147,9 @@ class ConditionalDenoiser(nn.Module):
                     generator: torch.Generator) -> torch.Tensor:
         """Image-to-image: noise ``x_init`` (in [0, 1]) to level ``strength``, then DDIM-denoise to 0."""
         x0 = x_init * 2 - 1
-        ts = torch.linspace(strength, 0.0, steps + 1)
+        ts = torch.linspace(strength, 0.0, steps + 1, device=x0.device)
         a0 = _alpha_bar(ts[:1])
-        x = a0.sqrt() * x0 + (1 - a0).sqrt() * torch.randn(x0.shape, generator=generator)
+        x = a0.sqrt() * x0 + (1 - a0).sqrt() * torch.randn(x0.shape, generator=generator, device=x0.device)
         x0_hat = x0
         for k in range(steps):
             t = ts[k].expand(len(x))
@@ -242,6 +252,7 @@ class BrainDiffuserLite(BaseDecoder):
         n_pix = int(np.prod(self.output_shape_))
         Yf = Y.reshape(len(Y), n_pix)
         self.seed_ = seed = self._seed()
+        dev = resolve_device(self.device)
         timings = {}
 
         # stage 1: VAE on the training stimuli, ridge from signals to its latent
@@ -261,12 +272,12 @@ class BrainDiffuserLite(BaseDecoder):
         self.feature_scale_ = np.where(feats.std(axis=0) > 0, feats.std(axis=0), 1.0)
         fz = (feats - self.feature_mean_) / self.feature_scale_
         self.feature_ridge_ = fit_ridge_cv(Xs, fz, self.alphas)
-        torch.manual_seed(seed + 2)
-        self.denoiser_ = ConditionalDenoiser(n_pix, fz.shape[1])
-        self.denoiser_.generator = seeded_generator(seed + 3)
+        self.denoiser_, init_state = seeded_init(lambda: ConditionalDenoiser(n_pix, fz.shape[1]), seed + 2)
+        self.denoiser_.generator = seeded_generator(seed + 3, dev)
         rows = np.concatenate([Yf, fz.astype(np.float32)], axis=1)
-        train_network(self.denoiser_, rows, Yf, seed=seed, epochs=self.denoiser_epochs, patience=self.patience,
-                      lr=1e-3, batch_size=32, device=self.device, progress=self.progress, name="bdl-denoiser")
+        with isolated_rng(seed + 2, dev, cpu_state=init_state):  # nn.Dropout draws from the (forked) global stream
+            train_network(self.denoiser_, rows, Yf, seed=seed, epochs=self.denoiser_epochs, patience=self.patience,
+                          lr=1e-3, batch_size=32, device=dev, progress=self.progress, name="bdl-denoiser")
         self.denoiser_.cpu().eval()
         self.denoiser_.generator = None
         timings["denoiser"] = time.perf_counter() - t0
@@ -279,15 +290,15 @@ class BrainDiffuserLite(BaseDecoder):
 
         A hook: :class:`cortexflow.priors.baselines.BrainDiffuserPrior` returns an external image prior instead.
         """
-        torch.manual_seed(seed)
-        vae = ImageVAE(Yf.shape[1], 256, self.latent_dim)
-        vae.generator = seeded_generator(seed + 1)
+        dev = resolve_device(self.device)
+        kl_weight = float(self.kl_weight)
+        vae, _ = seeded_init(lambda: ImageVAE(Yf.shape[1], 256, self.latent_dim), seed)
+        vae.generator = seeded_generator(seed + 1, dev)
         train_network(vae, Yf, Yf, seed=seed, epochs=self.vae_epochs, patience=self.patience, lr=2e-3,
-                      batch_size=32, loss_terms={"kl": vae.kl_term}, loss_weights={"kl": self.kl_weight},
-                      device=self.device, progress=self.progress, name="bdl-vae")
+                      batch_size=32, device=dev, progress=self.progress, name="bdl-vae",
+                      compute_loss=lambda model, batch: model.compute_loss(batch, kl_weight))
         vae.cpu().eval()
         vae.generator = None
-        vae.last_stats = None
         return vae
 
     def _features_latent(self, Yf: np.ndarray) -> np.ndarray:

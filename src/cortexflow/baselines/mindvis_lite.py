@@ -29,14 +29,17 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from cortexflow.baselines._common import seeded_generator, train_network
+from cortexflow.baselines._common import train_network
 from cortexflow.data.preprocessing import SignalScaler
 from cortexflow.data.validation import validate_signals
 from cortexflow.exceptions import ConfigError, DataValidationError
 from cortexflow.models.base import BaseDecoder
+from cortexflow.training.devices import resolve_device
+from cortexflow.training.seeding import isolated_rng, seeded_generator, seeded_init
 
 __all__ = ["MindVisLite", "MaskedSignalModel", "ConditionedImageDecoder"]
 
@@ -51,10 +54,11 @@ def _block(dim: int, heads: int, dropout: float) -> nn.TransformerEncoderLayer:
 class MaskedSignalModel(nn.Module):
     """Masked autoencoder of a 1-D signal vector cut into patches.
 
-    ``encode`` masks ``mask_ratio`` of the patches at random (a fixed mask in
-    eval mode) and encodes the visible ones; ``decode`` reconstructs every
-    patch and puts the true values back on the visible patches, so that the
-    trainer's mean squared error counts the masked patches only.
+    :meth:`reconstruct` masks ``mask_ratio`` of the patches at random (from
+    ``generator`` while training, a fixed mask in eval mode), encodes the
+    visible ones, reconstructs every patch and puts the true values back on
+    the visible patches, so that the mean squared error of
+    :meth:`compute_loss` counts the masked patches only.
     """
 
     def __init__(self, n_features: int, patch_size: int = 16, dim: int = 64, depth: int = 2, heads: int = 4,
@@ -73,7 +77,6 @@ class MaskedSignalModel(nn.Module):
         self.decoder = nn.TransformerEncoder(_block(dim, heads, dropout), 1, enable_nested_tensor=False)
         self.head = nn.Linear(dim, self.patch_size)
         self.generator: torch.Generator | None = None
-        self._state: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         pad = self.n_patches * self.patch_size - x.shape[1]
@@ -86,28 +89,31 @@ class MaskedSignalModel(nn.Module):
         h = self.patch_embed(self.patchify(x)) + self.pos
         return self.norm(self.encoder(h))
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Mask, encode the visible patches, decode all; true values on the visible patches. Shape of ``x``."""
         patches = self.patchify(x)
         n, L = patches.shape[:2]
         n_keep = max(1, int(round(L * (1 - self.mask_ratio))))
-        gen = self.generator if self.training else seeded_generator(0)
-        order = torch.rand(n, L, generator=gen).argsort(dim=1)
+        dev = x.device
+        gen = self.generator if self.training else seeded_generator(0, dev)
+        order = torch.rand(n, L, generator=gen, device=dev).argsort(dim=1)
         keep = order[:, :n_keep]
-        mask = torch.ones(n, L, dtype=torch.bool)
+        mask = torch.ones(n, L, dtype=torch.bool, device=dev)
         mask.scatter_(1, keep, False)
         h = self.patch_embed(patches) + self.pos
         h = torch.gather(h, 1, keep[..., None].expand(-1, -1, self.dim))
-        self._state = (keep, mask, patches)
-        return self.norm(self.encoder(h))
-
-    def decode(self, h: torch.Tensor) -> torch.Tensor:
-        keep, mask, patches = self._state
-        n, L = mask.shape
+        h = self.norm(self.encoder(h))
         full = self.mask_token.expand(n, L, self.dim).clone()
         full.scatter_(1, keep[..., None].expand(-1, -1, self.dim), h)
         recon = self.head(self.decoder(full + self.dec_pos))
         out = torch.where(mask[..., None], recon, patches)
         return out.reshape(n, -1)[:, : self.n_features]
+
+    def compute_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean squared error on the masked patches, as ``(loss, pixel loss)`` for :func:`~cortexflow.training.train_model`."""
+        out = self.reconstruct(batch["x"])
+        pix = F.mse_loss(out, batch["target"].reshape(out.shape))
+        return pix, pix
 
 
 class ConditionedImageDecoder(nn.Module):
@@ -223,27 +229,29 @@ class MindVisLite(BaseDecoder):
         timings = {}
 
         t0 = time.perf_counter()
-        torch.manual_seed(seed)
+        dev = resolve_device(self.device)
         patch = self.patch_size or max(1, math.ceil(X.shape[1] / 64))
-        mae = MaskedSignalModel(X.shape[1], patch, self.dim, self.depth, self.heads, self.mask_ratio)
-        mae.generator = seeded_generator(seed + 1)
-        self.pretrain_result_ = train_network(mae, S, S, seed=seed, epochs=self.pretrain_epochs,
-                                              patience=self.patience, lr=1e-3, batch_size=32, device=self.device,
-                                              progress=self.progress, name="mindvis-pretrain")
+        mae, init_state = seeded_init(
+            lambda: MaskedSignalModel(X.shape[1], patch, self.dim, self.depth, self.heads, self.mask_ratio), seed)
+        mae.generator = seeded_generator(seed + 1, dev)
+        with isolated_rng(seed, dev, cpu_state=init_state):  # dropout layers draw from the (forked) global stream
+            self.pretrain_result_ = train_network(mae, S, S, seed=seed, epochs=self.pretrain_epochs,
+                                                  patience=self.patience, lr=1e-3, batch_size=32, device=dev,
+                                                  progress=self.progress, name="mindvis-pretrain",
+                                                  compute_loss=lambda model, batch: model.compute_loss(batch))
         mae.cpu()
         mae.generator = None
-        mae._state = None
         timings["pretrain"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        torch.manual_seed(seed + 2)
         n_pix = int(np.prod(self.output_shape_))
-        self.model_ = self._image_decoder(mae, n_pix, Y)
+        self.model_, init_state = seeded_init(lambda: self._image_decoder(mae, n_pix, Y), seed + 2)
         Xs = self.scaler_.transform(X)
-        self.finetune_result_ = train_network(self.model_, Xs, Y.reshape(len(Y), n_pix), seed=seed,
-                                              epochs=self.finetune_epochs, patience=self.patience, lr=1e-3,
-                                              batch_size=32, weight_decay=1e-4, device=self.device,
-                                              progress=self.progress, name="mindvis-finetune")
+        with isolated_rng(seed + 2, dev, cpu_state=init_state):
+            self.finetune_result_ = train_network(self.model_, Xs, Y.reshape(len(Y), n_pix), seed=seed,
+                                                  epochs=self.finetune_epochs, patience=self.patience, lr=1e-3,
+                                                  batch_size=32, weight_decay=1e-4, device=dev,
+                                                  progress=self.progress, name="mindvis-finetune")
         self.model_.cpu().eval()
         timings["finetune"] = time.perf_counter() - t0
         self.timings_ = timings

@@ -13,17 +13,29 @@ Other modules add methods with :func:`register_method`::
     register_method("my-method", my_factory, version="1")
 
 and a batched trainer can register a ``fit_predict_many(tasks)`` hook that
-fits every (fold, seed) task of one method at once (see
-:mod:`cortexflow.benchmark.runner`). Installed packages can also declare an
-entry point in the group ``cortexflow.methods`` whose object is a callable
-that registers its methods; :func:`load_plugins` calls them.
+fits every (fold, seed) task of one method at once and yields one
+:class:`~cortexflow.benchmark.tasks.TaskResult` per task.
+
+The methods that ship with CortexFlow are registered by
+:mod:`cortexflow.benchmark.builtin` when :mod:`cortexflow.benchmark` is
+imported. Hooks named in :data:`BUILTIN_PLUGINS` and installed packages that
+declare an entry point in the group ``cortexflow.methods`` (a callable that
+registers its methods) are called once by :func:`load_plugins`.
+
+>>> from cortexflow.benchmark import get_method
+>>> get_method("ridge").name
+'ridge'
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import inspect
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from importlib.metadata import entry_points
+from typing import Any, Callable, Iterable, Sequence
 
 from cortexflow.exceptions import ConfigError
 
@@ -37,6 +49,9 @@ __all__ = [
     "resolve_methods",
     "make_estimator",
     "load_plugins",
+    "accepted_options",
+    "check_options",
+    "suggest",
     "REFERENCE_METHOD",
 ]
 
@@ -58,8 +73,8 @@ class MethodSpec:
     supports_batched : bool
         Whether ``fit_predict_many`` may be used for this method.
     fit_predict_many : callable, optional
-        ``fit_predict_many(tasks, *, progress=False)`` yielding ``(task, TaskResult)``
-        pairs for a list of tasks of this method (for a batched trainer).
+        ``fit_predict_many(tasks, *, progress=False)`` yielding one ``TaskResult``
+        per task of a list of tasks of this method (for a batched trainer).
     version : str
         Part of every result key: bump it when a change of the method's code
         changes its results, and finished runs are recomputed.
@@ -68,6 +83,16 @@ class MethodSpec:
     in_all : bool
         Whether ``--methods all`` includes it (False for methods that need
         an optional extra or another kind of data, e.g. EEG epochs).
+    needs_stimuli : bool
+        The factory also receives ``stimuli=``: every stimulus of the dataset
+        (training and test rows), (n, 28, 28) float32 in [0, 1], for example
+        to drop near-duplicates of them from an image prior.
+    options : tuple of str, optional
+        Option names the factory takes through ``**kwargs`` (its own keyword
+        parameters are always accepted); None with a ``**kwargs`` factory
+        accepts any option.
+    extra : str
+        Optional extra it needs (``pip install 'cortexflow[EXTRA]'``), or "".
     """
 
     name: str
@@ -77,6 +102,9 @@ class MethodSpec:
     version: str = "1"
     description: str = ""
     in_all: bool = True
+    needs_stimuli: bool = False
+    options: tuple[str, ...] | None = None
+    extra: str = ""
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -92,6 +120,9 @@ def register_method(
     description: str = "",
     overwrite: bool = False,
     in_all: bool = True,
+    needs_stimuli: bool = False,
+    options: Sequence[str] | None = None,
+    extra: str = "",
 ) -> MethodSpec:
     """Register a benchmark method.
 
@@ -114,6 +145,12 @@ def register_method(
         Replace an existing registration instead of raising.
     in_all : bool
         Include the method in ``--methods all``.
+    needs_stimuli : bool
+        Pass ``stimuli=`` (all stimuli of the dataset) to the factory.
+    options : sequence of str, optional
+        Option names the factory takes through ``**kwargs`` (see :class:`MethodSpec`).
+    extra : str
+        Optional extra the method needs.
 
     Returns
     -------
@@ -127,7 +164,8 @@ def register_method(
         raise ConfigError(f"method {name!r}: supports_batched=True needs a fit_predict_many hook")
     if name in METHODS and not overwrite:
         raise ConfigError(f"method {name!r} is already registered (pass overwrite=True to replace it)")
-    spec = MethodSpec(name, factory, supports_batched, fit_predict_many, str(version), description, in_all)
+    spec = MethodSpec(name, factory, supports_batched, fit_predict_many, str(version), description, in_all,
+                      bool(needs_stimuli), None if options is None else tuple(options), str(extra))
     METHODS[name] = spec
     return spec
 
@@ -149,7 +187,56 @@ def get_method(name: str) -> MethodSpec:
     try:
         return METHODS[name]
     except KeyError:
-        raise ConfigError(f"unknown method {name!r}; registered methods: {', '.join(METHODS)}") from None
+        raise ConfigError(f"unknown method {name!r}{suggest(name, METHODS)}; registered methods: "
+                          f"{', '.join(METHODS)}") from None
+
+
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """``" (did you mean X?)"`` for the closest of ``choices``, or ``""``.
+
+    >>> suggest("ccv1", ["ridge", "cccv1"])
+    ' (did you mean cccv1?)'
+    """
+    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+_FACTORY_ARGS = {"seed", "dataset_name", "n_train", "fast", "stimuli"}
+
+
+def accepted_options(name: str) -> list[str] | None:
+    """Option names method ``name`` accepts, or None when it accepts any.
+
+    The factory's own keyword parameters, plus the names declared with
+    ``options=`` (those it takes through ``**kwargs``); None for a factory with
+    ``**kwargs`` that declares none.
+    """
+    spec = get_method(name)
+    params = inspect.signature(spec.factory).parameters.values()
+    named = {p.name for p in params if p.name not in _FACTORY_ARGS
+             and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)}
+    if spec.options is None and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return sorted(named | set(spec.options or ()))
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse options that method ``name`` does not accept, naming the allowed ones.
+
+    Raises
+    ------
+    ConfigError
+    """
+    allowed = accepted_options(name)
+    if allowed is None:
+        return
+    if options and not allowed:
+        raise ConfigError(f"method {name!r} takes no options; got {sorted(options)}")
+    for key in options:
+        if key not in allowed:
+            listed = ", ".join(allowed) if allowed else "none"
+            raise ConfigError(f"method {name!r} has no option {key!r}{suggest(key, allowed)}; "
+                              f"its options: {listed}")
 
 
 def resolve_methods(spec: str | Iterable[str]) -> list[str]:
@@ -170,25 +257,26 @@ def resolve_methods(spec: str | Iterable[str]) -> list[str]:
 
 
 def make_estimator(name: str, seed: int, dataset_name: str, n_train: int, *, fast: bool = False, **options: Any):
-    """Build the unfitted estimator of method ``name``."""
+    """Build the unfitted estimator of method ``name`` (``options`` may include ``stimuli=``).
+
+    Raises
+    ------
+    ConfigError
+        An option the method does not accept.
+    """
+    check_options(name, {k: v for k, v in options.items() if k != "stimuli"})
     return get_method(name).factory(seed, dataset_name, n_train, fast=fast, **options)
 
 
 _PLUGINS_LOADED = False
 
-#: Registration hooks that ship with CortexFlow. They are also declared as entry
-#: points, but are called directly so that a source checkout on ``PYTHONPATH``
-#: (no installed package metadata) has them too.
-BUILTIN_PLUGINS = (
-    "cortexflow.models.eeg_estimator:register_benchmark_methods",
-    "cortexflow.semantic.benchmark:register",
-    "cortexflow.priors.methods:register",
-)
+#: Registration hooks (``"module:function"``) of method packages that ship with
+#: CortexFlow outside :mod:`cortexflow.benchmark.builtin`; called by
+#: :func:`load_plugins` (they import this module, so it cannot import them).
+BUILTIN_PLUGINS: tuple[str, ...] = ("cortexflow.priors.methods:register",)
 
 
 def _call_hook(name: str, value: str) -> None:
-    import importlib
-
     try:
         module, _, attr = value.partition(":")
         hook = getattr(importlib.import_module(module), attr)
@@ -204,76 +292,13 @@ def load_plugins() -> None:
     if _PLUGINS_LOADED:
         return
     _PLUGINS_LOADED = True
-    from importlib.metadata import entry_points
-
     for value in BUILTIN_PLUGINS:
         _call_hook(value.rsplit(":", 1)[0], value)
     for ep in entry_points(group="cortexflow.methods"):
-        if ep.value.replace(" ", "") not in BUILTIN_PLUGINS:
+        value = ep.value.replace(" ", "")
+        # CortexFlow's own methods are registered directly; entry points of an
+        # older installed copy that name them are skipped
+        if value not in BUILTIN_PLUGINS and not value.startswith("cortexflow."):
             _call_hook(ep.name, ep.value)
 
 
-# ---------------------------------------------------------------- built-ins
-def _no_options(name: str, options: dict) -> None:
-    if options:
-        raise ConfigError(f"method {name!r} takes no options; got {sorted(options)}")
-
-
-def _mean_image(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, **options):
-    from cortexflow.baselines.mean_image import MeanImageDecoder
-
-    _no_options("mean-image", options)
-    return MeanImageDecoder(random_state=seed)
-
-
-def _ridge(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, **options):
-    from cortexflow.baselines.ridge import RidgeDecoder
-
-    return RidgeDecoder(random_state=seed, **options)
-
-
-def _cccv1(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, device: str = "auto",
-           n_members: int = 1, **overrides):
-    from cortexflow.models.ensemble import CCCV1EnsembleDecoder
-    from cortexflow.models.estimator import CCCV1Decoder
-    from cortexflow.training.config import get_config
-
-    cfg = get_config("auto", n_train=n_train, dataset=dataset_name, **overrides)
-    if fast:
-        cfg = cfg.replace(epochs=2, patience=1, hidden_dim=64, embed_dim=32)
-    if n_members != 1:  # mean image of n_members seeds, trained together by the batched trainer
-        return CCCV1EnsembleDecoder(n_members, config=cfg, dataset=dataset_name, random_state=seed, device=device)
-    return CCCV1Decoder(config=cfg, dataset=dataset_name, random_state=seed, device=device)
-
-
-def _brain_diffuser_lite(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, **options):
-    from cortexflow.baselines.brain_diffuser_lite import BrainDiffuserLite
-
-    if fast:
-        options = {"vae_epochs": 3, "denoiser_epochs": 3, "patience": 2, "steps": 2, **options}
-    return BrainDiffuserLite(random_state=seed, **options)
-
-
-def _mindvis_lite(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, **options):
-    from cortexflow.baselines.mindvis_lite import MindVisLite
-
-    if fast:
-        options = {"pretrain_epochs": 2, "finetune_epochs": 2, "patience": 1, "dim": 16, "depth": 1, **options}
-    return MindVisLite(random_state=seed, **options)
-
-
-register_method("mean-image", _mean_image, description="mean training image for every signal (the floor)")
-register_method("ridge", _ridge, description="ridge from z-scored signal to pixels, penalty by inner leave-one-out CV")
-def _cccv1_many(tasks, *, progress=False):
-    """Batched training of cccv1's folds x seeds (issue 7; see cortexflow.training.batched)."""
-    from cortexflow.benchmark.backends import cccv1_fit_predict_many
-
-    return cccv1_fit_predict_many(tasks, progress=progress)
-
-
-register_method(REFERENCE_METHOD, _cccv1, supports_batched=True, fit_predict_many=_cccv1_many,
-                description="CCCV1Decoder(config='auto', dataset=name)")
-register_method("brain-diffuser-lite", _brain_diffuser_lite,
-                description="VAE-latent ridge + feature-conditioned denoiser from the stage-1 image")
-register_method("mindvis-lite", _mindvis_lite,
-                description="masked signal modelling pretraining + conditioned image decoder, fine-tuned")

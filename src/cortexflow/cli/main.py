@@ -11,7 +11,28 @@ from pathlib import Path
 import click
 import numpy as np
 
-from cortexflow.exceptions import CortexFlowError
+from cortexflow.data.eeg.registered import describe_eeg, is_raw_eeg_dataset, load_eeg
+from cortexflow.data.fetch import fetch_dataset
+from cortexflow.data.loading import load_dataset, read_arrays
+from cortexflow.data.registry import DATASETS, get_dataset_info
+from cortexflow.data.summary import describe_dataset
+from cortexflow.data.validation import validate_signals
+from cortexflow.evaluation.metrics import evaluate_reconstructions, summarize
+from cortexflow.exceptions import CortexFlowError, DataValidationError
+from cortexflow.models.estimator import CCCV1Decoder, check_replaceable_checkpoint
+from cortexflow.reporting.figures import reconstruction_grid, save_image
+from cortexflow.training.config import get_config
+from cortexflow.training.devices import resolve_device, set_deterministic
+from cortexflow.utils.io import (
+    OUTPUT_MARKER,
+    atomic_write_json,
+    atomic_write_with,
+    json_safe,
+    prepare_output_dir,
+    remove_stale_outputs,
+    removed_if_empty_on_error,
+    write_output_marker,
+)
 
 logger = logging.getLogger("cortexflow")
 
@@ -57,13 +78,11 @@ _stimulus_scale_option = click.option(
 
 def _load(name_or_path: str, data_dir, **kwargs):
     """``load_dataset`` for a command: an error that names a Python argument also names its command-line flag."""
-    from cortexflow.data.loading import load_dataset
-    from cortexflow.exceptions import DataValidationError
 
     try:
         return load_dataset(name_or_path, data_dir, **kwargs)
     except DataValidationError as exc:
-        flags = [flag for arg, flag in _FLAGS.items() if arg in str(exc)]
+        flags = [flag for arg, flag in _FLAGS.items() if arg in str(exc) and flag not in str(exc)]
         if flags:
             raise DataValidationError(f"{exc}; on the command line: {', '.join(flags)}") from exc
         raise
@@ -87,15 +106,17 @@ def datasets() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def datasets_list(as_json: bool) -> None:
     """List the registered datasets."""
-    from cortexflow.data.registry import DATASETS
 
     if as_json:
         click.echo(json.dumps({k: v.to_dict() for k, v in DATASETS.items()}, indent=2))
         return
+    width = max(12, *(len(n) + 1 for n in DATASETS))
     for name, info in sorted(DATASETS.items()):
         flag = "  [format tests only]" if info.format_tests_only else ""
-        click.echo(f"{name:<12} {info.modality:<15} {info.n_train}/{info.n_test} x {info.n_features}{flag}")
-        click.echo(f"{'':<12} {info.description}")
+        if info.modality == "eeg-raw":
+            flag = f"  [raw EEG: {info.n_train} trials, {info.n_channels} channel(s), {info.sfreq:g} Hz; no split]"
+        click.echo(f"{name:<{width}} {info.modality:<15} {info.n_train}/{info.n_test} x {info.n_features}{flag}")
+        click.echo(f"{'':<{width}} {info.description}")
 
 
 @datasets.command("fetch")
@@ -105,8 +126,6 @@ def datasets_list(as_json: bool) -> None:
 @click.option("--no-progress", is_flag=True, help="Hide the download progress bar.")
 def datasets_fetch(name: str, data_dir, mirror, no_progress: bool) -> None:
     """Download NAME (or verify the cached copy) and print its path; NAME "all" fetches every dataset."""
-    from cortexflow.data.fetch import fetch_dataset
-    from cortexflow.data.registry import DATASETS, get_dataset_info
 
     if name != "all":
         get_dataset_info(name)  # an unknown name fails here, with a close-name suggestion
@@ -130,15 +149,23 @@ def datasets_fetch(name: str, data_dir, mirror, no_progress: bool) -> None:
 @_stimulus_scale_option
 def datasets_info(name_or_path: str, data_dir, as_json: bool, allow_degenerate: bool, stimulus_scale) -> None:
     """Shapes, unique stimuli, train/test overlap and checksum status of a dataset or file."""
-    from cortexflow.data.summary import describe_dataset
 
+    if is_raw_eeg_dataset(name_or_path):
+        _print_info(describe_eeg(load_eeg(name_or_path, data_dir)), as_json,
+                    ("name", "source", "checksum", "modality", "format", "device", "n_epochs", "n_channels",
+                     "n_times", "sfreq", "class_counts", "size_mismatch"))
+        return
     ds = _load(name_or_path, data_dir, stimulus_scale=stimulus_scale, allow_degenerate=allow_degenerate)
-    info = describe_dataset(ds)
+    _print_info(describe_dataset(ds), as_json,
+                ("name", "source", "checksum", "n_train", "n_test", "n_features", "n_unique_stimuli",
+                 "n_test_seen_in_train", "labels", "pixel_order", "modality"))
+
+
+def _print_info(info: dict, as_json: bool, keys: tuple[str, ...]) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    for k in ("name", "source", "checksum", "n_train", "n_test", "n_features", "n_unique_stimuli",
-              "n_test_seen_in_train", "labels", "pixel_order", "modality"):
+    for k in keys:
         click.echo(f"{k:<22} {info[k]}")
     for c in info["caveats"]:
         click.echo(f"caveat: {c}")
@@ -152,15 +179,12 @@ def _checkpoint_dir(path: str) -> Path:
 
 def _summary(per_image: dict) -> dict:
     """Mean of each per-image metric; an undefined one (e.g. two-way identification of one image) is None."""
-    from cortexflow.evaluation.metrics import summarize
-    from cortexflow.utils.io import json_safe
 
     return json_safe(summarize(per_image))
 
 
 def _write_metrics(out: Path, per_image: dict, extra: dict) -> dict:
     """Write ``metrics.json`` (standard JSON: undefined values are null) and return the summary."""
-    from cortexflow.utils.io import atomic_write_json, json_safe
 
     summary = _summary(per_image)
     payload = {**summary, **json_safe(extra), "per_image": json_safe({k: np.asarray(v) for k, v in per_image.items()})}
@@ -194,12 +218,6 @@ EVALUATE_OUTPUTS = ["metrics.json", "reconstructions.png"]
 def train(dataset: str, seed: int, out_dir: str, overwrite: bool, config: str, sets, data_dir, device: str, amp: str,
           deterministic: bool, no_progress: bool, stimulus_scale) -> None:
     """Train CCCV1 on the official split; write checkpoint, metrics.json and a PNG grid."""
-    from cortexflow.evaluation.metrics import evaluate_reconstructions
-    from cortexflow.models.estimator import CCCV1Decoder, check_replaceable_checkpoint
-    from cortexflow.reporting.figures import reconstruction_grid
-    from cortexflow.training.config import get_config
-    from cortexflow.training.devices import resolve_device, set_deterministic
-    from cortexflow.utils.io import OUTPUT_MARKER, prepare_output_dir, removed_if_empty_on_error, write_output_marker
 
     # Every option is checked before any work: the overrides against the chosen (or a stand-in) preset,
     # the device, and the output folder.
@@ -239,10 +257,6 @@ def train(dataset: str, seed: int, out_dir: str, overwrite: bool, config: str, s
 @_stimulus_scale_option
 def evaluate(checkpoint: str, dataset: str, data_dir, out_dir, overwrite: bool, stimulus_scale) -> None:
     """Score a checkpoint on a dataset's official test split."""
-    from cortexflow.evaluation.metrics import evaluate_reconstructions
-    from cortexflow.models.estimator import CCCV1Decoder
-    from cortexflow.reporting.figures import reconstruction_grid
-    from cortexflow.utils.io import OUTPUT_MARKER, prepare_output_dir, removed_if_empty_on_error, write_output_marker
 
     out = None
     with removed_if_empty_on_error(out_dir or os.curdir):  # a failed run leaves no empty --out folder
@@ -260,8 +274,6 @@ def evaluate(checkpoint: str, dataset: str, data_dir, out_dir, overwrite: bool, 
 
 
 def _read_input(path: Path, key: str | None) -> np.ndarray:
-    from cortexflow.data.loading import read_arrays
-    from cortexflow.exceptions import DataValidationError
 
     if path.suffix.lower() == ".npy":
         try:
@@ -284,14 +296,6 @@ def _read_input(path: Path, key: str | None) -> np.ndarray:
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty --out folder that CortexFlow did not make.")
 def reconstruct(checkpoint: str, input_path: str, key, out_dir: str, overwrite: bool) -> None:
     """Reconstruct one PNG per signal row of a new recording, plus a grid."""
-    from cortexflow.data.validation import validate_signals
-    from cortexflow.exceptions import DataValidationError
-    from cortexflow.models.estimator import CCCV1Decoder
-    from cortexflow.reporting.figures import reconstruction_grid, save_image
-    from cortexflow.utils.io import (
-        OUTPUT_MARKER, atomic_write_with, prepare_output_dir, remove_stale_outputs, removed_if_empty_on_error,
-        write_output_marker,
-    )
 
     model = CCCV1Decoder.load(_checkpoint_dir(checkpoint))
     X = np.asarray(_read_input(Path(input_path), key))
@@ -326,8 +330,9 @@ def reconstruct(checkpoint: str, input_path: str, key, out_dir: str, overwrite: 
 
 
 cli.add_command(__import__("cortexflow.benchmark.cli", fromlist=["benchmark"]).benchmark)
+cli.add_command(__import__("cortexflow.benchmark.cli", fromlist=["methods"]).methods)
 cli.add_command(__import__("cortexflow.semantic.cli", fromlist=["semantic"]).semantic)
-cli.add_command(__import__("cortexflow.data.eeg.cli", fromlist=["eeg"]).eeg)
+cli.add_command(__import__("cortexflow.cli.eeg", fromlist=["eeg"]).eeg)
 cli.add_command(__import__("cortexflow.cli.prior", fromlist=["prior"]).prior)
 
 def main() -> None:  # console-script entry point

@@ -2,7 +2,8 @@
 
 The data folder is found, in order, from the ``data_dir`` argument, the
 ``CORTEXFLOW_DATA`` environment variable, and the user's cache folder
-(``pooch.os_cache("cortexflow")``). Files live at ``<data_dir>/<name>/<file>``,
+(``pooch.os_cache("cortexflow")``). Files live at ``<data_dir>/<folder>/<file>``
+(``folder`` is the dataset's name unless its registry entry says otherwise),
 the same layout as the project's shared data folder, so pointing
 ``CORTEXFLOW_DATA`` at such a folder needs no network at all.
 """
@@ -66,7 +67,7 @@ def get_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 def dataset_path(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     """Where the file of dataset ``name`` lives (it may not exist yet)."""
     info = get_dataset_info(name)
-    return get_data_dir(data_dir) / info.name / info.filename
+    return get_data_dir(data_dir) / info.directory / info.filename
 
 
 def checksum_status(path: str | os.PathLike, info: DatasetInfo) -> str:
@@ -88,7 +89,7 @@ def verify_registered_file(name: str, data_dir: str | os.PathLike | None = None)
         The file there is not the registered one (another dataset's file, or damaged).
     """
     info = get_dataset_info(name)
-    path = get_data_dir(data_dir) / info.name / info.filename
+    path = dataset_path(name, data_dir)
     status = checksum_status(path, info)
     if status == "missing":
         raise DataValidationError(
@@ -126,7 +127,7 @@ def fetch_dataset(
     data_dir : path-like, optional
         Data folder; see :func:`get_data_dir`.
     mirror : str, optional
-        Base URL of a mirror laid out as ``<mirror>/<name>/<file>`` (for
+        Base URL of a mirror laid out as ``<mirror>/<folder>/<file>`` (for
         example a local copy served over HTTP). Defaults to
         ``$CORTEXFLOW_MIRROR``; without one the pinned public URL is used.
     progress : bool, optional
@@ -147,7 +148,7 @@ def fetch_dataset(
         The download failed (network error, server stopped mid-file, ...).
     """
     info = get_dataset_info(name)
-    dest = get_data_dir(data_dir) / info.name / info.filename
+    dest = get_data_dir(data_dir) / info.directory / info.filename
     status = checksum_status(dest, info)
     if status == "ok":
         logger.debug("using cached %s", dest)
@@ -156,7 +157,7 @@ def fetch_dataset(
         logger.warning("%s exists but its sha256 does not match the registry; downloading it again", dest)
 
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
-    url = f"{mirror.rstrip('/')}/{info.name}/{info.filename}" if mirror else info.url
+    url = f"{mirror.rstrip('/')}/{info.directory}/{info.filename}" if mirror else info.url
     logger.info("downloading %s from %s", info.name, url)
     with removed_if_empty_on_error(dest.parent):  # a failed download leaves no empty folder behind
         try:

@@ -219,6 +219,12 @@ def load_dataset(
         )
     if key in DATASETS:
         info = DATASETS[key]
+        if info.modality == "eeg-raw":
+            raise DataValidationError(
+                f"dataset {key!r} is a raw EEG recording, not a .mat/.npz dataset file: read it with "
+                f"cortexflow.data.eeg.load_eeg({key!r}), evaluate it with `cortexflow eeg evaluate --dataset {key}`, "
+                f"or turn it into a dataset file with `cortexflow eeg mindbigdata {key} --out FILE.npz`"
+            )
         # Both ways verify the file's sha256 (cached per path, size and mtime), so another file placed
         # under the registered name is refused rather than loaded as this dataset.
         path = fetch_dataset(key, data_dir) if download else verify_registered_file(key, data_dir)

@@ -26,9 +26,11 @@ class DatasetInfo:
     name : str
         Registry key, also the sub-folder of the data directory.
     modality : str
-        ``"fmri"`` or ``"eeg-translated"``.
+        ``"fmri"``, ``"eeg-translated"`` (a .mat dataset file) or
+        ``"eeg-raw"`` (a raw EEG recording, read by :mod:`cortexflow.data.eeg`,
+        not by ``load_dataset``).
     filename : str
-        File name inside ``<data_dir>/<name>/``.
+        File name inside ``<data_dir>/<folder>/``.
     repository, commit, source_path : str
         Where the public file lives; ``url`` is built from them.
     sha256 : str
@@ -36,21 +38,32 @@ class DatasetInfo:
     size_bytes : int
         Expected size of the file.
     pixel_order : {"C", "F"}
-        Memory order of the 784 stimulus values (``"F"`` = column-major).
+        Memory order of the 784 stimulus values (``"F"`` = column-major);
+        not used for ``"eeg-raw"`` (its targets are class images).
     stimulus_scale : float
-        Value that stands for white (255 for uint8 files, 1 for 0/1 floats).
+        Value that stands for white (255 for uint8 files, 1 for 0/1 floats);
+        not used for ``"eeg-raw"``.
     n_train, n_test, n_features : int
-        Shapes of the official split.
+        Shapes of the official split. For ``"eeg-raw"``: the number of
+        trials, 0 (no official split), and the values per trial
+        (``n_channels`` times the samples per channel).
     description, citation, licence : str
         Human-readable text.
     caveats : tuple of str
         Known defects and limits; shown by ``cortexflow datasets info``.
     format_tests_only : bool
         True when the file must not be used for quality claims.
+    folder : str
+        Sub-folder of the data directory that holds the file; empty means
+        ``name``.
+    n_channels : int or None
+        EEG channels (``"eeg-raw"`` only).
+    sfreq : float or None
+        Sampling rate in Hz (``"eeg-raw"`` only).
     """
 
     name: str
-    modality: Literal["fmri", "eeg-translated"]
+    modality: Literal["fmri", "eeg-translated", "eeg-raw"]
     filename: str
     repository: str
     commit: str
@@ -67,6 +80,14 @@ class DatasetInfo:
     licence: str
     caveats: tuple[str, ...] = field(default_factory=tuple)
     format_tests_only: bool = False
+    folder: str = ""
+    n_channels: int | None = None
+    sfreq: float | None = None
+
+    @property
+    def directory(self) -> str:
+        """Sub-folder of the data directory that holds the file (``folder``, else ``name``)."""
+        return self.folder or self.name
 
     @property
     def url(self) -> str:
@@ -231,5 +252,38 @@ register_dataset(
             "unless allow_degenerate=True (format tests only)",
         ),
         format_tests_only=True,
+    )
+)
+
+register_dataset(
+    DatasetInfo(
+        name="mindbigdata-mw-sample",
+        modality="eeg-raw",
+        filename="MW-sample.csv",
+        folder="mindbigdata_raw",
+        repository="alik604/bioMedical-imaging",
+        commit="c22a1e1994bde333da93483e9d4961f09912368c",
+        source_path="MW-sample.csv",
+        sha256="e7b877a6fab7baafd1e6e35551ebecb8e7c141080ee8f063a84c67cb943ec785",
+        size_bytes=512726,
+        pixel_order="C",
+        stimulus_scale=255.0,
+        n_train=174,
+        n_test=0,
+        n_features=952,
+        n_channels=1,
+        sfreq=512.0,
+        description=(
+            "174 real MindBigData recordings (NeuroSky MindWave, one channel FP1, ~512 Hz, digits 0-9) of one "
+            "person, in a spreadsheet export of the raw text format; read with `cortexflow eeg` or read_mindbigdata."
+        ),
+        citation="Vivancos, D., Cuesta, F. (2022). MindBigData 2022: A large dataset of brain signals. arXiv:2212.14746.",
+        licence="Database Contents License (DbCL) v1.0 (stated in the source repository's README for the data)",
+        caveats=(
+            "a spreadsheet export of the first 200 lines of MindBigData-MW: every signal is cut to 952 values "
+            "although its [size] field says 952..1017 (read_mindbigdata reports it)",
+            "one frontal channel of a consumer headset: expect little or no digit information",
+            "class counts 0:24 1:18 2:17 3:15 4:21 5:19 6:7 7:12 8:20 9:21; no official train/test split",
+        ),
     )
 )

@@ -1,10 +1,32 @@
-"""Train/test splits: official, seeded K-fold, and novel-stimulus group K-fold."""
+"""Train/test splits: official, seeded K-fold, and novel-stimulus group K-fold.
+
+One function, :func:`split_indices`, gives the rows of one fold of any split
+kind; :func:`iter_splits` gives every fold, :func:`split_data` the arrays and
+:func:`resolve_folds` checks (and, for novel-stimulus, caps) the number of
+folds before any work starts.
+
+- ``official``: the data set's own training rows against its test rows
+  (one fold; test indices point into the official *test* rows).
+- ``kfold``: seeded, shuffled K-fold over the official training rows.
+- ``novel-stimulus``: group K-fold over the official training rows in which
+  no test image (by content) appears among the fold's training images.
+
+For ``kfold`` and ``novel-stimulus`` test indices point into the official
+*training* rows.
+
+>>> import numpy as np
+>>> images = np.repeat(np.eye(4, dtype=np.float32)[:, None, :].repeat(4, axis=1), 2, axis=0)
+>>> train, test = split_indices(images, "novel-stimulus", fold=0, n_folds=2, seed=0)
+>>> bool(np.isin(stimulus_groups(images)[test], stimulus_groups(images)[train]).any())
+False
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 from sklearn.model_selection import GroupKFold, KFold
@@ -19,9 +41,17 @@ __all__ = [
     "kfold_splits",
     "novel_stimulus_splits",
     "inner_validation_split",
+    "split_indices",
+    "iter_splits",
+    "split_data",
+    "resolve_folds",
+    "scored_images",
+    "scored_slice",
 ]
 
 SPLIT_KINDS = ("official", "kfold", "novel-stimulus")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -92,3 +122,130 @@ def inner_validation_split(n_samples: int, fraction: float = 0.15, seed: int = 0
     perm = rng.permutation(n_samples)
     n_val = max(min_val, int(round(fraction * n_samples)))
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _train_images(data: Any) -> np.ndarray:
+    return np.asarray(data.Y_train) if hasattr(data, "Y_train") else np.asarray(data)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in SPLIT_KINDS:
+        raise ConfigError(f"unknown split {kind!r}; allowed: {', '.join(SPLIT_KINDS)}")
+
+
+def iter_splits(data: Any, kind: str, n_folds: int = 10, seed: int = 0) -> Iterator[Split]:
+    """Every fold of one split kind.
+
+    Parameters
+    ----------
+    data : Dataset or ndarray
+        A dataset (with ``Y_train`` and ``Y_test``), or the official training
+        images (n, 28, 28) for ``kfold`` and ``novel-stimulus``.
+    kind : {"official", "kfold", "novel-stimulus"}
+    n_folds : int
+        Folds of ``kfold`` and ``novel-stimulus`` (ignored by ``official``).
+    seed : int
+        Seed of the fold assignment.
+
+    Yields
+    ------
+    Split
+    """
+    _check_kind(kind)
+    if kind == "official":
+        if not hasattr(data, "Y_test"):
+            raise ConfigError("the official split needs a dataset (with Y_train and Y_test), not an image array")
+        yield Split("official", 0, np.arange(len(data.Y_train)), np.arange(len(data.Y_test)))
+    elif kind == "kfold":
+        yield from kfold_splits(len(_train_images(data)), n_folds, seed)
+    else:
+        yield from novel_stimulus_splits(_train_images(data), n_folds, seed)
+
+
+def split_indices(data: Any, kind: str, fold: int = 0, n_folds: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Training and test row indices of one fold.
+
+    Parameters are those of :func:`iter_splits`, plus ``fold`` (0 for the
+    official split).
+
+    Returns
+    -------
+    train_idx, test_idx : ndarray of int
+        ``test_idx`` indexes the official test rows for ``official`` and the
+        official training rows otherwise (see :func:`scored_images`).
+
+    Raises
+    ------
+    ConfigError
+        Unknown kind, or a fold that does not exist.
+    """
+    folds = list(iter_splits(data, kind, n_folds, seed))
+    if not 0 <= fold < len(folds):
+        raise ConfigError(f"fold {fold} does not exist; the {kind} split has {len(folds)} fold(s)")
+    s = folds[fold]
+    return np.asarray(s.train, dtype=np.int64), np.asarray(s.test, dtype=np.int64)
+
+
+def split_data(ds: Any, kind: str, fold: int = 0, n_folds: int = 10, seed: int = 0):
+    """The arrays of one fold of a dataset.
+
+    Returns
+    -------
+    X_train, Y_train, X_test, Y_test, test_idx : ndarray
+    """
+    train, test = split_indices(ds, kind, fold, n_folds, seed)
+    if kind == "official":
+        return ds.X_train, ds.Y_train, ds.X_test, ds.Y_test, test
+    return ds.X_train[train], ds.Y_train[train], ds.X_train[test], ds.Y_train[test], test
+
+
+def scored_slice(ds: Any, kind: str) -> slice:
+    """Where the rows a split's test indices point into lie in the training rows followed by the test rows."""
+    _check_kind(kind)
+    n_train = len(ds.Y_train)
+    return slice(n_train, None) if kind == "official" else slice(0, n_train)
+
+
+def scored_images(ds: Any, kind: str) -> np.ndarray:
+    """The images a split's test indices point into (official test rows, or official training rows)."""
+    _check_kind(kind)
+    return ds.Y_test if kind == "official" else ds.Y_train
+
+
+def resolve_folds(train_images: np.ndarray, kind: str, n_folds: int, name: str = "dataset") -> tuple[int, list[str]]:
+    """Number of folds a split will use, and notes about it, checked before any work.
+
+    ``official`` has one fold (returned as 0, the ``n_folds`` recorded for it).
+    ``kfold`` needs ``2 <= n_folds <= n_train``. ``novel-stimulus`` needs at
+    least 2 unique training stimuli; asked for more folds than unique stimuli,
+    it uses one fold per stimulus (leave-one-stimulus-out) and a note says so.
+
+    Returns
+    -------
+    n_folds : int
+    notes : list of str
+    """
+    _check_kind(kind)
+    n_train = len(train_images)
+    if kind == "official":
+        return 0, []
+    if kind == "kfold":
+        if not 2 <= n_folds <= n_train:
+            raise ConfigError(f"--folds {n_folds} must lie between 2 and the {n_train} training rows of {name}")
+        return n_folds, []
+    notes = []
+    n_groups = len(np.unique(stimulus_groups(train_images)))
+    if n_groups < 2:
+        raise ConfigError(f"{name}: novel-stimulus needs at least 2 unique training stimuli; found {n_groups}")
+    k = n_folds
+    if n_groups == n_train:
+        notes.append(f"{name}: every training stimulus is unique, so novel-stimulus measures "
+                     "the same thing as kfold (generalisation to unseen images)")
+    if n_folds > n_groups:
+        k = n_groups
+        notes.append(f"{name}: novel-stimulus asked for {n_folds} folds but its training rows hold only "
+                     f"{n_groups} unique stimuli; using {n_groups} folds (leave-one-stimulus-out)")
+        logger.warning(notes[-1])
+    if k < 2:
+        raise ConfigError(f"--folds {n_folds} must be at least 2")
+    return k, notes

@@ -16,9 +16,12 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import matplotlib
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from cortexflow.data.eeg.crell import CRELL_LETTERS
+from cortexflow.data.eeg.epochs import targets_for_labels
 from cortexflow.data.eeg.mindbigdata import DIGIT_CLASSES
 from cortexflow.exceptions import DataValidationError
 
@@ -31,7 +34,6 @@ __all__ = [
     "load_stimulus_folder",
     "class_images",
     "targets_for_labels",
-    "save_stimulus_sheet",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
@@ -40,8 +42,6 @@ _FONT_FILES = {"regular": "DejaVuSans.ttf", "bold": "DejaVuSans-Bold.ttf"}
 
 def font_path(weight: str = "bold") -> Path:
     """Path of the DejaVu Sans font file that matplotlib ships."""
-    import matplotlib
-
     if weight not in _FONT_FILES:
         raise DataValidationError(f"weight={weight!r} is not one of {sorted(_FONT_FILES)}")
     p = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / _FONT_FILES[weight]
@@ -52,8 +52,6 @@ def font_path(weight: str = "bold") -> Path:
 
 def _fit_box(img: np.ndarray, size: int, box: int) -> np.ndarray:
     """Crop to the ink, scale the longer side to ``box`` and centre in ``size`` x ``size``."""
-    from PIL import Image
-
     ys, xs = np.nonzero(img > 0)
     if len(ys) == 0:
         return np.zeros((size, size), dtype=np.float32)
@@ -95,8 +93,6 @@ def render_glyphs(
     -------
     ndarray of float32, shape (n, size, size), values in [0, 1]
     """
-    from PIL import Image, ImageDraw, ImageFont
-
     if not 1 <= box <= size:
         raise DataValidationError(f"box={box} must be between 1 and size={size}")
     ttf = ImageFont.truetype(str(font or font_path(weight)), 200)
@@ -112,8 +108,6 @@ def render_glyphs(
 
 
 def _read_image(path: Path, size: int) -> np.ndarray:
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             im = im.convert("L")
@@ -192,31 +186,3 @@ def class_images(
         return render_glyphs(class_names, **kwargs)
     images, _ = load_stimulus_folder(source, class_names, **kwargs)
     return images
-
-
-def targets_for_labels(labels, images: np.ndarray) -> np.ndarray:
-    """The target image of each trial: ``images[labels]``.
-
-    Raises
-    ------
-    DataValidationError
-        A label outside ``0..len(images)-1`` (e.g. -1, a random trial with no
-        stimulus image).
-    """
-    labels = np.asarray(labels).reshape(-1)
-    images = np.asarray(images, dtype=np.float32)
-    if labels.size and (labels.min() < 0 or labels.max() >= len(images)):
-        bad = labels[(labels < 0) | (labels >= len(images))]
-        raise DataValidationError(
-            f"labels {sorted(set(bad.tolist()))[:5]} have no stimulus image (images exist for 0..{len(images) - 1}); "
-            "drop random trials (label -1) first"
-        )
-    return images[labels.astype(np.int64)]
-
-
-def save_stimulus_sheet(images: np.ndarray, names: Sequence[str], path: str | os.PathLike) -> Path:
-    """Save the class images side by side, named, as one PNG (to check them by eye)."""
-    from cortexflow.reporting.figures import reconstruction_grid
-
-    return reconstruction_grid(None, {"": np.asarray(images)}, path, max_images=len(images),
-                               column_labels=[str(n) for n in names])

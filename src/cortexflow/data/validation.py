@@ -24,6 +24,13 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # [0, 255]; a maximum of 2 or 17 is more likely another coding (labels, levels) than a dark 8-bit image.
 _MIN_8BIT_MAX = 128
 
+#: How to accept a degenerate signal anyway; names only options that exist (format tests only: no
+#: command trains on such a signal, ``cortexflow datasets info --allow-degenerate`` describes it).
+_DEGENERATE_HINT = (
+    " (for format tests only: load_dataset(..., allow_degenerate=True) in Python; on the command line "
+    "`cortexflow datasets info NAME --allow-degenerate` describes such a file, and no command trains on it)"
+)
+
 
 def _as_numeric(arr, source: str, key: str) -> np.ndarray:
     arr = np.asarray(arr)
@@ -112,12 +119,12 @@ def validate_signals(
             raise DataValidationError(
                 f"{source}: key {key!r} has {const_rows.size} constant row(s) (every feature equal), first at "
                 f"row {int(const_rows[0])} with value {float(X[const_rows[0], 0])!r}; such a signal carries no "
-                "information (pass allow_degenerate=True only for format tests)"
+                "information" + _DEGENERATE_HINT
             )
         if X.shape[0] > 1 and np.all(X == X[0]):
             raise DataValidationError(
                 f"{source}: key {key!r}: all {X.shape[0]} rows are identical, so the signal carries no "
-                "information about the stimulus (pass allow_degenerate=True only for format tests)"
+                "information about the stimulus" + _DEGENERATE_HINT
             )
     return X
 

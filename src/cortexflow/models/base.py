@@ -61,6 +61,8 @@ class BaseDecoder(RegressorMixin, BaseEstimator):
 
     #: fewest training rows ``fit`` accepts (an inner validation split needs more than one)
     _min_train_rows: ClassVar[int] = 1
+    #: why, appended to the too-few-rows message (for example ``" (an inner validation split ...)"``)
+    _min_train_rows_reason: ClassVar[str] = ""
 
     def _validate_X(self, X, *, reset: bool) -> np.ndarray:
         """Check X with scikit-learn's conventions and return it as float32.
@@ -98,7 +100,8 @@ class BaseDecoder(RegressorMixin, BaseEstimator):
             raise DataValidationError(f"Input Y contains {int(np.sum(~np.isfinite(Y)))} NaN or infinity value(s)")
         if len(X) < self._min_train_rows:
             raise DataValidationError(
-                f"{type(self).__name__} needs at least {self._min_train_rows} training samples; got n_samples = {len(X)}"
+                f"{type(self).__name__} needs at least {self._min_train_rows} training samples"
+                f"{self._min_train_rows_reason}; got n_samples = {len(X)}"
             )
         return X, Y
 

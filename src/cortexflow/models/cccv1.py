@@ -26,14 +26,23 @@ class StreamDropout(nn.Dropout):
     (:mod:`cortexflow.training.batched`) draw the identical mask for each
     member from that member's own random stream. Checkpoints are unaffected
     (dropout has no parameters).
+
+    Attributes
+    ----------
+    generator : torch.Generator or None
+        The stream the masks are drawn from (on the input's device); ``None``
+        uses PyTorch's global generator. Estimators set it for the length of
+        a fit (see :mod:`cortexflow.training.seeding`).
     """
+
+    generator: "torch.Generator | None" = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
         if self.p == 1.0:
             return x * 0.0
-        noise = torch.empty_like(x).bernoulli_(1.0 - self.p)
+        noise = torch.empty_like(x).bernoulli_(1.0 - self.p, generator=self.generator)
         noise.div_(1.0 - self.p)
         return x * noise
 
@@ -107,7 +116,7 @@ class CCCV1(nn.Module):
     input_dim : int
         Features per input vector (after the optional front-end).
     dropout_encoder, dropout_decoder : float
-        ``d`` and ``dd`` of the design.
+        ``d`` and ``dd`` of the CCCV1 design document.
     alpha : float
         Residual weight of the semantic enhancer.
     output_shape : tuple of int

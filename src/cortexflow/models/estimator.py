@@ -7,18 +7,23 @@ import logging
 import math
 import numbers
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.utils.validation import check_is_fitted, validate_data
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from safetensors.torch import save as save_tensors
+from sklearn.utils import TransformerTags
+from sklearn.utils.validation import check_is_fitted
 
+from cortexflow._version import __version__
 from cortexflow.data.preprocessing import ImageScaler, SignalScaler
-from cortexflow.data.validation import validate_signals
-from cortexflow.exceptions import CheckpointError, CortexFlowError, DataValidationError
-from cortexflow.models.base import seed_from_random_state
+from cortexflow.data.splits import inner_validation_split
+from cortexflow.exceptions import CheckpointError, CortexFlowError
+from cortexflow.models.base import BaseDecoder, seed_from_random_state
 from cortexflow.models.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_META,
@@ -33,11 +38,13 @@ from cortexflow.models.checkpoint import (
 from cortexflow.models.registry import build_model
 from cortexflow.training.config import CCCV1Config, get_config
 from cortexflow.training.devices import resolve_device
+from cortexflow.training.seeding import attach_dropout_generator, dropout_generator, isolated_rng, seeded_init
 from cortexflow.training.trainer import TrainResult, train_model
 from cortexflow.utils.io import atomic_write_bytes, atomic_write_json, json_safe, sha256_bytes, sha256_file
 
 __all__ = [
     "CCCV1Decoder",
+    "PreparedFit",
     "save_checkpoint_dir",
     "check_replaceable_checkpoint",
     "estimate_training_memory",
@@ -65,20 +72,49 @@ def _format_bytes(n: float) -> str:
     return f"{n:.1f} GB"  # pragma: no cover
 
 
-class CCCV1Decoder(RegressorMixin, BaseEstimator):
+@dataclass
+class PreparedFit:
+    """What :meth:`CCCV1Decoder._prepare_fit` hands to a training loop (sequential or batched).
+
+    Attributes
+    ----------
+    X, Y : ndarray
+        The training rows after the fitted scalers (Y flattened per row).
+    loss_terms : dict or None
+        Loss terms beside the pixel MSE (the estimator's and its hook's).
+    seed : int
+        The fit's seed (inner split, batch order; ``seed_``).
+    val_index : (ndarray, ndarray)
+        Inner training and validation rows.
+    init_state : torch.Tensor
+        State of the initialisation stream after the weights were drawn: the
+        CPU dropout stream starts there.
+    """
+
+    X: np.ndarray
+    Y: np.ndarray
+    loss_terms: dict | None
+    seed: int
+    val_index: tuple[np.ndarray, np.ndarray]
+    init_state: torch.Tensor
+
+
+class CCCV1Decoder(BaseDecoder):
     """Reconstruct images from brain signals with CCCV1.
 
     Parameters
     ----------
     config : "auto", str, dict or CCCV1Config
-        ``"auto"`` picks the design's preset from ``dataset`` (when known) or
+        ``"auto"`` picks the per-data-set preset from ``dataset`` (when known) or
         from the number of training rows; a preset name (``"small"``,
         ``"vangerven"``, ...), a dict, or a :class:`CCCV1Config`.
     dataset : str, optional
         Dataset name, used by ``config="auto"`` and stored in checkpoints.
     random_state : int, None or numpy.random.RandomState
         Seed of weight initialisation, the inner validation split, batch order
-        and dropout.
+        and dropout. They are drawn from the fit's own generators
+        (:mod:`cortexflow.training.seeding`): ``fit`` neither depends on nor
+        changes PyTorch's global random state.
     device : str
         ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
     progress : bool
@@ -108,6 +144,10 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
         Shape of one target (``(28, 28)`` for images).
     """
 
+    #: the inner validation split is carved out of the training rows
+    _min_train_rows = 4
+    _min_train_rows_reason = " (rows; an inner validation split is carved out of them)"
+
     def __init__(
         self,
         config: Any = "auto",
@@ -127,24 +167,6 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
         self.amp = amp
 
     # ------------------------------------------------------------------ fit
-    def _validate_X(self, X, *, reset: bool) -> np.ndarray:
-        """Check X with scikit-learn's conventions and return it as float32.
-
-        Sparse input raises ``TypeError``; 1-D, empty, complex or non-numeric
-        input, NaN/Inf and a feature count other than ``n_features_in_`` raise
-        :class:`DataValidationError` (a ``ValueError``) with scikit-learn's
-        message wording (``"X has 3 features, but CCCV1Decoder is expecting 4
-        features as input"``). Sets ``n_features_in_`` (and
-        ``feature_names_in_`` for a DataFrame) when ``reset``.
-        """
-        try:
-            X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32], ensure_all_finite=False)
-        except ValueError as exc:
-            if isinstance(exc, DataValidationError):
-                raise
-            raise DataValidationError(str(exc)) from exc
-        return validate_signals(X, key="X", allow_degenerate=True)
-
     def fit(self, X, Y, *, metadata: dict | None = None) -> "CCCV1Decoder":
         """Fit preprocessing and the network on the training rows (X, Y).
 
@@ -156,6 +178,39 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
             scaled with training statistics.
         metadata : dict, optional
             Dataset metadata stored in checkpoints.
+        """
+        prep = self._prepare_fit(X, Y, metadata=metadata)
+        dev = resolve_device(self.device)
+        attach_dropout_generator(self.model_, dropout_generator(dev, prep.seed, prep.init_state))
+        try:
+            # layers without a generator of their own (an EEG front-end's nn.Dropout) draw from a
+            # forked global stream that continues the initialisation stream, as global seeding did
+            with isolated_rng(prep.seed, dev, cpu_state=prep.init_state):
+                result: TrainResult = train_model(
+                    self.model_, prep.X, prep.Y, self.config_, seed=prep.seed, device=dev,
+                    progress=self.progress, loss_terms=prep.loss_terms, val_index=prep.val_index, amp=self.amp,
+                )
+        finally:
+            attach_dropout_generator(self.model_, None)
+        self.model_.cpu()
+        self.history_ = result.history
+        self.train_result_ = result
+        return self
+
+    def _prepare_fit(self, X, Y, *, metadata: dict | None = None) -> PreparedFit:
+        """Everything of :meth:`fit` before the training loop, shared with the batched trainer.
+
+        Validates (X, Y), resolves the configuration, runs the
+        :meth:`_training_setup` hook, fits the scalers on these rows, draws the
+        inner validation split and builds the network with its initial weights
+        from the estimator's own seeded stream. Sets ``seed_``,
+        ``n_features_in_``, ``output_shape_``, ``config_``, ``signal_scaler_``,
+        ``target_scaler_``, ``model_`` and ``metadata_``; PyTorch's global
+        random state is left as it was.
+
+        Returns
+        -------
+        PreparedFit
         """
         seed = self.seed_ = seed_from_random_state(self.random_state)  # set first: _training_setup hooks may use it
         X, Y = self._validate_fit_input(X, Y)
@@ -169,17 +224,10 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
         Ys = self.target_scaler_.transform(Y)
         out_shape = (math.prod(self.output_shape_) or 1,)
         self._warn_if_huge(Xs.shape[1], out_shape, self.config_)
-        torch.manual_seed(seed)
-        self.model_ = self._build_network(Xs.shape[1], out_shape, self.config_)
-        result: TrainResult = train_model(
-            self.model_, Xs, Ys, self.config_, seed=seed, device=self.device,
-            progress=self.progress, loss_terms=loss_terms, amp=self.amp,
-        )
-        self.model_.cpu()
-        self.history_ = result.history
-        self.train_result_ = result
+        self.model_, init_state = seeded_init(lambda: self._build_network(Xs.shape[1], out_shape, self.config_), seed)
         self.metadata_ = dict(metadata or {})
-        return self
+        val_index = inner_validation_split(len(Xs), self.config_.val_fraction, seed)
+        return PreparedFit(Xs, Ys, loss_terms, seed, val_index, init_state)
 
     def _warn_if_huge(self, n_features: int, output_shape: tuple[int, ...], config: CCCV1Config) -> int | None:
         """Count the network's parameters without allocating them (meta device); warn when training needs > 2 GiB.
@@ -201,30 +249,6 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
                 n_features, n_params / 1e6, _format_bytes(4 * n_params), _format_bytes(need), _format_bytes(4 * n_params),
             )
         return n_params
-
-    def _validate_fit_input(self, X, Y) -> tuple[np.ndarray, np.ndarray]:
-        """Check the training rows (X, Y) of :meth:`fit`; set ``n_features_in_``; return them as arrays."""
-        if Y is None:
-            raise DataValidationError(f"{type(self).__name__} requires y to be passed, but the target y is None")
-        X = self._validate_X(X, reset=True)
-        Y = np.asarray(Y)
-        if Y.dtype == object:  # e.g. numbers in an object array; strings stay an error
-            try:
-                Y = Y.astype(np.float64)
-            except (TypeError, ValueError) as exc:
-                raise DataValidationError(f"Y holds non-numeric data of dtype object ({exc}); expected a real numeric array") from exc
-        if Y.ndim == 0 or len(Y) != len(X):
-            raise DataValidationError(f"X has {len(X)} rows but Y has shape {Y.shape}; they must have the same number of rows")
-        if not (np.issubdtype(Y.dtype, np.number) or Y.dtype == bool) or np.iscomplexobj(Y):
-            raise DataValidationError(f"Y holds non-numeric data of dtype {Y.dtype}; expected a real numeric array")
-        if not np.all(np.isfinite(Y)):
-            raise DataValidationError(f"Input Y contains {int(np.sum(~np.isfinite(Y)))} NaN or infinity value(s)")
-        if len(X) < 4:
-            raise DataValidationError(
-                f"{type(self).__name__} needs at least 4 training samples (rows; an inner validation split is carved "
-                f"out of them); got n_samples = {len(X)}"
-            )
-        return X, Y
 
     def _training_setup(self, X: np.ndarray, Y: np.ndarray, config: CCCV1Config) -> tuple[CCCV1Config, dict]:
         """Hook for subclasses: adjust the resolved config and add loss terms for this fit.
@@ -289,24 +313,8 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
         """
         return self.fit(X, y, **fit_params).transform(X)
 
-    def score(self, X, y, sample_weight=None) -> float:
-        """Coefficient of determination R^2 over all pixels (variance-weighted).
-
-        ``y`` holds the true targets (images), in the shape given to :meth:`fit`.
-        """
-        from sklearn.metrics import r2_score
-
-        P = self.predict(X)
-        P = P.reshape(len(P), -1)
-        return float(r2_score(np.asarray(y).reshape(len(P), -1), P, sample_weight=sample_weight,
-                              multioutput="variance_weighted"))
-
     def __sklearn_tags__(self):
-        from sklearn.utils import TransformerTags
-
         tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        tags.non_deterministic = False
         # ``transform`` returns the float32 embedding whatever the input dtype.
         tags.transformer_tags = TransformerTags(preserves_dtype=["float32"])
         return tags
@@ -319,13 +327,10 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
         rename, so an interrupted save never leaves a half-written checkpoint.
         """
         check_is_fitted(self, "model_")
-        from safetensors.torch import save as save_tensors
-
-        import cortexflow
 
         meta = {
             "format": CHECKPOINT_FORMAT,
-            "cortexflow_version": cortexflow.__version__,
+            "cortexflow_version": __version__,
             "torch_version": torch.__version__,
             "estimator": type(self).__name__,
             "params": self._checkpoint_params(),
@@ -364,8 +369,6 @@ class CCCV1Decoder(RegressorMixin, BaseEstimator):
             Missing files, unreadable JSON or weights, or weights that do not
             fit the stored configuration.
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
 
         path = Path(path)
         meta_path, w_path = path / CHECKPOINT_META, path / CHECKPOINT_WEIGHTS

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from cortexflow.exceptions import ConfigError
+from cortexflow.models.cccv1 import CCCV1
 from cortexflow.models.registry import register_model
 
 __all__ = [
@@ -254,8 +255,6 @@ def build_eeg_model(name: str, input_dim: Any, output_shape: tuple[int, ...], co
     **frontend_kwargs
         Passed to the front-end (``sfreq``, ``n_filters``, ``dropout``, ...).
     """
-    from cortexflow.models.cccv1 import CCCV1
-
     c, t = eeg_input_shape(input_dim)
     fe = build_frontend(name, c, t, **frontend_kwargs)
     return CCCV1(

@@ -12,6 +12,7 @@ from typing import Callable
 from torch import nn
 
 from cortexflow.exceptions import ConfigError
+from cortexflow.models.cccv1 import CCCV1
 
 __all__ = ["MODELS", "register_model", "build_model", "list_models"]
 
@@ -47,8 +48,6 @@ def build_model(name: str, input_dim: int, output_shape: tuple[int, ...], config
 
 @register_model("cccv1")
 def _build_cccv1(input_dim: int, output_shape: tuple[int, ...], config) -> nn.Module:
-    from cortexflow.models.cccv1 import CCCV1
-
     return CCCV1(
         input_dim,
         dropout_encoder=config.dropout_encoder,

@@ -18,7 +18,9 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
+import matplotlib
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 __all__ = [
@@ -168,9 +170,6 @@ LETTER_FONTS = (
 
 def _glyph_crops(letters: str, fonts: tuple[str, ...]) -> list[list[np.ndarray]]:
     """High-resolution ink crops (float in [0, 1]) of every letter in every font."""
-    import matplotlib
-    from PIL import Image, ImageDraw, ImageFont
-
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
     out = []
     for font in fonts:
@@ -188,8 +187,6 @@ def _glyph_crops(letters: str, fonts: tuple[str, ...]) -> list[list[np.ndarray]]
 
 def _place(crop: np.ndarray, height: float, rng: np.random.Generator) -> np.ndarray:
     """Scale an ink crop to ``height`` pixels (width in proportion, at most 22) and centre it in 28x28."""
-    from PIL import Image
-
     h, w = crop.shape
     scale = min(height / h, 22.0 / w)
     nh, nw = max(2, int(round(h * scale))), max(2, int(round(w * scale)))

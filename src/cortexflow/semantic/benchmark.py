@@ -1,9 +1,7 @@
-"""Benchmark integration: the ``cccv1-semantic`` method and semantic scores of finished benchmark runs.
+"""Semantic scores of finished benchmark runs.
 
-:func:`register` adds ``cccv1-semantic`` to :mod:`cortexflow.benchmark.methods`;
-it is declared as the ``cortexflow.methods`` entry point ``semantic`` in
-``pyproject.toml``, so the benchmark runner (and its worker processes) find the
-method without importing this module by hand.
+The ``cccv1-semantic`` benchmark method itself is registered with the other
+built-in methods (:mod:`cortexflow.benchmark.builtin`).
 
 The runner's per-image table holds the pixel metrics. :func:`score_benchmark`
 adds the semantic ones afterwards, from the predictions the runner stored: for
@@ -20,68 +18,27 @@ import json
 import logging
 import os
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from cortexflow.benchmark.builtin import SEMANTIC_METHOD as METHOD_NAME
+from cortexflow.benchmark.store import validate_record
+from cortexflow.benchmark.tasks import ID_COLUMNS, Task, load_task_data
+from cortexflow.data.splits import scored_slice, split_indices
+from cortexflow.evaluation.metrics import two_way_identification
+from cortexflow.evaluation.stats import paired_comparisons
+from cortexflow.reporting.report import md_escape
 from cortexflow.semantic.cache import embed_images
 from cortexflow.semantic.encoders import DEFAULT_ENCODER, ImageEncoder, as_image_batch, load_image_encoder
 from cortexflow.semantic.metrics import SEMANTIC_METRIC_NAMES, centred_cosine
 from cortexflow.utils.io import atomic_write_text
 from cortexflow.utils.progress import progress_bar
 
-__all__ = ["METHOD_NAME", "METHOD_VERSION", "register", "cccv1_semantic_factory", "score_benchmark"]
+__all__ = ["METHOD_NAME", "score_benchmark"]
 
 logger = logging.getLogger(__name__)
-
-METHOD_NAME = "cccv1-semantic"
-METHOD_VERSION = "1"
-
-
-def cccv1_semantic_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, device: str = "auto",
-                           encoder: str = DEFAULT_ENCODER, layers: Any = None, hidden_dim: int = 512,
-                           cache_dir: str | None = None, **overrides):
-    """Benchmark factory: ``CCCV1SemanticDecoder`` with the design's configuration for the dataset.
-
-    ``overrides`` are CCCV1Config fields (for example
-    ``loss_weights={"semantic_infonce": 0.05, "semantic_cosine": 0.1}``).
-    ``fast`` shrinks the network and the training as the ``cccv1`` method does.
-    """
-    from cortexflow.semantic.decoder import CCCV1SemanticDecoder
-    from cortexflow.training.config import get_config
-
-    cfg = get_config("auto", n_train=n_train, dataset=dataset_name, **overrides)
-    if fast:
-        cfg = cfg.replace(epochs=2, patience=1, hidden_dim=64, embed_dim=32)
-        hidden_dim = min(int(hidden_dim), 64)
-    return CCCV1SemanticDecoder(config=cfg, dataset=dataset_name, random_state=seed, device=device,
-                                encoder=encoder, layers=layers, hidden_dim=hidden_dim, cache_dir=cache_dir)
-
-
-def register(overwrite: bool = False):
-    """Register ``cccv1-semantic`` with the benchmark (idempotent); return its ``MethodSpec``."""
-    from cortexflow.benchmark.methods import METHODS, register_method
-
-    if METHOD_NAME in METHODS and not overwrite:
-        return METHODS[METHOD_NAME]
-    return register_method(
-        METHOD_NAME, cccv1_semantic_factory, version=METHOD_VERSION, overwrite=overwrite, in_all=False,
-        description="CCCV1 + CLIP-style InfoNCE and cosine alignment of its embedding to EfficientNet-Lite0 "
-                    "features (block10 + final), pixel MSE unchanged",
-    )
-
-
-def _train_rows(ds, split: str, fold: int, n_folds: int, split_seed: int) -> np.ndarray:
-    """Training-row indices of one benchmark fold, from the runner's own split code."""
-    from cortexflow.benchmark.runner import split_rows
-
-    n = len(ds.Y_train)
-    proxy = SimpleNamespace(X_train=np.arange(n)[:, None], Y_train=ds.Y_train, X_test=np.zeros((len(ds.Y_test), 1)),
-                            Y_test=ds.Y_test)
-    X_tr = split_rows(proxy, split, fold, n_folds, split_seed)[0]
-    return np.asarray(X_tr).reshape(-1).astype(np.int64)
 
 
 def score_benchmark(
@@ -117,8 +74,6 @@ def score_benchmark(
     dict
         ``{"paths": {...}, "runs": n, "results": DataFrame, "stats": DataFrame or None}``
     """
-    from cortexflow.benchmark.runner import ID_COLUMNS, Task, _load
-
     out = Path(out)
     runs = sorted((out / "runs").glob("*.json"))
     if not runs:
@@ -129,15 +84,20 @@ def score_benchmark(
     rows: list[dict] = []
     n_runs = 0
     for path in progress_bar(runs, progress=progress, desc="semantic scores", unit="run"):
-        rec = json.loads(path.read_text())
-        task = Task.from_dict(rec["task"])
+        try:
+            rec = json.loads(path.read_text())
+            validate_record(rec, path.stem)
+            task = Task.from_dict(rec["task"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("invalid run record %s (%s); skipped", path.name, exc)
+            continue
         if bool(task.fast) != bool(fast):
             continue
         npz = path.with_suffix(".npz")
         if not npz.is_file():
             logger.warning("run %s has no predictions file %s; skipped", task.label, npz.name)
             continue
-        ds = _load(task.dataset, task.data_dir)
+        ds = load_task_data(task.dataset, task.data_dir)
         key = (task.dataset, task.data_dir)
         if key not in full:  # every stimulus of the dataset, embedded once (cached on disk)
             e_tr = embed_images(ds.Y_train, enc, layers=[layer], cache_dir=cache_dir)[layer]
@@ -146,13 +106,11 @@ def score_benchmark(
         e_tr, e_te = full[key]
         with np.load(npz, allow_pickle=False) as z:
             pred, test_index = z["predictions"], z["test_index"]
-        train_rows = _train_rows(ds, task.split, task.fold, task.n_folds, task.split_seed)
+        train_rows, _ = split_indices(ds, task.split, task.fold, task.n_folds, task.split_seed)
         center = e_tr[train_rows].mean(axis=0)  # training rows of this run only
-        e_true = e_te[test_index] if task.split == "official" else e_tr[test_index]
+        e_true = np.concatenate([e_tr, e_te])[scored_slice(ds, task.split)][test_index]
         e_pred = embed_images(as_image_batch(pred, name="predictions"), enc, layers=[layer], use_cache=False)[layer]
         fp, ft = e_pred - center, e_true - center
-        from cortexflow.evaluation.metrics import two_way_identification
-
         tw = two_way_identification(true=ft, pred=fp)
         cos = centred_cosine(e_pred, e_true, center)
         if len(rec["rows"]) != len(pred):
@@ -167,8 +125,6 @@ def score_benchmark(
     atomic_write_text(out / "semantic_results.csv", df.to_csv(index=False))
     stats = None
     if len(df) and reference in set(df["method"]) and df["method"].nunique() > 1:
-        from cortexflow.evaluation.stats import paired_comparisons
-
         stats = paired_comparisons(df, reference=reference, metrics=SEMANTIC_METRIC_NAMES, unit=unit)
         atomic_write_text(out / "semantic_stats.csv", stats.to_csv(index=False))
         paths["semantic_stats"] = str(out / "semantic_stats.csv")
@@ -190,13 +146,13 @@ def _summary_md(df: pd.DataFrame, stats: pd.DataFrame | None, encoder: str, laye
             v = per_seed[metric].to_numpy()
             sd = float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")
             cells.append(f"{v.mean():.4f} ± {sd:.4f}" if len(v) > 1 else f"{v.mean():.4f}")
-        lines.append(f"| {d} | {s} | {m} | {len(per_seed)} | {cells[0]} | {cells[1]} |")
+        lines.append(f"| {md_escape(d)} | {s} | {md_escape(m)} | {len(per_seed)} | {cells[0]} | {cells[1]} |")
     if stats is not None and len(stats):
         lines += ["", f"Paired against `{stats['reference'].iloc[0]}` (unit: {unit}; Wilcoxon, Holm-adjusted):", "",
                   "| dataset | split | metric | method | n | mean diff | 95% CI | d_z | p (Holm) | |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for _, r in stats.iterrows():
-            lines.append(f"| {r['dataset']} | {r['split']} | {r['metric']} | {r['method']} | {int(r['n'])} | "
+            lines.append(f"| {md_escape(r['dataset'])} | {r['split']} | {r['metric']} | {md_escape(r['method'])} | {int(r['n'])} | "
                          f"{r['mean_diff']:+.4f} | [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | {r['dz']:.2f} | "
-                         f"{r['wilcoxon_p_holm']:.3g} | {r['mark']} |")
+                         f"{r['wilcoxon_p_holm']:.3g} | {md_escape(r['mark'])} |")
     return "\n".join(lines) + "\n"

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pooch
 
 from cortexflow.semantic.encoders import ImageEncoder, as_image_batch, load_image_encoder
 from cortexflow.utils.io import atomic_write_with
@@ -44,7 +45,6 @@ def get_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     env = os.environ.get(CACHE_ENV)
     if env:
         return Path(env).expanduser()
-    import pooch
 
     return Path(pooch.os_cache("cortexflow"))
 

@@ -7,6 +7,11 @@ import time
 
 import click
 
+from cortexflow.data import load_dataset
+from cortexflow.semantic.benchmark import score_benchmark
+from cortexflow.semantic.cache import cache_path, embed_images, images_checksum
+from cortexflow.semantic.encoders import DEFAULT_ENCODER, list_encoders, load_image_encoder
+
 __all__ = ["semantic"]
 
 
@@ -18,8 +23,6 @@ def semantic() -> None:
 @semantic.command("encoders")
 def encoders_cmd() -> None:
     """List the registered image encoders."""
-    from cortexflow.semantic.encoders import DEFAULT_ENCODER, list_encoders
-
     for name in list_encoders():
         click.echo(f"{name}{'  (default)' if name == DEFAULT_ENCODER else ''}")
 
@@ -32,10 +35,6 @@ def encoders_cmd() -> None:
               help="Cache root (default: $CORTEXFLOW_CACHE or the user cache).")
 def embed_cmd(dataset: str, encoder: str, data_dir, cache_dir) -> None:
     """Embed a dataset's training and test stimuli (each array cached on disk), and print the cost."""
-    from cortexflow.data import load_dataset
-    from cortexflow.semantic.cache import cache_path, embed_images, images_checksum
-    from cortexflow.semantic.encoders import load_image_encoder
-
     ds = load_dataset(dataset, data_dir)
     enc = load_image_encoder(encoder)
     out = {}
@@ -59,8 +58,6 @@ def embed_cmd(dataset: str, encoder: str, data_dir, cache_dir) -> None:
 def score_cmd(out: str, encoder: str, layer: str, reference: str, unit: str, fast: bool, cache_dir,
               no_progress: bool) -> None:
     """Add semantic metrics (two-way identification and centred cosine in ENCODER space) to a finished benchmark OUT."""
-    from cortexflow.semantic.benchmark import score_benchmark
-
     res = score_benchmark(out, encoder=encoder, layer=layer, cache_dir=cache_dir, reference=reference, unit=unit,
                           fast=fast, progress=not no_progress)
     click.echo(f"scored {res['runs']} runs")

@@ -34,6 +34,7 @@ from cortexflow.semantic.cache import embed_images
 from cortexflow.semantic.encoders import DEFAULT_ENCODER, ImageEncoder, as_image_batch, load_image_encoder
 from cortexflow.semantic.losses import SemanticGuidance
 from cortexflow.training.config import CCCV1Config
+from cortexflow.training.seeding import seeded_init
 
 __all__ = ["CCCV1SemanticDecoder", "DEFAULT_SEMANTIC_WEIGHTS", "SEMANTIC_TERMS"]
 
@@ -120,9 +121,9 @@ class CCCV1SemanticDecoder(CCCV1Decoder):
             if float(weights[k]) < 0:
                 raise ConfigError(f"config.loss_weights[{k!r}]={weights[k]} must be >= 0")
         config = config.replace(loss_weights=weights)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(self.random_state) + 7919)
-            guidance = SemanticGuidance(config.embed_dim, emb, layers, hidden_dim=int(self.hidden_dim))
+        # the heads' own seeded stream (seed_ is set before this hook; any random_state works)
+        guidance, _ = seeded_init(
+            lambda: SemanticGuidance(config.embed_dim, emb, layers, hidden_dim=int(self.hidden_dim)), self.seed_ + 7919)
         self.guidance_ = guidance
         self.encoder_name_ = enc.name
         self.guidance_layers_ = layers

@@ -12,9 +12,9 @@ dimension and trained together:
 * each member keeps its own training rows (members may have different numbers
   of rows: batches are padded and masked), its own inner validation split and
   mini-batch order (both from its seed, exactly as :func:`train_model` draws
-  them), its own initial weights (``torch.manual_seed(seed)`` then
-  :func:`build_model`, exactly as :class:`CCCV1Decoder` does), and its own
-  optimiser state;
+  them), its own initial weights (drawn by the estimator's own preparation
+  step, :meth:`CCCV1Decoder._prepare_fit`, which :func:`fit_many` calls for
+  every member), and its own optimiser state;
 * Adam runs with one parameter group per member (the fused implementation when
   the device supports it), so each member has its own step count and learning
   rate; ReduceLROnPlateau is re-implemented per member with PyTorch's rules;
@@ -24,8 +24,8 @@ dimension and trained together:
 
 Dropout masks come from one random stream per member, started where the
 sequential path's stream starts (on CPU: the global generator's state right
-after the member's weights were initialised; on CUDA: the CUDA generator seeded
-with the member's seed), and are drawn with the shapes and operations of the
+after the member's weights were initialised; on CUDA: a CUDA generator seeded
+with the member's seed; see :mod:`cortexflow.training.seeding`), and are drawn with the shapes and operations of the
 network's :class:`~cortexflow.models.cccv1.StreamDropout`. The batched path
 therefore reproduces sequential training up to floating-point summation
 order, dropout included (tested on CPU), and a member's result does not depend
@@ -46,14 +46,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cortexflow.data.preprocessing import ImageScaler, SignalScaler
 from cortexflow.data.splits import inner_validation_split
 from cortexflow.exceptions import ConfigError, DataValidationError
 from cortexflow.models.cccv1 import CCCV1
-from cortexflow.models.registry import build_model
-from cortexflow.training.config import CCCV1Config, get_config
+from cortexflow.models.estimator import CCCV1Decoder
+from cortexflow.training.config import CCCV1Config
 from cortexflow.training.devices import autocast, make_grad_scaler, resolve_amp, resolve_device
-from cortexflow.training.trainer import TrainResult
+from cortexflow.training.seeding import dropout_generator
+from cortexflow.training.trainer import TrainResult, make_adam
 from cortexflow.utils.progress import progress_bar
 
 __all__ = ["BatchedNotSupported", "supports_batched", "train_batched", "fit_many", "DEFAULT_MAX_GROUP"]
@@ -307,17 +307,14 @@ class _Member:
     perm: torch.Tensor | None = None
 
 
-def _make_adam(views: list[list[torch.Tensor]], lrs: list[float], config: CCCV1Config, device: torch.device,
-               fused: bool | None) -> torch.optim.Adam:
-    groups = [{"params": v, "lr": lr} for v, lr in zip(views, lrs)]
-    if fused is None:
-        fused = device.type in {"cpu", "cuda"}
-    if fused:
-        try:
-            return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay, fused=True)
-        except (RuntimeError, ValueError) as exc:  # pragma: no cover - device without fused Adam
-            logger.info("fused Adam unavailable on %s (%s); using the default implementation", device, exc)
-    return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+def _member_groups(views: list[list[torch.Tensor]], lrs: list[float]) -> list[dict]:
+    """One Adam parameter group per member, with that member's learning rate."""
+    return [{"params": v, "lr": lr} for v, lr in zip(views, lrs)]
+
+
+def _fused(device: torch.device, fused_adam: bool | None) -> bool:
+    """Fused Adam by default on CPU and CUDA (the stacked parameters are float32)."""
+    return device.type in {"cpu", "cuda"} if fused_adam is None else bool(fused_adam)
 
 
 def train_batched(
@@ -332,6 +329,7 @@ def train_batched(
     progress: bool | None = False,
     fused_adam: bool | None = None,
     rng_states: Sequence[torch.Tensor] | None = None,
+    val_indices: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> list[TrainResult]:
     """Train K models of the same architecture together, each in place, as :func:`train_model` would.
 
@@ -361,7 +359,11 @@ def train_batched(
         generator right after its weights were initialised (what the
         sequential trainer's dropout would continue from). Default: a
         generator seeded with the member's seed. On CUDA the stream is the
-        CUDA generator seeded with the member's seed.
+        CUDA generator seeded with the member's seed
+        (see :func:`cortexflow.training.seeding.dropout_generator`).
+    val_indices : sequence of (ndarray, ndarray), optional
+        Member k's inner (training, validation) rows; default: drawn from its
+        seed as :func:`train_model` draws them.
 
     Returns
     -------
@@ -407,14 +409,13 @@ def train_batched(
 
     members: list[_Member] = []
     for k in range(K):
-        tr, va = inner_validation_split(len(Xs[k]), config.val_fraction, int(seeds[k]))
+        if val_indices is not None:
+            tr, va = (np.asarray(a) for a in val_indices[k])
+        else:
+            tr, va = inner_validation_split(len(Xs[k]), config.val_fraction, int(seeds[k]))
         gen = torch.Generator()
         gen.manual_seed(int(seeds[k]))
-        dropout_gen = torch.Generator(device=dev)
-        if dev.type == "cpu" and rng_states is not None:
-            dropout_gen.set_state(rng_states[k])
-        else:
-            dropout_gen.manual_seed(int(seeds[k]))
+        dropout_gen = dropout_generator(dev, int(seeds[k]), rng_states[k] if rng_states is not None else None)
         members.append(_Member(k, int(seeds[k]), tr, va, gen, dropout_gen,
                                _Plateau(config.lr_factor, config.lr_patience), TrainResult(device=str(dev))))
 
@@ -432,7 +433,7 @@ def train_batched(
     # clipping folded into the weight-gradient computation (not with fp16's gradient
     # scaler, whose unscale_ must see finished gradients)
     deferred = _DeferredWeightGrads() if config.grad_clip > 0 and scaler is None else None
-    opt = _make_adam(views, [config.lr] * K, config, dev, fused_adam)
+    opt = make_adam(_member_groups(views, [config.lr] * K), config, dev, fused=_fused(dev, fused_adam))
 
     active = list(range(K))  # member index per stack row
     bs = config.batch_size
@@ -578,7 +579,8 @@ def _compact(P, best, views, opt, Xpad, Ypad, keep, names, config, dev, fused_ad
         newP = {n: P[n].detach().index_select(0, ki).clone().requires_grad_(True) for n in names}
         newbest = {n: best[n].index_select(0, ki) for n in names}
     newviews = [[newP[n].detach()[j] for n in names] for j in range(len(keep))]
-    newopt = _make_adam(newviews, [opt.param_groups[r]["lr"] for r in keep], config, dev, fused_adam)
+    newopt = make_adam(_member_groups(newviews, [opt.param_groups[r]["lr"] for r in keep]), config, dev,
+                       fused=_fused(dev, fused_adam))
     for j, r in enumerate(keep):
         for old, new in zip(views[r], newviews[j]):
             if old in opt.state:
@@ -639,7 +641,6 @@ def fit_many(
     list of CCCV1Decoder
         Fitted, in the order of the inputs.
     """
-    from cortexflow.models.estimator import CCCV1Decoder
 
     if not (len(Xs) == len(Ys) == len(seeds)):
         raise ConfigError(f"fit_many needs as many Xs, Ys and seeds; got {len(Xs)}, {len(Ys)}, {len(seeds)}")
@@ -652,35 +653,17 @@ def fit_many(
         configs = list(config)
     else:
         configs = [config] * len(Xs)
-    decs, prepared, rng_states = [], [], []
+    decs, prepared = [], []
     for X, Y, seed, config in zip(Xs, Ys, seeds, configs):
         dec = CCCV1Decoder(config=config, dataset=dataset, random_state=int(seed), device=device, progress=False,
                            amp=amp)
-        Xv, Yv = dec._validate_fit_input(X, Y)
-        dec.output_shape_ = tuple(Yv.shape[1:])
-        cfg = get_config(config, n_train=len(Xv), dataset=dataset)
-        setup = getattr(dec, "_training_setup", None)  # estimator hooks, when present
-        extra_terms: dict = {}
-        if setup is not None:
-            cfg, extra_terms = setup(Xv, Yv, cfg)
-        if cfg.loss_weights or extra_terms:
+        prep = dec._prepare_fit(X, Y, metadata=metadata)  # the preparation step of CCCV1Decoder.fit itself
+        if dec.config_.loss_weights or prep.loss_terms:
             raise BatchedNotSupported("extra loss terms are not supported on the batched path; use train-mode sequential")
-        dec.config_ = cfg
-        make_scaler = getattr(dec, "_make_signal_scaler", SignalScaler)
-        dec.signal_scaler_ = make_scaler().fit(Xv)
-        dec.target_scaler_ = ImageScaler().fit(Yv)
-        Xs_ = dec.signal_scaler_.transform(Xv)
-        Ys_ = dec.target_scaler_.transform(Yv)
-        out_shape = (math.prod(dec.output_shape_) or 1,)
-        torch.manual_seed(int(seed))
-        build = getattr(dec, "_build_network", None)
-        dec.model_ = (build(Xs_.shape[1], out_shape, cfg) if build
-                      else build_model(cfg.model, Xs_.shape[1], out_shape, cfg))
-        rng_states.append(torch.get_rng_state())  # where the sequential trainer's dropout stream would start
         if not supports_batched(dec.model_):
-            raise BatchedNotSupported(f"model {cfg.model!r} has no batched path; use train-mode sequential")
+            raise BatchedNotSupported(f"model {dec.config_.model!r} has no batched path; use train-mode sequential")
         decs.append(dec)
-        prepared.append((Xs_, Ys_))
+        prepared.append(prep)
     # group members that share a configuration and shapes
     groups: dict[tuple, list[int]] = {}
     for i, dec in enumerate(decs):
@@ -690,12 +673,12 @@ def fit_many(
         for start in range(0, len(idxs), max_group):
             chunk = idxs[start : start + max_group]
             results = train_batched(
-                [decs[i].model_ for i in chunk], [prepared[i][0] for i in chunk], [prepared[i][1] for i in chunk],
-                decs[chunk[0]].config_, [decs[i].random_state for i in chunk], device=device, amp=amp,
-                progress=progress, fused_adam=fused_adam, rng_states=[rng_states[i] for i in chunk],
+                [decs[i].model_ for i in chunk], [prepared[i].X for i in chunk], [prepared[i].Y for i in chunk],
+                decs[chunk[0]].config_, [prepared[i].seed for i in chunk], device=device, amp=amp,
+                progress=progress, fused_adam=fused_adam, rng_states=[prepared[i].init_state for i in chunk],
+                val_indices=[prepared[i].val_index for i in chunk],
             )
             for i, res in zip(chunk, results):
                 decs[i].history_ = res.history
                 decs[i].train_result_ = res
-                decs[i].metadata_ = dict(metadata or {})
     return decs

@@ -1,4 +1,4 @@
-"""Typed, serialisable training configurations with the design's dataset-specific presets.
+"""Typed, serialisable training configurations with per-data-set presets (the settings the CCCV1 design document gives).
 
 >>> cfg = get_config("vangerven")
 >>> cfg.lr, cfg.batch_size
@@ -18,40 +18,32 @@ from typing import Any
 
 from cortexflow.exceptions import ConfigError
 
-__all__ = ["CCCV1Config", "PRESETS", "get_config", "pattern_for_size"]
+__all__ = ["TrainingConfig", "CCCV1Config", "PRESETS", "get_config", "pattern_for_size"]
 
 
 @dataclass(frozen=True)
-class CCCV1Config:
-    """Every setting of one CCCV1 training run.
+class TrainingConfig:
+    """How a network is trained, whatever the network: optimiser, schedule, early stopping, batches, inner split.
+
+    :func:`cortexflow.training.train_model` reads only these fields, so every
+    model (CCCV1 and the baselines alike) describes its training with one.
+    :class:`CCCV1Config` is a ``TrainingConfig`` with CCCV1's own model fields on top.
 
     Attributes
     ----------
-    pattern : str
-        Name of the preset it came from (``small``, ``medium``, ``large``, or a dataset).
-    dropout_encoder, dropout_decoder, alpha : float
-        Architecture settings ``d``, ``dd`` and the enhancer's residual weight.
     lr, batch_size, weight_decay, epochs, patience :
         Adam learning rate, mini-batch size, L2 weight decay, maximum epochs and
         early-stopping patience (epochs without validation improvement).
     grad_clip : float
-        Gradient-norm clipping threshold (0.5 in the design's reference training).
+        Gradient-norm clipping threshold (0 turns clipping off).
     val_fraction : float
         Share of training rows carved out as the inner validation split.
     lr_factor, lr_patience : float, int
         ReduceLROnPlateau settings on the validation loss.
-    hidden_dim, embed_dim : int
-        Width of the encoder and of the embedding (1024 and 512 in the design).
-    model : str
-        Registered network name.
     loss_weights : dict
         Weights of extra loss terms beside the pixel MSE (empty by default).
     """
 
-    pattern: str = "small"
-    dropout_encoder: float = 0.06
-    dropout_decoder: float = 0.02
-    alpha: float = 0.1
     lr: float = 3e-4
     batch_size: int = 8
     weight_decay: float = 1e-8
@@ -61,29 +53,24 @@ class CCCV1Config:
     val_fraction: float = 0.15
     lr_factor: float = 0.5
     lr_patience: int = 8
-    hidden_dim: int = 1024
-    embed_dim: int = 512
-    model: str = "cccv1"
     loss_weights: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        name = type(self).__name__
         for f in fields(self):  # types first: every range check below compares numbers
             value = getattr(self, f.name)
-            object.__setattr__(self, f.name, _check_type(f.name, value, _FIELD_TYPES[f.type]))
-        for name, (ok, allowed) in self._ranges().items():
+            object.__setattr__(self, f.name, _check_type(f.name, value, _FIELD_TYPES[f.type], name))
+        for key, (ok, allowed) in self._ranges().items():
             if not ok:
-                raise ConfigError(f"CCCV1Config.{name}={getattr(self, name)!r} is out of range; allowed: {allowed}")
+                raise ConfigError(f"{name}.{key}={getattr(self, key)!r} is out of range; allowed: {allowed}")
         for k, w in self.loss_weights.items():
             if not isinstance(k, str):
-                raise ConfigError(f"CCCV1Config.loss_weights key {k!r} is not a string (a loss-term name)")
+                raise ConfigError(f"{name}.loss_weights key {k!r} is not a string (a loss-term name)")
             if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
-                raise ConfigError(f"CCCV1Config.loss_weights[{k!r}]={w!r} is not a finite number >= 0")
+                raise ConfigError(f"{name}.loss_weights[{k!r}]={w!r} is not a finite number >= 0")
 
     def _ranges(self) -> dict[str, tuple[bool, str]]:
         return {
-            "dropout_encoder": (0 <= self.dropout_encoder < 1, "0 <= value < 1"),
-            "dropout_decoder": (0 <= self.dropout_decoder < 1, "0 <= value < 1"),
-            "alpha": (self.alpha >= 0, ">= 0"),
             "lr": (self.lr > 0, "> 0"),
             "batch_size": (self.batch_size >= 1, "an int >= 1"),
             "weight_decay": (self.weight_decay >= 0, ">= 0"),
@@ -93,10 +80,6 @@ class CCCV1Config:
             "val_fraction": (0 < self.val_fraction < 1, "0 < value < 1"),
             "lr_factor": (0 < self.lr_factor < 1, "0 < value < 1 (the learning rate is multiplied by it)"),
             "lr_patience": (self.lr_patience >= 0, "an int >= 0"),
-            "hidden_dim": (self.hidden_dim >= 1, "an int >= 1"),
-            "embed_dim": (self.embed_dim >= 1, "an int >= 1"),
-            "pattern": (bool(self.pattern), "a non-empty name"),
-            "model": (bool(self.model), "a registered network name"),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,29 +90,76 @@ class CCCV1Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CCCV1Config":
+    def from_dict(cls, d: dict[str, Any]):
         """Build from a dict; unknown keys are an error naming the allowed ones."""
         allowed = {f.name for f in fields(cls)}
         unknown = set(d) - allowed
         if unknown:
-            raise ConfigError(f"unknown CCCV1Config key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+            raise ConfigError(f"unknown {cls.__name__} key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
         return cls(**d)
 
-    def replace(self, **overrides: Any) -> "CCCV1Config":
+    def replace(self, **overrides: Any):
         """Copy with some fields overridden (values given as strings are converted)."""
         allowed = {f.name: f for f in fields(self)}
         clean = {}
         for k, v in overrides.items():
             if k not in allowed:
-                raise ConfigError(f"unknown CCCV1Config key {k!r}; allowed: {sorted(allowed)}")
+                raise ConfigError(f"unknown {type(self).__name__} key {k!r}; allowed: {sorted(allowed)}")
             clean[k] = _coerce(v, type(getattr(self, k)), k)
         return dataclasses.replace(self, **clean)
+
+    @property
+    def training(self) -> "TrainingConfig":
+        """The training settings alone (a plain :class:`TrainingConfig`)."""
+        return TrainingConfig(**{f.name: getattr(self, f.name) for f in fields(TrainingConfig)})
+
+
+@dataclass(frozen=True)
+class CCCV1Config(TrainingConfig):
+    """Every setting of one CCCV1 run: CCCV1's model fields on top of its :class:`TrainingConfig`.
+
+    The training fields (``lr``, ``batch_size``, ``weight_decay``, ``epochs``,
+    ``patience``, ``grad_clip``, ``val_fraction``, ``lr_factor``,
+    ``lr_patience``, ``loss_weights``) are those of :class:`TrainingConfig`;
+    :attr:`training` returns them alone.
+
+    Attributes
+    ----------
+    pattern : str
+        Name of the preset it came from (``small``, ``medium``, ``large``, or a dataset).
+    dropout_encoder, dropout_decoder, alpha : float
+        Architecture settings ``d``, ``dd`` and the enhancer's residual weight.
+    hidden_dim, embed_dim : int
+        Width of the encoder and of the embedding (1024 and 512 in the CCCV1 reference configuration).
+    model : str
+        Registered network name.
+    """
+
+    pattern: str = "small"
+    dropout_encoder: float = 0.06
+    dropout_decoder: float = 0.02
+    alpha: float = 0.1
+    hidden_dim: int = 1024
+    embed_dim: int = 512
+    model: str = "cccv1"
+
+    def _ranges(self) -> dict[str, tuple[bool, str]]:
+        return {
+            "dropout_encoder": (0 <= self.dropout_encoder < 1, "0 <= value < 1"),
+            "dropout_decoder": (0 <= self.dropout_decoder < 1, "0 <= value < 1"),
+            "alpha": (self.alpha >= 0, ">= 0"),
+            **super()._ranges(),
+            "hidden_dim": (self.hidden_dim >= 1, "an int >= 1"),
+            "embed_dim": (self.embed_dim >= 1, "an int >= 1"),
+            "pattern": (bool(self.pattern), "a non-empty name"),
+            "model": (bool(self.model), "a registered network name"),
+        }
 
 
 _FIELD_TYPES = {"str": str, "float": float, "int": int, "dict": dict}
 
 
-def _check_type(name: str, value: Any, typ: type) -> Any:
+def _check_type(name: str, value: Any, typ: type, owner: str = "CCCV1Config") -> Any:
     """Return ``value`` as ``typ`` (an int for int fields, a float for float fields) or raise ConfigError."""
     kind = {int: "an integer", float: "a finite number", str: "a string", dict: "a dict (JSON object)"}[typ]
     if typ is int:
@@ -144,7 +174,7 @@ def _check_type(name: str, value: Any, typ: type) -> Any:
             return float(value)
     elif isinstance(value, typ):
         return value
-    raise ConfigError(f"CCCV1Config.{name}={value!r} is not {kind}")
+    raise ConfigError(f"{owner}.{name}={value!r} is not {kind}")
 
 
 def _coerce(value: Any, typ: type, name: str) -> Any:
@@ -172,7 +202,7 @@ PRESETS: dict[str, CCCV1Config] = {
     "small": SMALL,
     "medium": MEDIUM,
     "large": LARGE,
-    # the design's concrete choices per dataset
+    # the concrete per-data-set choices of the CCCV1 design document
     "miyawaki": SMALL.replace(pattern="miyawaki"),
     "vangerven": CCCV1Config(pattern="vangerven", dropout_encoder=0.05, dropout_decoder=0.015, alpha=0.08,
                              lr=5e-4, batch_size=12, weight_decay=5e-8, epochs=150, patience=20, lr_patience=7),
@@ -182,7 +212,7 @@ PRESETS: dict[str, CCCV1Config] = {
 
 
 def pattern_for_size(n_train: int) -> str:
-    """The design's size pattern: small (< 200), medium (200-800) or large (> 800)."""
+    """The preset chosen from the number of training rows: small (< 200), medium (200-800) or large (> 800)."""
     if n_train < 200:
         return "small"
     if n_train <= 800:

@@ -12,24 +12,28 @@ import copy
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cortexflow.data.splits import inner_validation_split
-from cortexflow.training.config import CCCV1Config
+from cortexflow.exceptions import ConfigError
+from cortexflow.training.config import TrainingConfig
 from cortexflow.training.devices import autocast, make_grad_scaler, resolve_amp, resolve_device
 from cortexflow.utils.progress import progress_bar
 
-__all__ = ["TrainResult", "train_model", "resolve_device", "make_adam", "LossTerm"]
+__all__ = ["TrainResult", "train_model", "resolve_device", "make_adam", "LossTerm", "LossFn", "default_loss"]
 
 logger = logging.getLogger(__name__)
 
 # A loss term receives a dict with keys "x", "embedding", "pred", "target",
 # "index" (row indices into the training arrays) and returns a scalar tensor.
 LossTerm = Callable[[dict], torch.Tensor]
+# compute_loss(model, batch) -> (training loss, pixel loss); batch holds "x", "target" and "index".
+LossFn = Callable[[nn.Module, dict], "tuple[torch.Tensor, torch.Tensor]"]
 
 
 @dataclass
@@ -44,8 +48,15 @@ class TrainResult:
     device: str = "cpu"
 
 
-def make_adam(params: list, config: CCCV1Config, device: torch.device) -> torch.optim.Adam:
+def make_adam(params: Iterable, config: TrainingConfig, device: torch.device, *,
+              fused: bool | None = None) -> torch.optim.Adam:
     """Adam with the fused kernel where the device has one, else PyTorch's default implementation.
+
+    ``params`` are tensors or parameter groups (dicts with ``"params"`` and,
+    for example, their own ``"lr"``: the batched trainer gives each member one
+    group). ``fused=None`` uses the fused kernel on CPU and CUDA when every
+    parameter is float32; ``True``/``False`` forces the choice (``True`` still
+    falls back where the device has no fused kernel).
 
     On CPU, PyTorch's default Adam is the per-tensor loop; the fused kernel
     (CPU since PyTorch 2.4, and CUDA) updates every parameter in one pass. On
@@ -55,12 +66,40 @@ def make_adam(params: list, config: CCCV1Config, device: torch.device) -> torch.
     training stays deterministic for a given seed; its results differ from the
     loop implementation's only by floating-point rounding.
     """
-    if device.type in {"cpu", "cuda"} and all(p.dtype == torch.float32 for p in params):
+    params = list(params)
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    if fused is None:
+        fused = device.type in {"cpu", "cuda"} and all(t.dtype == torch.float32 for t in tensors)
+    if fused:
         try:
             return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
         except (RuntimeError, ValueError) as exc:  # older PyTorch: no fused Adam on this device
             logger.debug("fused Adam unavailable on %s (%s); using the default implementation", device, exc)
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def default_loss(model: nn.Module, batch: dict, *, config: TrainingConfig,
+                 loss_terms: Mapping[str, LossTerm] | None = None,
+                 autocast_ctx: tuple[torch.device, "torch.dtype | None"] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The default loss of :func:`train_model`: pixel MSE of ``decode(encode(x))`` plus weighted ``loss_terms``.
+
+    Returns
+    -------
+    (loss, pixel_loss) : tuple of scalar tensors
+    """
+    x, y = batch["x"], batch["target"]
+    dev, amp_dtype = autocast_ctx if autocast_ctx is not None else (x.device, None)
+    with autocast(dev, amp_dtype):
+        emb = model.encode(x)
+        pred = model.decode(emb)
+    emb, pred = emb.float(), pred.float()
+    pix = F.mse_loss(pred, y.reshape(pred.shape))
+    loss = pix
+    if loss_terms:
+        out = {"x": x, "embedding": emb, "pred": pred, "target": y, "index": batch["index"]}
+        for name, term in loss_terms.items():
+            loss = loss + float(config.loss_weights.get(name, 1.0)) * term(out)
+    return loss, pix
 
 
 def _batches(n: int, batch_size: int, gen: torch.Generator):
@@ -73,7 +112,7 @@ def train_model(
     model: nn.Module,
     X: np.ndarray,
     Y: np.ndarray,
-    config: CCCV1Config,
+    config: TrainingConfig,
     *,
     seed: int = 0,
     device: str | torch.device | None = "auto",
@@ -81,21 +120,25 @@ def train_model(
     loss_terms: Mapping[str, LossTerm] | None = None,
     val_index: tuple[np.ndarray, np.ndarray] | None = None,
     amp: str = "off",
+    compute_loss: LossFn | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on (X, Y) with early stopping on an inner split.
 
     Parameters
     ----------
     model : nn.Module
-        Has ``encode`` and ``decode`` (see :mod:`cortexflow.models.registry`).
+        Has ``encode`` and ``decode`` (see :mod:`cortexflow.models.registry`),
+        unless ``compute_loss`` is given.
     X : ndarray, shape (n, ...)
         Preprocessed training inputs.
     Y : ndarray, shape (n, *output_shape)
         Training targets in [0, 1].
-    config : CCCV1Config
-        Optimiser, schedule and early-stopping settings.
+    config : TrainingConfig
+        Optimiser, schedule, early-stopping, batch and inner-split settings
+        (a :class:`~cortexflow.training.CCCV1Config` is one).
     seed : int
-        Seeds the inner split, the mini-batch order, dropout and nothing else.
+        Seeds the inner split and the mini-batch order, nothing else (dropout draws from
+        the model's own generators, see :mod:`cortexflow.training.seeding`).
     device : str or torch.device
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     progress : bool, optional
@@ -109,11 +152,21 @@ def train_model(
         Mixed precision of the forward pass (see :mod:`cortexflow.training.devices`):
         the loss is computed in float32, parameters and optimiser state stay
         float32, and fp16 uses a gradient scaler.
+    compute_loss : callable, optional
+        ``compute_loss(model, batch) -> (loss, pixel_loss)`` with ``batch`` a
+        dict of ``"x"``, ``"target"`` (the rows' inputs and targets) and
+        ``"index"``: replaces the default loss (:func:`default_loss`, the
+        pixel MSE of ``decode(encode(x))``). The optimiser minimises ``loss``;
+        early stopping and the schedule watch ``pixel_loss`` on the inner
+        validation rows. It runs under the autocast context of ``amp``. Not
+        combinable with ``loss_terms`` (add them inside ``compute_loss``).
 
     Returns
     -------
     TrainResult
     """
+    if compute_loss is not None and loss_terms:
+        raise ConfigError("train_model: give loss_terms or compute_loss, not both (add the terms inside compute_loss)")
     t0 = time.perf_counter()
     dev = resolve_device(device)
     amp_dtype = resolve_amp(amp, dev)
@@ -137,21 +190,13 @@ def train_model(
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=config.lr_factor, patience=config.lr_patience)
     gen = torch.Generator()
     gen.manual_seed(seed)
-    mse = nn.MSELoss()
 
     def total_loss(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = Xt[idx], Yt[idx]
-        with autocast(dev, amp_dtype):
-            emb = model.encode(x)
-            pred = model.decode(emb)
-        emb, pred = emb.float(), pred.float()
-        pix = mse(pred, y.reshape(pred.shape))
-        loss = pix
-        if loss_terms:
-            out = {"x": x, "embedding": emb, "pred": pred, "target": y, "index": idx}
-            for name, term in loss_terms.items():
-                loss = loss + float(config.loss_weights.get(name, 1.0)) * term(out)
-        return loss, pix
+        batch = {"x": Xt[idx], "target": Yt[idx], "index": idx}
+        if compute_loss is not None:
+            with autocast(dev, amp_dtype):
+                return compute_loss(model, batch)
+        return default_loss(model, batch, config=config, loss_terms=loss_terms, autocast_ctx=(dev, amp_dtype))
 
     result = TrainResult(device=str(dev))
     best_state = copy.deepcopy((model.state_dict(), term_modules.state_dict()))

@@ -28,6 +28,7 @@ import numpy as np
 
 from cortexflow.exceptions import CortexFlowError
 
+
 __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",

@@ -9,7 +9,7 @@ import numpy as np
 
 from cortexflow.exceptions import DataValidationError
 
-__all__ = ["EEGEpochs", "concatenate_epochs"]
+__all__ = ["EEGEpochs", "concatenate_epochs", "targets_for_labels"]
 
 
 @dataclass
@@ -188,3 +188,23 @@ def concatenate_epochs(parts: list[EEGEpochs]) -> EEGEpochs:
         tmin=first.tmin,
         metadata={**first.metadata, "n_parts": len(parts)},
     )
+
+
+def targets_for_labels(labels, images: np.ndarray) -> np.ndarray:
+    """The target image of each trial: ``images[labels]``.
+
+    Raises
+    ------
+    DataValidationError
+        A label outside ``0..len(images)-1`` (e.g. -1, a random trial with no
+        stimulus image).
+    """
+    labels = np.asarray(labels).reshape(-1)
+    images = np.asarray(images, dtype=np.float32)
+    if labels.size and (labels.min() < 0 or labels.max() >= len(images)):
+        bad = labels[(labels < 0) | (labels >= len(images))]
+        raise DataValidationError(
+            f"labels {sorted(set(bad.tolist()))[:5]} have no stimulus image (images exist for 0..{len(images) - 1}); "
+            "drop random trials (label -1) first"
+        )
+    return images[labels.astype(np.int64)]

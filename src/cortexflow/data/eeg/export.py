@@ -16,8 +16,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+from sklearn.model_selection import train_test_split
 
-from cortexflow.data.eeg.epochs import EEGEpochs
+from cortexflow.data.eeg.epochs import EEGEpochs, targets_for_labels
 from cortexflow.exceptions import DataValidationError
 from cortexflow.utils.io import atomic_write_with
 
@@ -53,10 +54,6 @@ def save_eeg_dataset(
     -------
     pathlib.Path
     """
-    from sklearn.model_selection import train_test_split
-
-    from cortexflow.data.stimuli import targets_for_labels
-
     path = Path(path)
     if path.suffix.lower() != ".npz":
         raise DataValidationError(f"{path}: the EEG dataset file must end in .npz")

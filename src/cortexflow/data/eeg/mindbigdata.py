@@ -13,6 +13,15 @@ recording without a digit, ``size`` the number of values, and ``data`` the
 values separated by commas. The files are read line by line, so the 2.7 GB
 EPOC file never has to fit in memory as text.
 
+Spreadsheet exports of that format are read as they are, without conversion
+(the public ``MW-sample.csv`` is one): a UTF-8 byte-order mark, the header
+fields and the first value joined by tabs in one quoted cell
+(``"0<TAB>0<TAB>MW<TAB>FP1<TAB>0<TAB>1017<TAB>38",48,51,...``), empty trailing
+cells that pad short rows, and lines of empty cells only (skipped). Such an
+export may cut the signals, so the ``size`` field then disagrees with the
+values present: the values present are used, and the disagreement is counted
+and logged (see :func:`read_mindbigdata`).
+
 Sampling rates are the devices' nominal rates (the files do not carry them);
 ``size`` varies a little from event to event, so events are cropped to a
 common length (see :func:`read_mindbigdata`).
@@ -20,6 +29,8 @@ common length (see :func:`read_mindbigdata`).
 
 from __future__ import annotations
 
+import csv
+import gzip
 import io
 import logging
 import os
@@ -38,6 +49,8 @@ __all__ = [
     "DIGIT_CLASSES",
     "MindBigDataLine",
     "parse_mindbigdata_line",
+    "split_mindbigdata_line",
+    "size_mismatch_message",
     "iter_mindbigdata_events",
     "read_mindbigdata",
     "format_mindbigdata_line",
@@ -88,24 +101,85 @@ class MindBigDataLine:
     data: np.ndarray
 
 
+def _is_blank_row(line: str) -> bool:
+    """True for an empty line or a spreadsheet row of empty cells (``,,,``)."""
+    return not line.strip().strip('\ufeff').replace(",", "").replace('"', "").strip()
+
+
+def split_mindbigdata_line(line: str, *, source: str = "<text>", lineno: int = 0) -> tuple[list[str], list[str], bool]:
+    """Split one line of the text format or of its spreadsheet export into header fields and value cells.
+
+    Parameters
+    ----------
+    line : str
+        ``[id]\\t[event]\\t[device]\\t[channel]\\t[code]\\t[size]\\t[v1,v2,...]`` as in the
+        text files, or its spreadsheet export ``"[id]\\t...\\t[size]\\t[v1]",v2,v3,...``
+        (the first cell quoted; a leading byte-order mark is ignored).
+    source, lineno :
+        Named in error messages.
+
+    Returns
+    -------
+    header : list of str
+        The six header fields ``id, event, device, channel, code, size``.
+    values : list of str
+        The value cells, with empty trailing cells (spreadsheet padding) removed.
+    quoted : bool
+        Whether the line had the spreadsheet export's quoted first cell.
+
+    Raises
+    ------
+    DataValidationError
+        Wrong number of header fields, an unterminated quoted cell, or an
+        empty cell between values; the message names the file and line.
+    """
+    where = f"{source}:{lineno}"
+    line = line.rstrip("\r\n").lstrip("\ufeff")
+    quoted = line.startswith('"')
+    if quoted:
+        try:
+            cells = next(csv.reader([line], strict=True))
+        except csv.Error as exc:
+            raise DataValidationError(f"{where}: cannot split the line into comma-separated cells ({exc}); "
+                                      "is the line cut off inside its quoted first cell?") from None
+        fields = cells[0].split("\t")
+        if len(fields) != _N_FIELDS:
+            raise DataValidationError(
+                f"{where}: the first cell must hold {_N_FIELDS} tab-separated fields [id] [event] [device] "
+                f"[channel] [code] [size] [first value], found {len(fields)}: {cells[0][:80]!r}"
+            )
+        values = [fields[-1]] + cells[1:]
+    else:
+        fields = line.split("\t")
+        if len(fields) != _N_FIELDS:
+            raise DataValidationError(
+                f"{where}: expected {_N_FIELDS} tab-separated fields [id] [event] [device] [channel] [code] "
+                f"[size] [data], found {len(fields)}"
+            )
+        values = fields[-1].split(",")
+    while values and not values[-1].strip():
+        values.pop()
+    empty = [i for i, v in enumerate(values) if not v.strip()]
+    if empty:
+        raise DataValidationError(
+            f"{where}: value {empty[0] + 1} of {len(values)} is an empty cell (between values; only trailing "
+            "empty cells are read as padding)"
+        )
+    return fields[:-1], values, quoted
+
+
 def parse_mindbigdata_line(line: str, *, source: str = "<text>", lineno: int = 0) -> MindBigDataLine:
-    """Parse one MindBigData line.
+    """Parse one MindBigData line (text format or its spreadsheet export, see :func:`split_mindbigdata_line`).
 
     Raises
     ------
     DataValidationError
         Wrong number of fields, unknown device or channel, a code outside
-        -1..9, or values that are not numbers; the message names the file,
-        the line number and the bad value.
+        -1..9, an empty cell between values, or values that are not numbers;
+        the message names the file, the line number and the bad value.
     """
     where = f"{source}:{lineno}"
-    fields = line.rstrip("\r\n").split("\t")
-    if len(fields) != _N_FIELDS:
-        raise DataValidationError(
-            f"{where}: expected {_N_FIELDS} tab-separated fields [id] [event] [device] [channel] [code] [size] "
-            f"[data], found {len(fields)}"
-        )
-    sid, sev, device, channel, scode, ssize, sdata = fields
+    (sid, sev, device, channel, scode, ssize), cells, _ = split_mindbigdata_line(line, source=source, lineno=lineno)
     try:
         id_, event, code, size = int(sid), int(sev), int(scode), int(ssize)
     except ValueError:
@@ -122,10 +196,12 @@ def parse_mindbigdata_line(line: str, *, source: str = "<text>", lineno: int = 0
     if not -1 <= code <= 9:
         raise DataValidationError(f"{where}: code {code} is not a digit 0..9 or -1 (random)")
     try:
-        data = np.array(sdata.split(","), dtype=np.float64)
+        data = np.array(cells, dtype=np.float64)
     except ValueError:
-        bad = next((v for v in sdata.split(",") if not _is_float(v)), "?")
-        raise DataValidationError(f"{where}: [data] holds a value that is not a number: {bad[:40]!r}") from None
+        k, bad = next(((i, v) for i, v in enumerate(cells) if not _is_float(v)), (0, "?"))
+        raise DataValidationError(
+            f"{where}: value {k + 1} of [data] is not a number: {bad[:40]!r}"
+        ) from None
     if data.size == 0 or not np.all(np.isfinite(data)):
         raise DataValidationError(f"{where}: [data] is empty or holds NaN/Inf")
     return MindBigDataLine(id_, event, device, channel, code, size, data)
@@ -168,12 +244,38 @@ def _open_text(path) -> io.TextIOBase:
         p = Path(path)
         if not p.is_file():
             raise DataValidationError(f"{p}: no such file")
+        # utf-8-sig drops the byte-order mark that spreadsheet exports start with
         if p.suffix.lower() == ".gz":
-            import gzip
-
-            return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8", errors="strict")
-        return open(p, encoding="utf-8", errors="strict")
+            return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8-sig", errors="strict")
+        return open(p, encoding="utf-8-sig", errors="strict")
     return path  # an open text stream
+
+
+def _count_size_mismatch(stats: dict, lineno: int, rec: MindBigDataLine) -> None:
+    stats["size_mismatch_lines"] += 1
+    if len(stats["size_mismatches"]) < 20:
+        stats["size_mismatches"].append((lineno, rec.event, rec.channel, rec.size, int(rec.data.size)))
+    for key, v in (("size_field_range", rec.size), ("n_values_range", int(rec.data.size))):
+        lo, hi = stats.get(key, (v, v))
+        stats[key] = (min(lo, v), max(hi, v))
+
+
+def _span(lo: int, hi: int) -> str:
+    return f"{lo}" if lo == hi else f"{lo}..{hi}"
+
+
+def size_mismatch_message(stats: dict, source) -> str | None:
+    """One sentence on the lines whose ``size`` field disagrees with their values (None when none do)."""
+    n = stats.get("size_mismatch_lines", 0)
+    if not n:
+        return None
+    (s_lo, s_hi), (v_lo, v_hi) = stats["size_field_range"], stats["n_values_range"]
+    first = stats["size_mismatches"][0]
+    return (
+        f"{source}: {n} of {stats.get('lines', n)} line(s) have a [size] field that disagrees with the values "
+        f"present ([size] says {_span(s_lo, s_hi)}, values present: {_span(v_lo, v_hi)}; first at line {first[0]}, "
+        f"event {first[1]}: size {first[3]}, {first[4]} values); the values present were used"
+    )
 
 
 def iter_mindbigdata_events(
@@ -193,7 +295,9 @@ def iter_mindbigdata_events(
     Parameters
     ----------
     path : path-like or text stream
-        A MindBigData ``.txt`` file (or ``.txt.gz``).
+        A MindBigData ``.txt`` file (or ``.txt.gz``), or a spreadsheet
+        export of one (``.csv``, see the module docstring); the layout is
+        detected line by line.
     device : {"MW", "EP", "MU", "IN"}, optional
         Keep only this device's lines. When omitted, the device of the first
         line is used and a second device in the file is an error.
@@ -202,7 +306,12 @@ def iter_mindbigdata_events(
         naming it, or skip it and count it in ``stats["malformed_lines"]``.
     stats : dict, optional
         Filled with counters: ``lines``, ``malformed_lines``,
-        ``other_device_lines``, ``size_mismatch_lines``, ``device``.
+        ``other_device_lines``, ``size_mismatch_lines``, ``blank_lines``
+        (empty lines and rows of empty cells, skipped), ``quoted_lines``
+        (spreadsheet-export lines), ``device``, and ``size_mismatches``: the
+        first 20 lines whose ``size`` field disagrees with the number of
+        values present, as ``(line, event, channel, size, n_values)``, and
+        ``size_field_range``/``n_values_range`` over all such lines.
 
     Yields
     ------
@@ -223,8 +332,9 @@ def iter_mindbigdata_events(
         if device not in MINDBIGDATA_DEVICES:
             raise DataValidationError(f"unknown device {device!r}; allowed: {', '.join(MINDBIGDATA_DEVICES)}")
     stats = stats if stats is not None else {}
-    for k in ("lines", "malformed_lines", "other_device_lines", "size_mismatch_lines"):
+    for k in ("lines", "malformed_lines", "other_device_lines", "size_mismatch_lines", "blank_lines", "quoted_lines"):
         stats.setdefault(k, 0)
+    stats.setdefault("size_mismatches", [])
     source = str(path) if isinstance(path, (str, os.PathLike)) else getattr(path, "name", "<stream>")
     chosen = device
     info = MINDBIGDATA_DEVICES[chosen] if chosen else None
@@ -240,9 +350,12 @@ def iter_mindbigdata_events(
     fh = _open_text(path)
     try:
         for lineno, line in enumerate(fh, 1):
-            if not line.strip():
+            if _is_blank_row(line):
+                stats["blank_lines"] += 1
                 continue
             stats["lines"] += 1
+            if line.lstrip("\ufeff").startswith('"'):
+                stats["quoted_lines"] += 1
             try:
                 rec = parse_mindbigdata_line(line, source=source, lineno=lineno)
             except DataValidationError:
@@ -262,7 +375,7 @@ def iter_mindbigdata_events(
                 stats["other_device_lines"] += 1
                 continue
             if rec.size != rec.data.size:
-                stats["size_mismatch_lines"] += 1
+                _count_size_mismatch(stats, lineno, rec)
             ev = pending.get(rec.event)
             if ev is None:
                 ev = pending[rec.event] = _Event(rec.event, rec.code)
@@ -327,7 +440,7 @@ def read_mindbigdata(
         Keep at most this many events of each code (the first ones in the
         file; later ones are counted as ``"over_cap"``, not as dropped); the
         reading stops once every kept code is full. A balanced subset of the
-        2.7 GB EPOC file, e.g. 120 per digit like the design's translated file.
+        2.7 GB EPOC file, e.g. 120 per digit like the translated file the CCCV1 design document used.
     errors : {"raise", "skip"}
         Malformed lines raise (default) or are skipped and counted.
 
@@ -338,8 +451,14 @@ def read_mindbigdata(
         fields, ``n_dropped`` the number of incomplete, inconsistent,
         duplicated or too-short events, and ``dropped`` the count per reason
         (with ``"random"`` and ``"malformed_lines"`` too). ``sfreq`` is the
-        device's nominal rate. ``metadata`` records the device, the lengths
-        seen and the line counts.
+        device's nominal rate. ``metadata`` records the device, the layout
+        (``format``: ``"mindbigdata-v1"`` for the text format,
+        ``"mindbigdata-v1-spreadsheet"`` for a spreadsheet export), the
+        lengths seen, the line counts, and where the ``size`` fields
+        disagree with the values present (``size_mismatch_lines``, the
+        sentence ``size_mismatch`` that is also logged as a warning,
+        ``size_mismatches`` with the first 20 such lines, and the ranges
+        ``size_field_range``/``n_values_range``).
 
     Raises
     ------
@@ -416,11 +535,9 @@ def read_mindbigdata(
     n_dropped = dropped["incomplete"] + dropped["inconsistent"] + dropped["duplicate"] + dropped["too_short"]
     if n_dropped:
         logger.info("%s: dropped %d event(s): %s", path, n_dropped, {k: v for k, v in dropped.items() if v})
-    if stats.get("size_mismatch_lines"):
-        logger.warning(
-            "%s: %d line(s) have a [size] field that differs from their number of values; the values were used",
-            path, stats["size_mismatch_lines"],
-        )
+    mismatch = size_mismatch_message(stats, path)
+    if mismatch:
+        logger.warning("%s", mismatch)
     if not out:
         raise DataValidationError(f"{path}: every event is shorter than n_times={target}")
     dropped["malformed_lines"] = int(stats.get("malformed_lines", 0))
@@ -435,7 +552,12 @@ def read_mindbigdata(
         dropped=dropped,
         metadata={
             "source": str(path),
-            "format": "mindbigdata-v1",
+            "format": "mindbigdata-v1-spreadsheet" if stats.get("quoted_lines") else "mindbigdata-v1",
+            "blank_lines": int(stats.get("blank_lines", 0)),
+            "size_mismatch": mismatch,
+            "size_mismatches": [list(m) for m in stats.get("size_mismatches", [])],
+            "size_field_range": list(stats.get("size_field_range", ())),
+            "n_values_range": list(stats.get("n_values_range", ())),
             "device": dev,
             "device_name": info.name,
             "n_lines": int(stats.get("lines", 0)),

@@ -23,6 +23,7 @@ from scipy import signal
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from cortexflow.data.eeg._optional import require
 from cortexflow.exceptions import DataValidationError
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "reject_by_peak_to_peak",
     "RejectionReport",
     "EEGRobustScaler",
+    "EpochPreprocessor",
+    "normalize_trials",
     "preprocess_epochs",
     "PreprocessReport",
     "preprocess_raw",
@@ -343,6 +346,105 @@ class EEGRobustScaler(TransformerMixin, BaseEstimator):
         return obj
 
 
+def normalize_trials(X) -> np.ndarray:
+    """Z-score every trial and channel over its own time points (no statistics shared across trials)."""
+    X = _check_epochs(X)
+    mu = X.mean(axis=-1, keepdims=True)
+    sd = X.std(axis=-1, keepdims=True)
+    return ((X - mu) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
+
+
+class EpochPreprocessor(TransformerMixin, BaseEstimator):
+    """Per-trial EEG preprocessing to a fixed length, as a scikit-learn transformer.
+
+    Notch, band-pass, epoch-mean baseline, resampling, cropping to a fixed
+    number of samples and per-trial z-scoring (:func:`normalize_trials`).
+    Every step works on one trial at a time; the only thing ``fit`` learns
+    is the output length (the shortest training epoch after resampling, or
+    ``crop_s``), so fitting on the training trials of a split and
+    transforming its test trials leaks nothing.
+
+    Parameters
+    ----------
+    sfreq : float
+        Sampling rate of the input epochs in Hz.
+    l_freq, h_freq : float or None
+        Band-pass edges in Hz (``None``: that side open).
+    notch : float or None
+        Line frequency in Hz (harmonics below Nyquist too).
+    new_sfreq : float or None
+        Resample to this rate (``None``: keep ``sfreq``).
+    crop_s : float or None
+        Keep the first ``crop_s`` seconds after resampling (``None``: all).
+    normalize : bool
+        Z-score each trial and channel.
+
+    Attributes
+    ----------
+    sfreq_ : float
+        Rate of the output.
+    n_channels_, n_times_in_, n_times_ : int
+        Channels, input and output samples per trial.
+    """
+
+    def __init__(
+        self,
+        sfreq: float,
+        l_freq: float | None = 1.0,
+        h_freq: float | None = 40.0,
+        notch: float | None = 50.0,
+        new_sfreq: float | None = 128.0,
+        crop_s: float | None = None,
+        normalize: bool = True,
+    ):
+        self.sfreq = sfreq
+        self.l_freq = l_freq
+        self.h_freq = h_freq
+        self.notch = notch
+        self.new_sfreq = new_sfreq
+        self.crop_s = crop_s
+        self.normalize = normalize
+
+    def _steps(self, X: np.ndarray) -> tuple[np.ndarray, float]:
+        X, _, rep = preprocess_epochs(X, float(self.sfreq), l_freq=self.l_freq, h_freq=self.h_freq,
+                                      notch=self.notch, baseline="epoch", new_sfreq=self.new_sfreq)
+        return X, rep.sfreq
+
+    def fit(self, X, y=None) -> "EpochPreprocessor":
+        """Check the settings and learn the output length from the training trials ``X``."""
+        if not (self.sfreq and float(self.sfreq) > 0):
+            raise DataValidationError(f"sfreq must be a positive rate in Hz; got {self.sfreq!r}")
+        if self.crop_s is not None and not float(self.crop_s) > 0:
+            raise DataValidationError(f"crop_s must be a positive number of seconds or None; got {self.crop_s!r}")
+        X = _check_epochs(X)
+        Z, sfreq = self._steps(X[:1])
+        self.sfreq_ = float(sfreq)
+        self.n_channels_, self.n_times_in_ = int(X.shape[1]), int(X.shape[2])
+        n = Z.shape[-1]
+        if self.crop_s is not None:
+            want = int(round(float(self.crop_s) * self.sfreq_))
+            if want > n:
+                raise DataValidationError(
+                    f"crop_s={self.crop_s} s is {want} samples at {self.sfreq_:g} Hz, but the epochs hold only {n}"
+                )
+            n = want
+        self.n_times_ = int(n)
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        """Apply the per-trial steps and crop to ``n_times_`` samples."""
+        check_is_fitted(self, "n_times_")
+        X = _check_epochs(X)
+        if X.shape[1:] != (self.n_channels_, self.n_times_in_):
+            raise DataValidationError(
+                f"X has epochs of shape {X.shape[1:]}; the preprocessor was fitted on "
+                f"({self.n_channels_}, {self.n_times_in_}) (channels, times)"
+            )
+        Z, _ = self._steps(X)
+        Z = Z[..., : self.n_times_]
+        return normalize_trials(Z) if self.normalize else Z
+
+
 @dataclass
 class PreprocessReport:
     """Steps applied by :func:`preprocess_epochs`, the resulting rate, and the rejection counts."""
@@ -444,7 +546,6 @@ def preprocess_raw(
     mne.io.Raw
         The processed copy (or ``raw`` itself with ``copy=False``).
     """
-    from cortexflow.data.eeg._optional import require
 
     require("mne", "preprocess_raw")
     raw = raw.copy() if copy else raw
