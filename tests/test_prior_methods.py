@@ -125,7 +125,7 @@ def test_user_file_without_prior_is_a_clear_error(cache, method):
 def test_registered_fast_methods_fit_in_seconds(cache):
     X, Y = _problem()
     for name in ("cccv1-prior", "brain-diffuser-prior", "mindvis-prior"):
-        assert name in list_methods() and get_method(name).description
+        assert name in list_methods() and get_method(name).description and get_method(name).needs_stimuli
         est = make_estimator(name, 1, "my_recording.mat", 15, fast=True, prior="miyawaki-patterns")
         assert est.random_state == 1
         P = est.fit(X[:15], Y[:15]).predict(X[15:])

@@ -98,7 +98,7 @@ def register() -> None:
         )
     if "cccv1-prior" not in METHODS:
         register_method(
-            "cccv1-prior", cccv1_prior_factory, version=CCCV1_PRIOR_VERSION,
+            "cccv1-prior", cccv1_prior_factory, version=CCCV1_PRIOR_VERSION, needs_stimuli=True,
             description="CCCV1 encoder trained into an image prior's embedding space (cosine + InfoNCE to the "
                         "prior's embeddings, pixel MSE through the prior's frozen decoder), plus a fixed ridge "
                         "read-out; option prior=CORPUS (default: the data set's), encoder=mlp|attention, n_members",
@@ -108,17 +108,17 @@ def register() -> None:
                              ("cccv1-prior-attention", {"encoder": "attention"}, "self-attention encoder over 32 "
                               "groups of voxels instead of the MLP")):
         if name not in METHODS:
-            register_method(name, _variant(opts), version=CCCV1_PRIOR_VERSION, in_all=False,
+            register_method(name, _variant(opts), version=CCCV1_PRIOR_VERSION, in_all=False, needs_stimuli=True,
                             description=f"cccv1-prior with {what} (ablation)")
     if "brain-diffuser-prior" not in METHODS:
         register_method(
-            "brain-diffuser-prior", brain_diffuser_prior_factory, version="1",
+            "brain-diffuser-prior", brain_diffuser_prior_factory, version="1", needs_stimuli=True,
             description="brain-diffuser-lite with an external image prior as stage-1 image model and stage-2 "
                         "features (option prior=CORPUS); brain-diffuser-lite itself is unchanged",
         )
     if "mindvis-prior" not in METHODS:
         register_method(
-            "mindvis-prior", mindvis_prior_factory, version="1",
+            "mindvis-prior", mindvis_prior_factory, version="1", needs_stimuli=True,
             description="mindvis-lite whose image decoder renders through an external image prior's frozen "
                         "decoder (option prior=CORPUS); mindvis-lite itself is unchanged",
         )
