@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from cortexflow.benchmark.builtin import EEG_METHODS
+from cortexflow.cli._common import parse_sets
 from cortexflow.data.eeg import MINDBIGDATA_DEVICES, describe_eeg, load_eeg, preprocess_epochs
 from cortexflow.data.eeg import crell as crell_module
 from cortexflow.data.eeg.export import save_eeg_dataset
@@ -183,16 +184,6 @@ def _frontend_list(value: str) -> list[str]:
     return names
 
 
-def _config_sets(values: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for item in values:
-        if "=" not in item:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-
 def _set_threads(threads: int) -> None:
     if threads < 0:
         raise click.BadParameter(f"{threads} is negative; use 0 for torch's default or a positive count",
@@ -253,7 +244,7 @@ def evaluate_cmd(source, data_dir, headset, frontends, folds, seeds, split_seed,
     command = "cortexflow " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
     res = run_eeg_evaluation(
         ep, images, out_dir, frontends=names, n_folds=folds, seeds=list(range(seeds)), split_seed=split_seed,
-        control=not no_control, preprocess=preprocess, config=config, config_overrides=_config_sets(sets),
+        control=not no_control, preprocess=preprocess, config=config, config_overrides=parse_sets(sets),
         device=device, progress=False if no_progress else None, extra={"dataset": describe_eeg(ep), "command": command},
     )
     click.echo(format_summary_table(res))
@@ -277,7 +268,7 @@ def simulate_cmd(frontends, seeds, n_classes, n_per_class, config, sets, no_cont
     """Pathway check on simulated EEG: one stratified 25 % hold-out per seed, true vs shuffled labels."""
     names = _frontend_list(frontends)
     _set_threads(threads)
-    overrides = _config_sets(sets)
+    overrides = parse_sets(sets)
     if overrides:  # the preset of the (about 75 %) training trials, with the overrides
         config = get_config(config, n_train=int(0.75 * n_classes * n_per_class), **overrides)
     rows = []

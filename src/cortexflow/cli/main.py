@@ -11,6 +11,10 @@ from pathlib import Path
 import click
 import numpy as np
 
+from cortexflow.benchmark.cli import benchmark, methods
+from cortexflow.cli._common import parse_sets
+from cortexflow.cli.eeg import eeg
+from cortexflow.cli.prior import prior
 from cortexflow.data.eeg.registered import describe_eeg, is_raw_eeg_dataset, load_eeg
 from cortexflow.data.fetch import fetch_dataset
 from cortexflow.data.loading import load_dataset, read_arrays
@@ -21,6 +25,7 @@ from cortexflow.evaluation.metrics import evaluate_reconstructions, summarize
 from cortexflow.exceptions import CortexFlowError, DataValidationError
 from cortexflow.models.estimator import CCCV1Decoder, check_replaceable_checkpoint
 from cortexflow.reporting.figures import reconstruction_grid, save_image
+from cortexflow.semantic.cli import semantic
 from cortexflow.training.config import get_config
 from cortexflow.training.devices import resolve_device, set_deterministic
 from cortexflow.utils.io import (
@@ -40,16 +45,6 @@ logger = logging.getLogger("cortexflow")
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
-
-def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for item in values:
-        if "=" not in item:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
 
 
 def _one_line(exc: BaseException) -> str:
@@ -221,7 +216,7 @@ def train(dataset: str, seed: int, out_dir: str, overwrite: bool, config: str, s
 
     # Every option is checked before any work: the overrides against the chosen (or a stand-in) preset,
     # the device, and the output folder.
-    overrides = _parse_sets(sets)
+    overrides = parse_sets(sets)
     get_config("small" if config == "auto" else config, **overrides)
     dev = resolve_device(device)  # a clear error for 'cuda' on a machine without CUDA
     with removed_if_empty_on_error(out_dir):  # a run that fails before writing anything leaves no empty --out
@@ -329,11 +324,9 @@ def reconstruct(checkpoint: str, input_path: str, key, out_dir: str, overwrite: 
     click.echo(f"wrote {len(pred)} reconstructions to {out}")
 
 
-cli.add_command(__import__("cortexflow.benchmark.cli", fromlist=["benchmark"]).benchmark)
-cli.add_command(__import__("cortexflow.benchmark.cli", fromlist=["methods"]).methods)
-cli.add_command(__import__("cortexflow.semantic.cli", fromlist=["semantic"]).semantic)
-cli.add_command(__import__("cortexflow.cli.eeg", fromlist=["eeg"]).eeg)
-cli.add_command(__import__("cortexflow.cli.prior", fromlist=["prior"]).prior)
+for _command in (benchmark, methods, semantic, eeg, prior):
+    cli.add_command(_command)
+
 
 def main() -> None:  # console-script entry point
     cli(prog_name="cortexflow")
