@@ -1,4 +1,4 @@
-"""Image priors learned from external corpora (issue 11).
+"""Image priors learned from external corpora of images, never from evaluation data.
 
 * :mod:`~cortexflow.priors.corpora`: registered, checksummed corpora
   (``mnist-t10k``, ``miyawaki-patterns``, ``font-letters``) and each data
