@@ -333,7 +333,7 @@ def _problem(n=20, p=30, seed=0):
     return X.astype(np.float32), Y
 
 
-def test_ridge_prior_fits_and_predicts(cache):
+def test_ridge_prior_fits_and_predicts(mnist, cache):
     X, Y = _problem()
     est = RidgePriorDecoder(prior="mnist-t10k", random_state=0, **FAST)
     assert est.fit(X[:15], Y[:15]) is est
@@ -351,7 +351,7 @@ def test_ridge_prior_fits_and_predicts(cache):
     np.testing.assert_array_equal(est.predict(X[15:]), P)  # seeded
 
 
-def test_ridge_prior_residual_scale(cache):
+def test_ridge_prior_residual_scale(mnist, cache):
     X, Y = _problem()
     plain = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, residual_scale=0).fit(X, Y)
     np.testing.assert_allclose(plain.predict(X), plain.prior_.decode_embeddings(plain.transform(X)), atol=1e-6)

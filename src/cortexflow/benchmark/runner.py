@@ -229,20 +229,18 @@ def _train_settings(methods: Sequence[str], train_mode: str, amp: str) -> dict[s
     return out
 
 
-def _unique_names(entries: Sequence[str], names: Sequence[str]) -> list[str]:
-    """Display names of the datasets, unique: a name shared by different files gets its folder as a prefix.
-
-    Raises
-    ------
-    ConfigError
-        The same dataset listed twice.
-    """
+def _refuse_repeats(entries: Sequence[str]) -> None:
+    """Raise :class:`ConfigError` when one dataset (name or file) is listed twice; nothing is loaded."""
     seen = set()
     for e in entries:
         key = os.path.realpath(e) if os.path.exists(e) else e
         if key in seen:
             raise ConfigError(f"dataset {e!r} is listed twice in --datasets; list each dataset once")
         seen.add(key)
+
+
+def _unique_names(entries: Sequence[str], names: Sequence[str]) -> list[str]:
+    """Display names of the datasets, unique: a name shared by different files gets its folder as a prefix."""
     out = list(names)
     for name in set(names):
         idx = [i for i, n in enumerate(names) if n == name]
@@ -274,6 +272,7 @@ def build_tasks(config: BenchmarkConfig) -> BenchmarkPlan:
     data_dir = str(config.data_dir) if config.data_dir is not None else None
     train_of = _train_settings(meth, config.train_mode, config.amp)
     plan = BenchmarkPlan(tasks=[], data_dir=data_dir)
+    _refuse_repeats(entries)  # before any file is loaded or downloaded
     loaded = [load_task_data(d, data_dir) for d in entries]
     names = _unique_names(entries, [ds.name for ds in loaded])
     for d, ds, name in zip(entries, loaded, names):
