@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import tempfile
 import threading
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -45,6 +46,8 @@ _USER_MIRROR = os.environ.get("CORTEXFLOW_MIRROR", "")
 TEST_DATASETS = ("vangerven", "miyawaki", "crell", "mindbigdata", "mindbigdata-mw-sample")
 NETWORK_PROBE_SECONDS = 3.0
 _TEST_THREADS = int(os.environ.get("CORTEXFLOW_TEST_THREADS", "1"))
+# computed artefacts (generated corpora, tiny priors, embeddings) go to a throw-away folder, never the user's cache
+os.environ.setdefault("CORTEXFLOW_CACHE", tempfile.mkdtemp(prefix="cortexflow-test-cache-"))
 torch.set_num_threads(_TEST_THREADS)  # also for session- and module-scoped fixtures
 # A loopback URL on which nothing listens (port 9, "discard", is closed on CI machines).
 CLOSED_MIRROR = "http://127.0.0.1:9"
