@@ -35,7 +35,7 @@ def test_cccv1_semantic_is_a_registered_benchmark_method():
     assert est.random_state == 3 and est.encoder == "pixels"
     assert est.config.pattern == "vangerven" and est.config.loss_weights["semantic_infonce"] == 0.1
     fast = make_estimator("cccv1-semantic", 0, "vangerven", 90, fast=True)
-    assert fast.config.epochs == 2 and fast.hidden_dim == 64
+    assert fast.config.epochs == 2 and fast.head_dim == 64 and fast.config.hidden_dim == 64
 
 
 def test_benchmark_runs_cccv1_semantic_and_scores_semantic_metrics(tmp_path, monkeypatch):

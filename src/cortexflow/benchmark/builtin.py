@@ -107,19 +107,20 @@ def _mindvis_lite(seed: int, dataset_name: str, n_train: int, *, fast: bool = Fa
 
 
 def cccv1_semantic_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, device: str = "auto",
-                           encoder: str = DEFAULT_ENCODER, layers: Any = None, hidden_dim: int = 512,
+                           encoder: str = DEFAULT_ENCODER, layers: Any = None, head_dim: int = 512,
                            cache_dir: str | None = None, **overrides):
     """Factory of ``cccv1-semantic``: ``CCCV1SemanticDecoder`` with the dataset's ``"auto"`` configuration.
 
-    ``overrides`` are CCCV1Config fields (for example
+    ``head_dim`` is the width of the semantic projection heads; ``overrides`` are CCCV1Config fields
+    (``hidden_dim`` there is the CCCV1 encoder's width; for example
     ``loss_weights={"semantic_infonce": 0.05, "semantic_cosine": 0.1}``).
     ``fast`` shrinks the network and the training as the ``cccv1`` method does.
     """
     cfg = _auto_config(dataset_name, n_train, fast, overrides)
     if fast:
-        hidden_dim = min(int(hidden_dim), 64)
+        head_dim = min(int(head_dim), 64)
     return CCCV1SemanticDecoder(config=cfg, dataset=dataset_name, random_state=seed, device=device,
-                                encoder=encoder, layers=layers, hidden_dim=hidden_dim, cache_dir=cache_dir)
+                                encoder=encoder, layers=layers, head_dim=head_dim, cache_dir=cache_dir)
 
 
 def eeg_method_factory(frontend: str, seed: int, dataset_name: str, n_train: int, *, fast: bool = False,

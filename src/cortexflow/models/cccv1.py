@@ -48,7 +48,12 @@ class StreamDropout(nn.Dropout):
 
 
 class CLIPGuidedEncoder(nn.Module):
-    """MLP from a brain-signal vector to a unit-norm embedding, with progressive dropout."""
+    """MLP from a brain-signal vector to a unit-norm embedding, with progressive dropout.
+
+    The name is the CCCV1 design's; there is no CLIP model inside. The embedding is
+    "CLIP-like" only in being 512-d and L2-normalised (the ``cccv1-prior`` method of
+    :mod:`cortexflow.priors` trains it into an image prior's embedding space).
+    """
 
     def __init__(self, input_dim: int, dropout: float = 0.06, hidden_dim: int = 1024, embed_dim: int = 512):
         super().__init__()
@@ -89,7 +94,10 @@ class SemanticEnhancer(nn.Module):
 
 
 class CLIPGuidedDecoder(nn.Module):
-    """Embedding to image: Linear+LN+SiLU+Dropout, then Linear+Sigmoid, reshaped."""
+    """Embedding to image: Linear+LN+SiLU+Dropout, then Linear+Sigmoid, reshaped.
+
+    An MLP (no convolution and no CLIP, despite the design's name).
+    """
 
     def __init__(self, embed_dim: int = 512, dropout: float = 0.02, output_shape: tuple[int, ...] = (1, 28, 28)):
         super().__init__()

@@ -59,8 +59,9 @@ class CCCV1SemanticDecoder(CCCV1Decoder):
     layers : dict of str to float, sequence of str, or None
         Encoder layers to align to, with relative weights. ``None`` takes the
         encoder's default (EfficientNet-Lite0: ``{"block10": 0.5, "final": 1.0}``).
-    hidden_dim : int
-        Hidden width of each projection head.
+    head_dim : int
+        Hidden width of each semantic projection head (not the CCCV1 encoder's
+        width, which is ``config.hidden_dim``).
     cache_dir : path-like, optional
         Embedding cache root (default ``$CORTEXFLOW_CACHE`` or the user cache).
 
@@ -87,14 +88,14 @@ class CCCV1SemanticDecoder(CCCV1Decoder):
         amp: str = "off",
         encoder: str | ImageEncoder = DEFAULT_ENCODER,
         layers: Mapping[str, float] | Sequence[str] | None = None,
-        hidden_dim: int = 512,
+        head_dim: int = 512,
         cache_dir: str | os.PathLike | None = None,
     ):
         super().__init__(config=config, dataset=dataset, random_state=random_state, device=device,
                          progress=progress, loss_terms=loss_terms, amp=amp)
         self.encoder = encoder
         self.layers = layers
-        self.hidden_dim = hidden_dim
+        self.head_dim = head_dim
         self.cache_dir = cache_dir
 
     def _resolve_layers(self, enc: ImageEncoder) -> dict[str, float]:
@@ -123,7 +124,7 @@ class CCCV1SemanticDecoder(CCCV1Decoder):
         config = config.replace(loss_weights=weights)
         # the heads' own seeded stream (seed_ is set before this hook; any random_state works)
         guidance, _ = seeded_init(
-            lambda: SemanticGuidance(config.embed_dim, emb, layers, hidden_dim=int(self.hidden_dim)), self.seed_ + 7919)
+            lambda: SemanticGuidance(config.embed_dim, emb, layers, hidden_dim=int(self.head_dim)), self.seed_ + 7919)
         self.guidance_ = guidance
         self.encoder_name_ = enc.name
         self.guidance_layers_ = layers
@@ -167,8 +168,10 @@ class CCCV1SemanticDecoder(CCCV1Decoder):
     def load(cls, path, device: str = "auto") -> "CCCV1SemanticDecoder":
         """Load a checkpoint written by :meth:`save` (the reconstruction network and preprocessing)."""
         obj = super().load(path, device=device)
-        params = obj.checkpoint_meta_.get("params", {})
-        for k in ("encoder", "layers", "hidden_dim", "cache_dir"):
+        params = dict(obj.checkpoint_meta_.get("params", {}))
+        if "hidden_dim" in params and "head_dim" not in params:  # checkpoints written before the rename
+            params["head_dim"] = params.pop("hidden_dim")
+        for k in ("encoder", "layers", "head_dim", "cache_dir"):
             if k in params and isinstance(params[k], (str, int, float, dict, list, type(None))):
                 setattr(obj, k, params[k])
         return obj
