@@ -121,18 +121,19 @@ class ConditionedImageDecoder(nn.Module):
 
     A per-token linear "channel mapper" shrinks each token to ``map_dim``
     values (as MinD-Vis maps its encoder output before the diffusion model's
-    cross-attention); the concatenated map goes through an MLP to the pixels.
+    cross-attention); the concatenated map goes through an MLP to the pixels
+    (``n_pixels`` outputs, through a sigmoid unless ``sigmoid=False``).
     """
 
     def __init__(self, mae: MaskedSignalModel, n_pixels: int = 784, map_dim: int = 8, hidden: int = 512,
-                 dropout: float = 0.2):
+                 dropout: float = 0.2, sigmoid: bool = True):
         super().__init__()
         self.mae = mae
         self.mapper = nn.Linear(mae.dim, map_dim)
         self.head = nn.Sequential(
             nn.Dropout(dropout),
             nn.Linear(mae.n_patches * map_dim, hidden), nn.LayerNorm(hidden), nn.SiLU(), nn.Dropout(dropout),
-            nn.Linear(hidden, n_pixels), nn.Sigmoid(),
+            nn.Linear(hidden, n_pixels), *([nn.Sigmoid()] if sigmoid else []),
         )
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from cortexflow.baselines.brain_diffuser_lite import BrainDiffuserLite
-from cortexflow.baselines.mindvis_lite import MaskedSignalModel, MindVisLite
+from cortexflow.baselines.mindvis_lite import ConditionedImageDecoder, MaskedSignalModel, MindVisLite
 from cortexflow.priors.cccv1_prior import fitted_prior_of, prior_decoder
 from cortexflow.priors.guard import DEFAULT_THRESHOLD
 from cortexflow.priors.ridge_prior import prior_report_info
@@ -52,29 +52,16 @@ class PriorImageModel(nn.Module):
         return self.decoder(z.float()).reshape(len(z), -1)
 
 
-class PriorConditionedDecoder(nn.Module):
+class PriorConditionedDecoder(ConditionedImageDecoder):
     """Encoder tokens -> channel mapper -> MLP -> prior embedding -> the prior's frozen decoder."""
 
     def __init__(self, mae: MaskedSignalModel, decoder: nn.Module, embed_dim: int, map_dim: int = 8,
                  hidden: int = 512, dropout: float = 0.2):
-        super().__init__()
-        self.mae = mae
-        self.mapper = nn.Linear(mae.dim, map_dim)
-        self.head = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Linear(mae.n_patches * map_dim, hidden), nn.LayerNorm(hidden), nn.SiLU(), nn.Dropout(dropout),
-            nn.Linear(hidden, embed_dim),
-        )
+        super().__init__(mae, embed_dim, map_dim, hidden, dropout, sigmoid=False)
         self.decoder = decoder
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mae.tokens(x)
-
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.head(self.mapper(tokens).flatten(1))).reshape(len(tokens), -1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
+        return self.decoder(super().decode(tokens)).reshape(len(tokens), -1)
 
 
 class BrainDiffuserPrior(BrainDiffuserLite):
