@@ -465,3 +465,15 @@ def test_benchmark_runs_ridge_prior_end_to_end(vangerven, tmp_path, cache):
     assert res.exit_code == 0, res.output
     df = pd.read_csv(out / "results.csv")
     assert set(df["method"]) == {"ridge-prior", "ridge"} and len(df[df["method"] == "ridge-prior"]) == 10
+
+
+def test_get_prior_leaves_the_global_random_stream_alone_on_a_miss_and_a_hit(mnist_dir, cache):
+    """A method's later global-stream draws (e.g. dropout) must not depend on whether the prior was cached."""
+    config = PriorConfig(embed_dim=8, epochs=1, max_images=64, widths=(4, 8, 8))
+    draws = []
+    for _ in range(2):  # a miss (trains and writes the cache), then a hit (reads it)
+        torch.manual_seed(1)
+        get_prior("mnist-t10k", config=config, data_dir=mnist_dir)
+        draws.append(torch.rand(1).item())
+    torch.manual_seed(1)
+    assert draws == [torch.rand(1).item()] * 2

@@ -241,7 +241,7 @@ def _load(path: Path, key: str) -> FittedPrior | None:
         if meta.get("format") != CACHE_FORMAT or meta["info"].get("cache_key") != key:
             return None
         config = PriorConfig.from_dict(meta["config"])
-        model = ImagePrior(config)
+        model = _build_model(config)  # as on a miss: the global random stream is left as it was
         model.load_state_dict(load_file(str(weights_path)))
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         logger.warning("prior cache entry %s is unreadable (%s); training again", path, exc)
