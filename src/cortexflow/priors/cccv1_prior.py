@@ -27,8 +27,13 @@ trains a brain encoder into that embedding space:
 * preprocessing (z-scored signals), the inner validation split and early
   stopping use the training rows only (:func:`cortexflow.training.train_model`,
   which draws the split with :func:`cortexflow.data.splits.inner_validation_split`);
-* ``n_members > 1`` trains that many members with different seeds, one after
-  another, and predicts the mean of their images.
+* ``n_members > 1`` trains that many members with different seeds and
+  predicts the mean of their images. With the MLP encoder and a frozen
+  decoder the members train together in one loop
+  (:mod:`cortexflow.priors.cccv1_prior_batched`, the batched trainer of
+  :mod:`cortexflow.training.batched`); each equals the member trained alone
+  up to floating-point summation order. Otherwise (``encoder="attention"``,
+  ``finetune_decoder=True``, or ``batched=False``) they train one after another.
 
 Every random choice comes from the estimator's own :class:`torch.Generator`
 (weights, dropout masks) and from ``train_model``'s seeded generator (inner
@@ -56,6 +61,7 @@ from cortexflow.models.cccv1 import CLIPGuidedEncoder, SemanticEnhancer, StreamD
 from cortexflow.models.ensemble import member_seeds
 from cortexflow.models.estimator import CCCV1Decoder
 from cortexflow.semantic.losses import LearnableTemperature, clip_infonce
+from cortexflow.priors.cccv1_prior_batched import train_prior_members
 from cortexflow.priors.guard import DEFAULT_THRESHOLD
 from cortexflow.priors.ridge_prior import (
     RidgePriorDecoder,
@@ -65,6 +71,7 @@ from cortexflow.priors.ridge_prior import (
     resolve_prior_corpus,
 )
 from cortexflow.priors.training import FittedPrior, get_prior
+from cortexflow.training.batched import BatchedNotSupported
 from cortexflow.training.config import CCCV1Config, get_config
 from cortexflow.training.trainer import train_model
 
@@ -357,6 +364,15 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         Seed of weights, dropout, the inner split and batch order.
     device, progress, amp :
         As for :class:`CCCV1Decoder`.
+    batched : {"auto", True, False}
+        How ``n_members > 1`` members train: ``"auto"`` together in one loop
+        by the batched trainer where supported (MLP encoder, frozen decoder),
+        else one after another with the reason logged; ``True`` batched or a
+        :class:`~cortexflow.training.batched.BatchedNotSupported` error naming
+        the option that prevents it; ``False`` one after another. A batched
+        member equals the sequentially trained member of its seed (same inner
+        split, batch order, dropout masks, early stopping) up to
+        floating-point summation order. A single member always trains alone.
 
     Attributes
     ----------
@@ -394,6 +410,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         device: str = "auto",
         progress: bool = False,
         amp: str = "off",
+        batched: Any = "auto",
     ):
         self.prior = prior
         self.dataset = dataset
@@ -414,6 +431,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         self.device = device
         self.progress = progress
         self.amp = amp
+        self.batched = batched
 
     # ------------------------------------------------------------------ fit
     def _check_params(self) -> None:
@@ -423,6 +441,29 @@ class CCCV1PriorDecoder(CCCV1Decoder):
             raise ConfigError(f"finetune_lr_factor={self.finetune_lr_factor!r} must lie in (0, 1]")
         if not isinstance(self.random_state, (int, np.integer)) or isinstance(self.random_state, bool):
             raise ConfigError(f"random_state={self.random_state!r} must be an integer")
+        if not (isinstance(self.batched, (bool, np.bool_)) or (isinstance(self.batched, str) and self.batched == "auto")):
+            raise ConfigError(f"batched={self.batched!r} is not one of 'auto', True, False")
+
+    def _batched_blocker(self) -> str | None:
+        """Why the members cannot train together (None when they can)."""
+        if self.encoder != "mlp":
+            return f"encoder={self.encoder!r} has no batched path (only 'mlp')"
+        if self.finetune_decoder:
+            return "finetune_decoder=True trains a decoder per member, which the batched trainer does not stack"
+        return None
+
+    def _use_batched(self, n_members: int) -> bool:
+        """Whether ``fit`` trains its members together (see the ``batched`` parameter)."""
+        forced = not isinstance(self.batched, str)  # True or False
+        if n_members < 2 or (forced and not self.batched):
+            return False
+        blocker = self._batched_blocker()
+        if blocker is None:
+            return True
+        if forced:
+            raise BatchedNotSupported(f"batched=True: {blocker}; use batched='auto' or False")
+        logger.info("cccv1-prior: %d members train one after another: %s", n_members, blocker)
+        return False
 
     def fit(self, X, Y, *, metadata: dict | None = None) -> "CCCV1PriorDecoder":
         """Train the brain encoder(s) into the prior's embedding space on the training rows (X, Y).
@@ -470,11 +511,15 @@ class CCCV1PriorDecoder(CCCV1Decoder):
             with torch.no_grad():
                 linear.weight.copy_(torch.as_tensor(ridge.coef_, dtype=torch.float32))
                 linear.bias.copy_(torch.as_tensor(ridge.intercept_, dtype=torch.float32))
-        members, self.histories_ = [], []
-        for seed in seeds:
-            net, hist = self._fit_member(Xs, Yf, targets, embed_dim, decoder, cfg, seed, linear)
-            members.append(net)
-            self.histories_.append(hist)
+        if self._use_batched(len(seeds)):
+            members, self.histories_ = self._fit_members_batched(Xs, Yf, targets, embed_dim, decoder, cfg, seeds,
+                                                                 linear)
+        else:
+            members, self.histories_ = [], []
+            for seed in seeds:
+                net, hist = self._fit_member(Xs, Yf, targets, embed_dim, decoder, cfg, seed, linear)
+                members.append(net)
+                self.histories_.append(hist)
         self.model_ = PriorEnsemble(members).eval()
         self.n_features_in_ = X.shape[1]
         self.history_ = self.histories_[0]
@@ -519,18 +564,31 @@ class CCCV1PriorDecoder(CCCV1Decoder):
             out.append(self.posterior_._decode_mean(Z, self.posterior_.residual_scale_, rng))
         return np.mean(out, axis=0).astype(np.float32)
 
-    def _fit_member(self, Xs, Yf, targets, embed_dim, decoder, cfg, seed, linear):
+    def _build_member(self, n_features: int, targets: np.ndarray, embed_dim: int, decoder: nn.Module,
+                      cfg: CCCV1Config, seed: int, linear: nn.Linear | None):
+        """One member's network (weights drawn from its seed), its alignment targets and its random stream."""
         gen = torch.Generator()
         gen.manual_seed(int(seed))
         with torch.random.fork_rng(devices=[]):  # construction draws throw-away weights from the global stream
-            encoder = build_brain_encoder(self.encoder, Xs.shape[1], embed_dim, cfg)
+            encoder = build_brain_encoder(self.encoder, n_features, embed_dim, cfg)
         _init_weights(encoder, gen)
         if linear is not None:
             encoder = LinearSkipEncoder(copy.deepcopy(linear), encoder, self.gate_init)
         dec = copy.deepcopy(decoder) if self.finetune_decoder else decoder
         dec.requires_grad_(False)
-        net = PriorBrainNet(encoder, dec)
-        align = EmbeddingAlignment(targets)
+        return PriorBrainNet(encoder, dec), EmbeddingAlignment(targets), gen
+
+    def _fit_members_batched(self, Xs, Yf, targets, embed_dim, decoder, cfg, seeds, linear):
+        """Train the members together (:func:`~cortexflow.priors.cccv1_prior_batched.train_prior_members`)."""
+        built = [self._build_member(Xs.shape[1], targets, embed_dim, decoder, cfg, seed, linear) for seed in seeds]
+        holders = [nn.ModuleDict({"net": net, "infonce": _InfoNCETerm(align)}) for net, align, _ in built]
+        results = train_prior_members(holders, Xs, Yf, cfg, seeds, [gen for _, _, gen in built], device=self.device,
+                                      amp=self.amp, progress=self.progress)
+        return [net.cpu().eval() for net, _, _ in built], [list(res.history) for res in results]
+
+    def _fit_member(self, Xs, Yf, targets, embed_dim, decoder, cfg, seed, linear):
+        net, align, gen = self._build_member(Xs.shape[1], targets, embed_dim, decoder, cfg, seed, linear)
+        dec = net.decoder
         _set_dropout_generator(net, gen)
         try:
             res = train_model(net, Xs, Yf, cfg, seed=seed, device=self.device, progress=self.progress,

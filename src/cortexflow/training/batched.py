@@ -48,7 +48,7 @@ from torch import nn
 
 from cortexflow.data.splits import inner_validation_split
 from cortexflow.exceptions import ConfigError, DataValidationError
-from cortexflow.models.cccv1 import CCCV1
+from cortexflow.models.cccv1 import CCCV1, SemanticEnhancer
 from cortexflow.models.estimator import CCCV1Decoder
 from cortexflow.training.config import CCCV1Config
 from cortexflow.training.devices import autocast, make_grad_scaler, resolve_amp, resolve_device
@@ -217,20 +217,30 @@ def _run_sequential(seq: nn.Sequential, prefix: str, P: dict[str, torch.Tensor],
     return h
 
 
-def _batched_encode(model: CCCV1, P: dict[str, torch.Tensor], x: torch.Tensor, training: bool,
-                    G: dict[str, torch.Tensor] | None = None,
-                    deferred: _DeferredWeightGrads | None = None, streams=None) -> torch.Tensor:
-    e = F.normalize(_run_sequential(model.encoder.net, "encoder.net", P, x, training, G, deferred, streams), dim=-1)
-    r = _run_sequential(model.enhancer.net, "enhancer.net", P, e, training, G, deferred, streams)
-    return F.normalize(e + model.enhancer.alpha * r, dim=-1)
+def batched_encode(encoder: nn.Sequential, enhancer: SemanticEnhancer, prefixes: tuple[str, str],
+                   P: dict[str, torch.Tensor], x: torch.Tensor, training: bool,
+                   G: dict[str, torch.Tensor] | None = None,
+                   deferred: _DeferredWeightGrads | None = None, streams=None) -> torch.Tensor:
+    """CCCV1's encoder and semantic enhancer on (K, B, D) inputs with stacked parameters: (K, B, embed_dim).
+
+    ``encoder`` is the :class:`~cortexflow.models.cccv1.CLIPGuidedEncoder`'s
+    ``net``, ``enhancer`` the :class:`~cortexflow.models.cccv1.SemanticEnhancer`;
+    ``prefixes`` are the names of their ``net`` in ``P`` (``"encoder.net"``,
+    ``"enhancer.net"`` for a :class:`~cortexflow.models.cccv1.CCCV1`).
+    ``G``, ``deferred`` and ``streams`` as for :func:`_run_sequential`.
+    """
+    e = F.normalize(_run_sequential(encoder, prefixes[0], P, x, training, G, deferred, streams), dim=-1)
+    r = _run_sequential(enhancer.net, prefixes[1], P, e, training, G, deferred, streams)
+    return F.normalize(e + enhancer.alpha * r, dim=-1)
 
 
 def _batched_forward(model: CCCV1, P: dict[str, torch.Tensor], x: torch.Tensor, training: bool,
                      G: dict[str, torch.Tensor] | None = None,
                      deferred: _DeferredWeightGrads | None = None, streams=None) -> torch.Tensor:
     """(K, B, D) inputs to (K, B, n_out) outputs (flat)."""
-    return _run_sequential(model.decoder.net, "decoder.net", P,
-                           _batched_encode(model, P, x, training, G, deferred, streams), training, G, deferred, streams)
+    e = batched_encode(model.encoder.net, model.enhancer, ("encoder.net", "enhancer.net"), P, x, training, G,
+                       deferred, streams)
+    return _run_sequential(model.decoder.net, "decoder.net", P, e, training, G, deferred, streams)
 
 
 def _arch_signature(model: nn.Module) -> tuple:
@@ -317,6 +327,74 @@ def _fused(device: torch.device, fused_adam: bool | None) -> bool:
     return device.type in {"cpu", "cuda"} if fused_adam is None else bool(fused_adam)
 
 
+class MemberStack:
+    """How :func:`train_batched` sees K member networks of one architecture: what is stacked, and the loss.
+
+    The parameters of ``template`` that require gradients are stacked (one
+    slice per member, trained); the others (frozen parts, for example a fixed
+    read-out or a frozen image decoder) are used from ``template`` for every
+    member, so they must be the same in every member. Linear weights are
+    stacked transposed (see :func:`_run_sequential`). Subclasses define
+    :meth:`loss`.
+
+    Parameters
+    ----------
+    template : nn.Module
+        Member 0.
+    """
+
+    def __init__(self, template: nn.Module):
+        self.template = template
+        #: Names of the stacked (trained) parameters, in the template's order.
+        self.names = [n for n, p in template.named_parameters() if p.requires_grad]
+        #: The stacked linear weights (stored as (K, in, out)).
+        self.transposed = _linear_weight_names(template) & set(self.names)
+
+    def loss(self, P: dict[str, torch.Tensor], batch: dict, *, training: bool,
+             autocast_ctx: tuple[torch.device, "torch.dtype | None"], G: dict[str, torch.Tensor] | None = None,
+             deferred: "_DeferredWeightGrads | None" = None, streams=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-member ``(loss, pixel_loss)``, each of shape (A,), for the A members in the stack.
+
+        Parameters
+        ----------
+        P : dict of str to Tensor
+            The stacked parameters (A, ...), by name (:attr:`names`).
+        batch : dict
+            ``"x"`` (A, B, D) inputs, ``"target"`` (A, B, n_out) targets,
+            ``"index"`` (A, B) the rows' indices into each member's training
+            arrays, ``"mask"`` (A, B) 1 for real rows and 0 for padding, and
+            ``"rows"`` (list of int) each member's number of real rows (its
+            first ones).
+        training : bool
+            Training step (dropout on) or validation (no gradients).
+        autocast_ctx : (device, dtype or None)
+            The mixed-precision context of the forward pass.
+        G, deferred, streams :
+            Gradient buffers, deferred weight gradients and dropout streams
+            (see :func:`_run_sequential`); None in validation.
+
+        Returns
+        -------
+        (loss, pixel_loss) : tuple of Tensor (A,)
+            The optimiser minimises ``loss``; early stopping and the learning
+            rate schedule watch ``pixel_loss`` on the validation rows (as in
+            :func:`~cortexflow.training.trainer.train_model`).
+        """
+        raise NotImplementedError
+
+
+class _CCCV1Stack(MemberStack):
+    """Plain :class:`~cortexflow.models.cccv1.CCCV1` members: the pixel MSE of the whole network."""
+
+    def loss(self, P, batch, *, training, autocast_ctx, G=None, deferred=None, streams=None):
+        with autocast(*autocast_ctx):
+            pred = _batched_forward(self.template, P, batch["x"], training, G, deferred, streams)
+        sq = (pred.float() - batch["target"]).pow(2).mean(-1)  # (A, B)
+        mask = batch["mask"]
+        per_member = (sq * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return per_member, per_member
+
+
 def train_batched(
     models: Sequence[nn.Module],
     Xs: Sequence[np.ndarray],
@@ -330,12 +408,13 @@ def train_batched(
     fused_adam: bool | None = None,
     rng_states: Sequence[torch.Tensor] | None = None,
     val_indices: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    stack: MemberStack | None = None,
 ) -> list[TrainResult]:
     """Train K models of the same architecture together, each in place, as :func:`train_model` would.
 
     Parameters
     ----------
-    models : sequence of CCCV1
+    models : sequence of CCCV1 (or of the modules ``stack`` describes)
         Same architecture (same input width and output size), already
         initialised; each is trained in place and ends with its best weights,
         in eval mode, on CPU.
@@ -364,6 +443,11 @@ def train_batched(
     val_indices : sequence of (ndarray, ndarray), optional
         Member k's inner (training, validation) rows; default: drawn from its
         seed as :func:`train_model` draws them.
+    stack : MemberStack, optional
+        Which parameters of the members are trained and their loss, for
+        members other than plain CCCV1 networks (for example
+        :mod:`cortexflow.priors.cccv1_prior`'s); default: CCCV1 networks
+        trained on the pixel MSE.
 
     Returns
     -------
@@ -379,10 +463,12 @@ def train_batched(
     if not (K == len(Xs) == len(Ys) == len(seeds)) or K == 0:
         raise ConfigError("train_batched needs as many models, Xs, Ys and seeds (>= 1); "
                           f"got {K}, {len(Xs)}, {len(Ys)}, {len(seeds)}")
-    for m in models:
-        if not supports_batched(m):
-            raise BatchedNotSupported(f"{type(m).__name__} cannot be trained on the batched path; "
-                                      "only CCCV1 without front-end")
+    if stack is None:
+        for m in models:
+            if not supports_batched(m):
+                raise BatchedNotSupported(f"{type(m).__name__} cannot be trained on the batched path; "
+                                          "only CCCV1 without front-end")
+        stack = _CCCV1Stack(models[0])
     if len({_arch_signature(m) for m in models}) != 1:
         raise BatchedNotSupported("batched members must share one architecture (input width, output size, widths, "
                                   "dropout rates, alpha); train differing configurations in separate calls")
@@ -390,8 +476,8 @@ def train_batched(
     dev = resolve_device(device)
     amp_dtype = resolve_amp(amp, dev)
     scaler = make_grad_scaler(dev, amp_dtype)
-    template = models[0]
-    names = [n for n, _ in template.named_parameters()]
+    names = stack.names
+    stack.template.to(dev)  # its frozen parts (if any) serve every member on the device
     D = int(np.asarray(Xs[0]).shape[1])
     n_out = int(np.asarray(Ys[0]).reshape(len(Ys[0]), -1).shape[1])
 
@@ -420,7 +506,7 @@ def train_batched(
                                _Plateau(config.lr_factor, config.lr_patience), TrainResult(device=str(dev))))
 
     # ---- stacked parameters (leaves), best copies, optimiser with one group per member
-    linear_weights = _linear_weight_names(template)
+    linear_weights = stack.transposed
     with torch.no_grad():
         P = {n: torch.stack([_to_stack(dict(m.named_parameters())[n], n in linear_weights) for m in models]).to(dev)
              for n in names}
@@ -458,15 +544,14 @@ def train_batched(
         for s in range(n_steps):
             idx, mask = ep_idx[:, s * bs : (s + 1) * bs], ep_mask[:, s * bs : (s + 1) * bs]
             idle = [r for r in range(A) if steps_rows[r, s] == 0]  # members whose epoch has ended
-            x, y = Xpad[rows, idx], Ypad[rows, idx]
+            step_rows = [int(steps_rows[r, s]) for r in range(A)]
+            batch = {"x": Xpad[rows, idx], "target": Ypad[rows, idx], "index": idx, "mask": mask, "rows": step_rows}
             for g in accumulated:
                 g.zero_()
-            with autocast(dev, amp_dtype):
-                streams = [(members[i].dropout_gen, int(steps_rows[r, s])) for r, i in enumerate(active)]
-                pred = _batched_forward(template, P, x, training=True, G=G, deferred=deferred, streams=streams)
-            sq = (pred.float() - y).pow(2).mean(-1)  # (A, B)
+            streams = [(members[i].dropout_gen, step_rows[r]) for r, i in enumerate(active)]
+            per_member, _ = stack.loss(P, batch, training=True, autocast_ctx=(dev, amp_dtype), G=G,
+                                       deferred=deferred, streams=streams)
             n_rows = mask.sum(1)
-            per_member = (sq * mask).sum(1) / n_rows.clamp(min=1.0)
             total = per_member.sum()
             if scaler is not None:
                 scaler.scale(total).backward()
@@ -482,14 +567,14 @@ def train_batched(
             if deferred is not None:  # clip with the Gram norms, then write the weight gradients once
                 with torch.no_grad():
                     sq = deferred.sq_norm + torch.stack(
-                        [torch.linalg.vector_norm(g.flatten(1), dim=1).float() ** 2 for g in accumulated]).sum(0)
+                        [torch.linalg.vector_norm(g.reshape(A, -1), dim=1).float() ** 2 for g in accumulated]).sum(0)
                     coef = (config.grad_clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)
                     deferred.finish(coef)
                     for g in accumulated:
                         g.mul_(coef.view(A, *([1] * (g.dim() - 1))).to(g.dtype))
             elif config.grad_clip > 0:
                 with torch.no_grad():
-                    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in G.values()])
+                    norms = torch.stack([torch.linalg.vector_norm(g.reshape(A, -1), dim=1) for g in G.values()])
                     coef = (config.grad_clip / (torch.linalg.vector_norm(norms.float(), dim=0) + 1e-6)).clamp(max=1.0)
                     for g in G.values():
                         g.mul_(coef.view(A, *([1] * (g.dim() - 1))).to(g.dtype))
@@ -514,11 +599,11 @@ def train_batched(
                 vidx[r, : len(va)] = torch.as_tensor(va)
                 vmask[r, : len(va)] = 1.0
             vidx, vmask = vidx.to(dev), vmask.to(dev)
-            with autocast(dev, amp_dtype):
-                detached = {n: t.detach() for n, t in P.items()}
-                vpred = _batched_forward(template, detached, Xpad[rows, vidx], training=False)
-            vsq = (vpred.float() - Ypad[rows, vidx]).pow(2).mean(-1)
-            val = ((vsq * vmask).sum(1) / vmask.sum(1)).cpu().tolist()
+            vbatch = {"x": Xpad[rows, vidx], "target": Ypad[rows, vidx], "index": vidx, "mask": vmask,
+                      "rows": [len(members[i].va) for i in active]}
+            _, vpix = stack.loss({n: t.detach() for n, t in P.items()}, vbatch, training=False,
+                                 autocast_ctx=(dev, amp_dtype))
+            val = vpix.cpu().tolist()
             train_loss = (running / counts.clamp(min=1.0)).cpu().tolist()
         stopped_rows, improved = [], []
         for r, i in enumerate(active):
@@ -549,11 +634,11 @@ def train_batched(
         bar.set_postfix(active=A - len(stopped_rows), val=f"{float(np.mean(val)):.4f}")
         if stopped_rows:
             for r in stopped_rows:  # hand the best weights back to the member's own module
-                model = models[active[r]]
+                params = dict(models[active[r]].named_parameters())
                 with torch.no_grad():
-                    for n, p in model.named_parameters():
+                    for n in names:
                         w = best[n][r]
-                        p.copy_((w.T if n in linear_weights else w).to(p.device))
+                        params[n].copy_((w.T if n in linear_weights else w).to(params[n].device))
             keep = [r for r in range(A) if r not in stopped_rows]
             if not keep:
                 break
