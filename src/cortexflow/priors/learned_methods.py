@@ -26,7 +26,8 @@ FAST_PRIOR_CONFIG = {"epochs": 1, "max_images": 500, "embed_dim": 32, "widths": 
 CCCV1_PRIOR_VERSION = "2"  # 2: posterior-mean decoding, 40 epochs / patience 8
 
 _ESTIMATOR_OPTIONS = ("prior", "encoder", "n_members", "ridge_skip", "gate_init", "residual_scale", "finetune_decoder",
-                      "finetune_lr_factor", "prior_config", "threshold", "data_dir", "cache_dir", "device", "amp")
+                      "finetune_lr_factor", "prior_config", "threshold", "data_dir", "cache_dir", "device", "amp",
+                      "batched")
 
 
 def cccv1_prior_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, stimuli=None,
@@ -103,8 +104,8 @@ def register() -> None:
                         "prior's embeddings, pixel MSE through the prior's frozen decoder), plus a fixed ridge "
                         "read-out; option prior=CORPUS (default: the data set's), encoder=mlp|attention, n_members",
         )
-    for name, opts, what in (("cccv1-prior-ensemble", {"n_members": 5}, "5 members (seeds) trained one after "
-                              "another, mean image"),
+    for name, opts, what in (("cccv1-prior-ensemble", {"n_members": 5}, "5 members (seeds) trained together by "
+                              "the batched trainer, mean image"),
                              ("cccv1-prior-attention", {"encoder": "attention"}, "self-attention encoder over 32 "
                               "groups of voxels instead of the MLP")):
         if name not in METHODS:

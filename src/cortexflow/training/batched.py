@@ -31,6 +31,13 @@ therefore reproduces sequential training up to floating-point summation
 order, dropout included (tested on CPU), and a member's result does not depend
 on which other members share its stack, so a group may be split over worker
 processes and an interrupted group resumes with the same results.
+
+The members need not be plain CCCV1 networks: a :class:`MemberStack` names
+which of their parameters are stacked (those that require gradients; frozen
+parts are shared) and gives the per-member loss. ``cccv1-prior`` ensembles
+train this way (:mod:`cortexflow.priors.cccv1_prior_batched`: CCCV1's encoder
+into an image prior's embedding space, alignment losses, the frozen prior
+decoder run once for all members).
 """
 
 from __future__ import annotations
@@ -56,7 +63,8 @@ from cortexflow.training.seeding import dropout_generator
 from cortexflow.training.trainer import TrainResult, make_adam
 from cortexflow.utils.progress import progress_bar
 
-__all__ = ["BatchedNotSupported", "supports_batched", "train_batched", "fit_many", "DEFAULT_MAX_GROUP"]
+__all__ = ["BatchedNotSupported", "supports_batched", "train_batched", "fit_many", "MemberStack", "batched_encode",
+           "DEFAULT_MAX_GROUP"]
 
 logger = logging.getLogger(__name__)
 
