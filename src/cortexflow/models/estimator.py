@@ -415,7 +415,8 @@ class CCCV1Decoder(BaseDecoder):
         obj = cls(config=cfg, **{k: v for k, v in params.items() if k in restorable})
         obj.signal_scaler_ = sig
         try:
-            model = obj._build_network(n_in, (math.prod(out_shape) or 1,), cfg)
+            with torch.random.fork_rng(devices=[]):  # its random initial weights are overwritten: keep the global stream
+                model = obj._build_network(n_in, (math.prod(out_shape) or 1,), cfg)
             model.load_state_dict(state, strict=True)
         except (RuntimeError, ValueError, TypeError, CortexFlowError) as exc:
             raise CheckpointError(f"checkpoint {w_path}: weights do not match the stored configuration ({exc})") from exc

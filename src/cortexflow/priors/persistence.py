@@ -139,7 +139,10 @@ class StatePacker:
         if value is None or isinstance(value, (bool, str)):
             return value
         if isinstance(value, np.generic):
-            return {_T: "scalar", "value": self.pack(np.asarray(value), key)}
+            item = value.item()
+            if not isinstance(item, (bool, int, float, str)):
+                raise CheckpointError(f"cannot store {key}: numpy scalar of dtype {value.dtype}")
+            return {_T: "scalar", "dtype": value.dtype.str, "value": self.pack(item, key)}
         if isinstance(value, int):
             return int(value)
         if isinstance(value, float):
@@ -189,13 +192,14 @@ class StatePacker:
                     "dtype": "str" if a.dtype.kind in "US" else "object"}
         q = _exact_uint8(a)
         if q is not None:
-            return {_T: "array", "name": self.add_tensor(key, torch.from_numpy(q)), "encoding": "uint8/255"}
+            return {_T: "array", "name": self.add_tensor(key, torch.from_numpy(q)), "shape": list(a.shape),
+                    "encoding": "uint8/255"}
         a = np.ascontiguousarray(a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("=")))
         try:
             tensor = torch.from_numpy(a.copy())
         except TypeError as exc:
             raise CheckpointError(f"cannot store {key}: numpy dtype {a.dtype} has no torch equivalent") from exc
-        return {_T: "array", "name": self.add_tensor(key, tensor)}
+        return {_T: "array", "name": self.add_tensor(key, tensor), "shape": list(a.shape)}
 
     def pack_estimator(self, est: Any, key: str, skip: Iterable[str] = ()) -> dict[str, Any]:
         """Node of a fitted estimator: its class, parameters (minus :data:`FIT_ONLY_PARAMS`) and fitted attributes."""
@@ -275,14 +279,18 @@ class StateUnpacker:
         if kind == "float":
             return float(node["value"])
         if kind == "scalar":
-            return self.unpack(node["value"], key)[()]
+            return np.dtype(node["dtype"]).type(self.unpack(node["value"], key))
         if kind == "array":
-            t = self.take(node["name"], key)
+            a = self.take(node["name"], key).numpy()
             if node.get("encoding") == "uint8/255":
-                return t.numpy().astype(np.float32) / np.float32(255)
-            if "encoding" in node:
+                a = a.astype(np.float32) / np.float32(255)
+            elif "encoding" in node:
                 raise self.error(key, f"has unknown encoding {node['encoding']!r}")
-            return t.numpy()
+            shape = tuple(int(v) for v in node["shape"])
+            if math.prod(shape) != a.size:
+                raise self.error(key, f"has {a.size} values in the weights file; its shape {list(shape)} needs "
+                                      f"{math.prod(shape)}")
+            return a.reshape(shape)
         if kind == "strarray":
             dtype = str if node["dtype"] == "str" else object
             return np.array(node["items"], dtype=dtype).reshape(node["shape"])
