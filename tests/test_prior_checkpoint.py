@@ -135,6 +135,11 @@ def test_prior_state_and_facts_travel_with_the_checkpoint(fitted):
     assert loaded.checkpoint_meta_["network"]["decoder_from_prior"] == [True, True]
     names = load_file(str(path / CHECKPOINT_WEIGHTS)).keys()
     assert not any(".decoder." in k for k in names)
+    # the fixed ridge read-out, the same in every member, is stored once
+    assert "model.members.0.encoder.linear.weight" in names and "model.members.1.encoder.linear.weight" not in names
+    assert "linear.weight" in " ".join(loaded.checkpoint_meta_["network"]["same_as_member_0"][1])
+    assert torch.equal(loaded.model_.members[1].encoder.linear.weight, est.model_.members[1].encoder.linear.weight)
+    assert any(k.startswith("model.members.1.encoder.deep.") for k in names)  # the learned parts differ: stored
     fine = load_decoder(models["cccv1-prior-attention-finetuned"][1])
     assert fine.checkpoint_meta_["network"]["decoder_from_prior"] == [False]
 
@@ -168,6 +173,9 @@ def test_new_fitted_attributes_are_captured_generically(tmp_path):
     np.testing.assert_array_equal(loaded.mask_, est.mask_)
     assert list(loaded.names_) == ["a", "b"]
     assert loaded.stimuli is None and loaded.cache_dir is None  # fit-time inputs are not stored
+    # per-feature scaler statistics live in the weights file, not as long JSON lists
+    assert "state.scaler_.state.mean_" in load_file(str(tmp_path / "ckpt" / CHECKPOINT_WEIGHTS))
+    np.testing.assert_array_equal(loaded.scaler_.scale_, est.scaler_.scale_)
 
 
 def test_an_attribute_that_cannot_be_stored_is_named(tmp_path):

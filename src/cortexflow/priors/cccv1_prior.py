@@ -632,7 +632,12 @@ _DECODER_PREFIX = "members.{}.decoder.model."
 
 
 def _pack_network(est: CCCV1PriorDecoder, packer: StatePacker) -> dict[str, Any]:
-    """Add ``est.model_``'s tensors (``model.*``) to ``packer``; a member decoder equal to the prior's is left out."""
+    """Add ``est.model_``'s tensors (``model.*``) to ``packer``, each stored once.
+
+    A member's decoder equal to the prior's own is left out (``decoder_from_prior``),
+    and so is a tensor of member ``i > 0`` equal to member 0's (the fixed ridge
+    read-out: ``same_as_member_0`` lists their names).
+    """
     prior_state = est.prior_.model.state_dict()
     state = est.model_.state_dict()
     n = len(est.model_.members)
@@ -641,12 +646,24 @@ def _pack_network(est: CCCV1PriorDecoder, packer: StatePacker) -> dict[str, Any]
         pre = _DECODER_PREFIX.format(i)
         keys = [k for k in state if k.startswith(pre)]
         from_prior.append(len(keys) == len(prior_state) and all(
-            k[len(pre):] in prior_state and state[k].shape == prior_state[k[len(pre):]].shape
-            and torch.equal(state[k], prior_state[k[len(pre):]]) for k in keys))
+            k[len(pre):] in prior_state and _same(state[k], prior_state[k[len(pre):]]) for k in keys))
+    same_as_first: list[list[str]] = [[] for _ in range(n)]
     for k, v in state.items():
-        if not any(f and k.startswith(_DECODER_PREFIX.format(i)) for i, f in enumerate(from_prior)):
-            packer.add_tensor(f"model.{k}", v)
-    return {"n_members": n, "decoder_from_prior": from_prior, "prior": packer.add_prior(est.prior_)}
+        if any(f and k.startswith(_DECODER_PREFIX.format(i)) for i, f in enumerate(from_prior)):
+            continue
+        member, _, rest = k[len("members."):].partition(".")
+        first = f"members.0.{rest}"
+        if k.startswith("members.") and member != "0" and not rest.startswith("decoder.") and first in state \
+                and _same(v, state[first]):
+            same_as_first[int(member)].append(rest)
+            continue
+        packer.add_tensor(f"model.{k}", v)
+    return {"n_members": n, "decoder_from_prior": from_prior, "same_as_member_0": same_as_first,
+            "prior": packer.add_prior(est.prior_)}
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and bool(torch.equal(a, b))
 
 
 def _unpack_network(obj: CCCV1PriorDecoder, node: Any, unpacker: StateUnpacker) -> None:
@@ -668,6 +685,12 @@ def _unpack_network(obj: CCCV1PriorDecoder, node: Any, unpacker: StateUnpacker) 
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, ConfigError) as exc:
         raise unpacker.error("network", f"does not describe the members' networks ({type(exc).__name__}: {exc})") from exc
     state = unpacker.take_prefix("model.")
+    try:
+        same = node.get("same_as_member_0") or [[] for _ in range(n)]
+        for i, names in enumerate(same):
+            state.update({f"members.{i}.{rest}": state[f"members.0.{rest}"] for rest in names if i > 0})
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise unpacker.error("network.same_as_member_0", f"names a tensor member 0 does not have ({exc})") from exc
     for i, shared in enumerate(from_prior):
         if shared:
             state.update({_DECODER_PREFIX.format(i) + k: v for k, v in prior.model.state_dict().items()})

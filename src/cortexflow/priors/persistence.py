@@ -18,7 +18,8 @@ corpus. Its checkpoint therefore carries everything :meth:`predict` needs:
   ``state.*``, dtype kept), lists, tuples and dicts of those (any key type),
   and the special objects :class:`FittedPrior`, :class:`PriorConfig`,
   :class:`~cortexflow.training.CCCV1Config`, :class:`TrainResult`, the
-  scalers of :mod:`cortexflow.data.preprocessing`, scikit-learn ``Ridge`` /
+  scalers of :mod:`cortexflow.data.preprocessing` (their per-feature
+  statistics as float64 tensors), scikit-learn ``Ridge`` /
   ``RidgeCV`` (``coef_``, ``intercept_``, ``alpha_``; rebuilt as a ``Ridge``
   that predicts identically) and nested decoders of the classes the loader is
   given (``cccv1-prior``'s ``posterior_``, a :class:`RidgePriorDecoder`).
@@ -167,7 +168,10 @@ class StatePacker:
         if isinstance(value, CCCV1Config):
             return {_T: "cccv1_config", "value": self.pack(value.to_dict(), f"{key}.config")}
         if isinstance(value, (SignalScaler, ImageScaler)):
-            return {_T: type(value).__name__, "state": self.pack(value.get_state(), f"{key}.state")}
+            # per-feature statistics (lists in get_state) go to the weights file as float64 arrays, exactly
+            state = {k: np.asarray(v, dtype=np.float64) if k.endswith("_") and isinstance(v, list) else v
+                     for k, v in value.get_state().items()}
+            return {_T: type(value).__name__, "state": self.pack(state, f"{key}.state")}
         if isinstance(value, (Ridge, RidgeCV)):
             check_is_fitted(value, "coef_")
             alpha = getattr(value, "alpha_", getattr(value, "alpha", None))
