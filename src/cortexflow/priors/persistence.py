@@ -237,6 +237,7 @@ class StateUnpacker:
         self.priors = [self._prior(i, p) for i, p in enumerate(priors)]
 
     def error(self, key: str, problem: str) -> CheckpointError:
+        """A :class:`CheckpointError` naming the checkpoint and the metadata ``key``."""
         return CheckpointError(f"checkpoint {self.where}: {key} {problem}")
 
     def take(self, name: Any, key: str) -> torch.Tensor:
