@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
 import numpy as np
 
 from cortexflow.benchmark.cli import benchmark, methods
+from cortexflow.benchmark.methods import check_options, get_method, load_plugins, make_estimator
+from cortexflow.benchmark.tasks import all_stimuli
 from cortexflow.cli._common import parse_sets
 from cortexflow.cli.eeg import eeg
 from cortexflow.cli.prior import prior
@@ -22,8 +26,9 @@ from cortexflow.data.registry import DATASETS, get_dataset_info
 from cortexflow.data.summary import describe_dataset
 from cortexflow.data.validation import validate_signals
 from cortexflow.evaluation.metrics import evaluate_reconstructions, summarize
-from cortexflow.exceptions import CortexFlowError, DataValidationError
+from cortexflow.exceptions import ConfigError, CortexFlowError, DataValidationError
 from cortexflow.models.estimator import CCCV1Decoder, check_replaceable_checkpoint
+from cortexflow.models.loader import DECODER_KINDS, load_decoder
 from cortexflow.reporting.figures import reconstruction_grid, save_image
 from cortexflow.semantic.cli import semantic
 from cortexflow.training.config import get_config
@@ -195,14 +200,57 @@ TRAIN_OUTPUTS = ["metrics.json", "reconstructions.png"]
 EVALUATE_OUTPUTS = ["metrics.json", "reconstructions.png"]
 
 
+#: Methods that ``cortexflow train --method`` trains and saves (every one has a checkpoint format).
+TRAIN_METHODS = ("cccv1", "cccv1-ensemble", "ridge-prior", "cccv1-prior")
+#: Name of each checkpoint kind in figure titles.
+_LABELS = {"cccv1": "CCCV1", "cccv1-semantic": "CCCV1-semantic", "cccv1-eeg": "CCCV1-EEG"}
+
+
+def _label(model) -> str:
+    kind = getattr(model, "checkpoint_kind", "cccv1")
+    return _LABELS.get(kind, kind)
+
+
+def _parse_option_values(overrides: dict[str, str]) -> dict:
+    """``--set`` values of a non-cccv1 method: JSON when they parse as JSON (numbers, lists, objects), else strings."""
+    out = {}
+    for k, v in overrides.items():
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def _method_estimator(method: str, options: dict, seed: int, ds, dev: str, amp: str, progress: bool):
+    """The unfitted estimator of a non-cccv1 ``method`` (the benchmark's factory, full training settings)."""
+    factory_args = inspect.signature(get_method(method).factory).parameters
+    extra = {"stimuli": all_stimuli(ds)} if "stimuli" in factory_args else {}
+    try:
+        est = make_estimator(method, seed, ds.name, len(ds.X_train), **extra, **options)
+    except TypeError as exc:  # a factory that passes **options on to the estimator: an unknown option
+        cls = DECODER_KINDS.get(method)
+        allowed = sorted(set(cls._get_param_names()) - {"random_state", "stimuli"}) if cls is not None else []
+        raise ConfigError(f"--method {method}: {exc}" + (f"; its options: {', '.join(allowed)}" if allowed else
+                                                           "; see 'cortexflow methods list' for its options")) from exc
+    params = est.get_params(deep=False)
+    defaults = {"device": dev, "amp": amp, "progress": progress}
+    est.set_params(**{k: v for k, v in defaults.items() if k in params and k not in options})
+    return est
+
+
 @cli.command()
 @click.option("--dataset", "dataset", required=True, help="Registered name or path to a .mat/.npz file.")
+@click.option("--method", default="cccv1", show_default=True, type=click.Choice(TRAIN_METHODS),
+              help="Decoder to train and save (its checkpoint loads in evaluate and reconstruct).")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed, an int in [0, 2**31 - 1].")
 @click.option("--out", "out_dir", default="runs/train", show_default=True, type=click.Path(file_okay=False))
 @click.option("--overwrite", is_flag=True,
               help="Write into a non-empty --out folder that CortexFlow did not make (nothing else in it is deleted).")
-@click.option("--config", "config", default="auto", show_default=True, help="'auto' or a preset (small, medium, large, vangerven, miyawaki, crell, mindbigdata).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field, e.g. --set epochs=50 (repeatable).")
+@click.option("--config", "config", default="auto", show_default=True, help="'auto' or a preset (small, medium, large, vangerven, miyawaki, crell, mindbigdata); --method cccv1 only.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a config field, e.g. --set epochs=50; for other methods an option of the method, "
+                   "e.g. --set prior=mnist-t10k (values read as JSON when they are JSON; repeatable).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--device", default="auto", show_default=True, help="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")
 @click.option("--amp", type=click.Choice(["off", "auto", "bf16", "fp16"]), default="off", show_default=True,
@@ -210,14 +258,23 @@ EVALUATE_OUTPUTS = ["metrics.json", "reconstructions.png"]
 @click.option("--deterministic", is_flag=True, help="Deterministic algorithms (CUDA: also CUBLAS_WORKSPACE_CONFIG).")
 @click.option("--no-progress", is_flag=True, help="Hide the per-epoch progress bar.")
 @_stimulus_scale_option
-def train(dataset: str, seed: int, out_dir: str, overwrite: bool, config: str, sets, data_dir, device: str, amp: str,
-          deterministic: bool, no_progress: bool, stimulus_scale) -> None:
-    """Train CCCV1 on the official split; write checkpoint, metrics.json and a PNG grid."""
+def train(dataset: str, method: str, seed: int, out_dir: str, overwrite: bool, config: str, sets, data_dir, device: str,
+          amp: str, deterministic: bool, no_progress: bool, stimulus_scale) -> None:
+    """Train a decoder (CCCV1 by default) on the official split; write checkpoint, metrics.json and a PNG grid."""
 
-    # Every option is checked before any work: the overrides against the chosen (or a stand-in) preset,
-    # the device, and the output folder.
+    # Every option is checked before any work: the overrides against the chosen (or a stand-in) preset
+    # (or the method's options), the device, and the output folder.
     overrides = parse_sets(sets)
-    get_config("small" if config == "auto" else config, **overrides)
+    if method == "cccv1":
+        get_config("small" if config == "auto" else config, **overrides)
+        options = {}
+    else:
+        if config != "auto":
+            raise click.BadParameter(f"{config!r}: --config applies to --method cccv1; give the training settings "
+                                     f"of {method} with --set KEY=VALUE", param_hint="--config")
+        load_plugins()
+        options = _parse_option_values(overrides)
+        check_options(method, options)
     dev = resolve_device(device)  # a clear error for 'cuda' on a machine without CUDA
     with removed_if_empty_on_error(out_dir):  # a run that fails before writing anything leaves no empty --out
         out, _ = prepare_output_dir(out_dir, "train", TRAIN_OUTPUTS + [OUTPUT_MARKER], overwrite=overwrite)
@@ -225,21 +282,41 @@ def train(dataset: str, seed: int, out_dir: str, overwrite: bool, config: str, s
         if deterministic:
             set_deterministic(True)
         ds = _load(dataset, data_dir, stimulus_scale=stimulus_scale)
-        cfg = get_config(config, n_train=len(ds.X_train), dataset=ds.name, **overrides)
+        metadata = {k: ds.metadata[k] for k in ("name", "sha256", "source", "modality")}
+        if method == "cccv1":
+            cfg = get_config(config, n_train=len(ds.X_train), dataset=ds.name, **overrides)
+            model = CCCV1Decoder(config=cfg, dataset=ds.name, random_state=seed, device=str(dev),
+                                 progress=not no_progress, amp=amp)
+        else:
+            model = _method_estimator(method, options, seed, ds, str(dev), amp, not no_progress)
         write_output_marker(out, "train", TRAIN_OUTPUTS + ["checkpoint"])
-        model = CCCV1Decoder(config=cfg, dataset=ds.name, random_state=seed, device=str(dev), progress=not no_progress,
-                             amp=amp)
-        model.fit(ds.X_train, ds.Y_train, metadata={k: ds.metadata[k] for k in ("name", "sha256", "source", "modality")})
+        t0 = time.perf_counter()
+        if "metadata" in inspect.signature(model.fit).parameters:
+            model.fit(ds.X_train, ds.Y_train, metadata=metadata)
+        else:
+            model.fit(ds.X_train, ds.Y_train)
+        fit_seconds = time.perf_counter() - t0
         model.save(out / "checkpoint")
         pred = model.predict(ds.X_test)
         per_image = evaluate_reconstructions(true=ds.Y_test, pred=pred)
-        summary = _write_metrics(out, per_image, {
-            "dataset": ds.name, "split": "official", "seed": seed, "n_test": len(ds.X_test),
-            "config": cfg.to_dict(), "best_epoch": model.train_result_.best_epoch,
-            "stopped_epoch": model.train_result_.stopped_epoch, "train_seconds": model.train_result_.seconds,
-            "device": str(dev), "amp": amp, "deterministic": deterministic,
-        })
-        reconstruction_grid(ds.Y_test, {"CCCV1": pred}, out / "reconstructions.png", title=f"{ds.name}: official test split, seed {seed}")
+        extra = {"dataset": ds.name, "split": "official", "seed": seed, "n_test": len(ds.X_test)}
+        if method == "cccv1":
+            extra.update({
+                "config": cfg.to_dict(), "best_epoch": model.train_result_.best_epoch,
+                "stopped_epoch": model.train_result_.stopped_epoch, "train_seconds": model.train_result_.seconds,
+            })
+        else:
+            result = getattr(model, "train_result_", None)
+            extra.update({"method": method, "options": options, "train_seconds": fit_seconds,
+                          "report_info": getattr(model, "report_info_", None)})
+            if hasattr(model, "config_"):
+                extra["config"] = model.config_.to_dict()
+            if result is not None:
+                extra.update({"best_epoch": result.best_epoch, "stopped_epoch": result.stopped_epoch})
+        extra.update({"device": str(dev), "amp": amp, "deterministic": deterministic})
+        summary = _write_metrics(out, per_image, extra)
+        reconstruction_grid(ds.Y_test, {_label(model): pred}, out / "reconstructions.png",
+                            title=f"{ds.name}: official test split, seed {seed}")
     _echo_json({"out": str(out), **summary})
 
 
@@ -257,14 +334,14 @@ def evaluate(checkpoint: str, dataset: str, data_dir, out_dir, overwrite: bool, 
     with removed_if_empty_on_error(out_dir or os.curdir):  # a failed run leaves no empty --out folder
         if out_dir:
             out, _ = prepare_output_dir(out_dir, "evaluate", EVALUATE_OUTPUTS + [OUTPUT_MARKER], overwrite=overwrite)
-        model = CCCV1Decoder.load(_checkpoint_dir(checkpoint))
+        model = load_decoder(_checkpoint_dir(checkpoint))
         ds = _load(dataset, data_dir, stimulus_scale=stimulus_scale)
         pred = model.predict(ds.X_test)
         per_image = evaluate_reconstructions(true=ds.Y_test, pred=pred)
         if out is not None:
             write_output_marker(out, "evaluate", EVALUATE_OUTPUTS)
             _write_metrics(out, per_image, {"dataset": ds.name, "split": "official", "checkpoint": checkpoint})
-            reconstruction_grid(ds.Y_test, {"CCCV1": pred}, out / "reconstructions.png")
+            reconstruction_grid(ds.Y_test, {_label(model): pred}, out / "reconstructions.png")
     _echo_json(_summary(per_image))
 
 
@@ -292,7 +369,7 @@ def _read_input(path: Path, key: str | None) -> np.ndarray:
 def reconstruct(checkpoint: str, input_path: str, key, out_dir: str, overwrite: bool) -> None:
     """Reconstruct one PNG per signal row of a new recording, plus a grid."""
 
-    model = CCCV1Decoder.load(_checkpoint_dir(checkpoint))
+    model = load_decoder(_checkpoint_dir(checkpoint))
     X = np.asarray(_read_input(Path(input_path), key))
     source = f"{input_path}" + (f" (key {key!r})" if key else "")
     if X.ndim == 1:
@@ -315,7 +392,7 @@ def reconstruct(checkpoint: str, input_path: str, key, out_dir: str, overwrite: 
         pred = model.predict(X)
         for name, img in zip(names, pred):
             save_image(img, out / name)
-        reconstruction_grid(None, {"CCCV1": pred}, out / "grid.png", max_images=min(len(pred), 20))
+        reconstruction_grid(None, {_label(model): pred}, out / "grid.png", max_images=min(len(pred), 20))
         atomic_write_with(out / "reconstructions.npy", lambda fh: np.save(fh, pred))
         write_output_marker(out, "reconstruct", names)
     removed = remove_stale_outputs(out, stale)  # files of an earlier run of this command that this run did not write

@@ -67,6 +67,8 @@ class EEGDecoder(CCCV1Decoder):
     (and every fitted attribute of CCCV1Decoder)
     """
 
+    checkpoint_kind = "cccv1-eeg"
+
     def __init__(
         self,
         frontend: str = "shallow",

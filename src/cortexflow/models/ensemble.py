@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.utils.validation import check_is_fitted
 
-from cortexflow.exceptions import ConfigError
+from cortexflow._version import __version__
+from cortexflow.exceptions import CheckpointError, ConfigError
+from cortexflow.models.checkpoint import (
+    CHECKPOINT_FORMAT,
+    check_body,
+    checkpoint_kind,
+    read_checkpoint_meta,
+    read_checkpoint_weights,
+    write_checkpoint,
+)
 from cortexflow.models.estimator import CCCV1Decoder
 from cortexflow.training.batched import fit_many
 
@@ -53,13 +65,19 @@ class CCCV1EnsembleDecoder(CCCV1Decoder):
         X, Y = self._validate_fit_input(X, Y)
         self.members_ = fit_many([X] * len(seeds), [Y] * len(seeds), seeds, config=self.config, dataset=self.dataset,
                                  device=self.device, amp=self.amp, progress=self.progress, metadata=metadata)
-        first = self.members_[0]
+        self._set_from_members(self.members_, metadata)
+        return self
+
+    def _set_from_members(self, members: list[CCCV1Decoder], metadata: dict | None) -> None:
+        """Set the members and the attributes taken from the first one (shared by ``fit`` and ``load``)."""
+        self.members_ = members
+        first = members[0]
         self.output_shape_ = first.output_shape_
         self.config_, self.history_ = first.config_, first.history_
         self.signal_scaler_, self.target_scaler_ = first.signal_scaler_, first.target_scaler_
         self.model_ = first.model_
+        self.train_result_ = getattr(first, "train_result_", None)
         self.metadata_ = dict(metadata or {})
-        return self
 
     def predict(self, X) -> np.ndarray:
         """Mean of the members' reconstructions, (n, 28, 28) float32."""
@@ -72,11 +90,67 @@ class CCCV1EnsembleDecoder(CCCV1Decoder):
         Z = np.mean([m.transform(X) for m in self.members_], axis=0)
         return (Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
-    def save(self, path):  # noqa: D102
-        """Not supported yet: save the members one by one (``members_[i].save``)."""
-        raise NotImplementedError("CCCV1EnsembleDecoder has no checkpoint format; save members_[i] individually")
+    # ---------------------------------------------------------- persistence
+    checkpoint_kind = "cccv1-ensemble"
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write one checkpoint folder holding every member (tensors ``members.<i>.*``, metadata ``members[i]``).
+
+        Each member's metadata is what :meth:`CCCV1Decoder.save` writes for it
+        (config, preprocessing, training facts); the folder is written
+        atomically like every checkpoint.
+        """
+        check_is_fitted(self, "members_")
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "kind": self.checkpoint_kind,
+            "cortexflow_version": __version__,
+            "torch_version": torch.__version__,
+            "estimator": type(self).__name__,
+            "params": self._checkpoint_params(),
+            "n_features_in": int(self.n_features_in_),
+            "output_shape": list(self.output_shape_),
+            "dataset": self.metadata_,
+            "members": [m._checkpoint_body() for m in self.members_],
+        }
+        tensors = {f"members.{i}.{k}": v for i, m in enumerate(self.members_) for k, v in m._checkpoint_state().items()}
+        return write_checkpoint(path, meta, tensors)
 
     @classmethod
-    def load(cls, path, device: str = "auto"):  # noqa: D102
-        """Not supported (see :meth:`save`)."""
-        raise NotImplementedError("CCCV1EnsembleDecoder has no checkpoint format; load CCCV1Decoder members")
+    def load(cls, path: str | os.PathLike, device: str = "auto") -> "CCCV1EnsembleDecoder":
+        """Load a checkpoint written by :meth:`save`.
+
+        Raises
+        ------
+        CheckpointError
+            Missing or damaged files, a weights hash that differs, another kind
+            of checkpoint, or a member whose metadata or weights are unusable.
+        """
+        meta, fmt, meta_path, w_path = read_checkpoint_meta(path)
+        kind = checkpoint_kind(meta)
+        if kind != cls.checkpoint_kind:
+            raise CheckpointError(f"checkpoint {path} holds a {kind or 'cccv1'!r} decoder, not {cls.checkpoint_kind!r}; "
+                                  "load it with cortexflow.models.loader.load_decoder")
+        bodies = meta.get("members")
+        if not isinstance(bodies, list) or not bodies:
+            raise CheckpointError(f"checkpoint {meta_path}: field 'members' is {bodies!r}; expected a non-empty JSON array")
+        if not isinstance(meta.get("params", {}), dict):
+            raise CheckpointError(f"checkpoint {meta_path}: field 'params' is {meta['params']!r}; expected a JSON object")
+        for i, body in enumerate(bodies):
+            check_body(body, meta_path, prefix=f"members[{i}].")
+        state = read_checkpoint_weights(w_path, meta, fmt)
+        members = []
+        for i, body in enumerate(bodies):
+            prefix = f"members.{i}."
+            sub = {k[len(prefix):]: state.pop(k) for k in [k for k in state if k.startswith(prefix)]}
+            members.append(CCCV1Decoder._from_checkpoint_body(body, meta_path, w_path, device, lambda sub=sub: sub))
+        if state:
+            raise CheckpointError(f"checkpoint {w_path}: {len(state)} tensor(s) belong to no member "
+                                  f"({', '.join(sorted(state)[:5])})")
+        restorable = set(cls._get_param_names()) - {"config"}
+        params = {k: v for k, v in meta.get("params", {}).items() if k in restorable}
+        obj = cls(**{**params, "n_members": len(members), "device": device}, config=members[0].config_)
+        obj._set_from_members(members, meta.get("dataset", {}))
+        obj.n_features_in_ = members[0].n_features_in_
+        obj.checkpoint_meta_ = meta
+        return obj

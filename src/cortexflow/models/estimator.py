@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import numbers
@@ -13,9 +12,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-from safetensors.torch import save as save_tensors
 from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted
 
@@ -28,19 +24,23 @@ from cortexflow.models.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_META,
     CHECKPOINT_WEIGHTS,
+    SINGLE_NETWORK_KINDS,
     TRAINING_KEYS,
-    check_meta,
+    check_body,
     check_replaceable_checkpoint,
     check_scalers,
-    reject_json_constant,
+    checkpoint_kind,
+    read_checkpoint_meta,
+    read_checkpoint_weights,
     save_checkpoint_dir,
+    write_checkpoint,
 )
 from cortexflow.models.registry import build_model
 from cortexflow.training.config import CCCV1Config, get_config
 from cortexflow.training.devices import resolve_device
 from cortexflow.training.seeding import attach_dropout_generator, dropout_generator, isolated_rng, seeded_init
 from cortexflow.training.trainer import TrainResult, train_model
-from cortexflow.utils.io import atomic_write_bytes, atomic_write_json, json_safe, sha256_bytes, sha256_file
+from cortexflow.utils.io import json_safe
 
 __all__ = [
     "CCCV1Decoder",
@@ -320,6 +320,9 @@ class CCCV1Decoder(BaseDecoder):
         return tags
 
     # ---------------------------------------------------------- persistence
+    #: ``kind`` field of the checkpoints this class writes (see :func:`cortexflow.models.loader.load_decoder`).
+    checkpoint_kind = "cccv1"
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write a checkpoint folder: ``model.safetensors`` and ``checkpoint.json``.
 
@@ -327,12 +330,19 @@ class CCCV1Decoder(BaseDecoder):
         rename, so an interrupted save never leaves a half-written checkpoint.
         """
         check_is_fitted(self, "model_")
-
         meta = {
             "format": CHECKPOINT_FORMAT,
+            "kind": self.checkpoint_kind,
             "cortexflow_version": __version__,
             "torch_version": torch.__version__,
             "estimator": type(self).__name__,
+            **self._checkpoint_body(),
+        }
+        return write_checkpoint(path, meta, self._checkpoint_state())
+
+    def _checkpoint_body(self) -> dict[str, Any]:
+        """The metadata of the fitted network: params, config, sizes, preprocessing, dataset, training facts."""
+        return {
             "params": self._checkpoint_params(),
             "config": self.config_.to_dict(),
             "n_features_in": int(self.n_features_in_),
@@ -346,11 +356,10 @@ class CCCV1Decoder(BaseDecoder):
                 "seconds": self.train_result_.seconds,
             }),
         }
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
-        blob = save_tensors(state)
-        meta["weights_sha256"] = sha256_bytes(blob)
-        return save_checkpoint_dir(path, lambda d: (atomic_write_bytes(d / CHECKPOINT_WEIGHTS, blob),
-                                                    atomic_write_json(d / CHECKPOINT_META, meta)))
+
+    def _checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """The network's weights as contiguous CPU tensors."""
+        return {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
 
     def _checkpoint_params(self) -> dict[str, Any]:
         """Constructor parameters for the checkpoint; a non-int random_state is stored as the seed it gave."""
@@ -366,61 +375,56 @@ class CCCV1Decoder(BaseDecoder):
         Raises
         ------
         CheckpointError
-            Missing files, unreadable JSON or weights, or weights that do not
-            fit the stored configuration.
+            Missing files, unreadable JSON or weights, weights that do not
+            fit the stored configuration, or a checkpoint of another kind of
+            decoder (load those with :func:`cortexflow.models.loader.load_decoder`).
         """
+        meta, fmt, meta_path, w_path = read_checkpoint_meta(path)
+        kind = checkpoint_kind(meta)
+        if kind is not None and kind not in SINGLE_NETWORK_KINDS:
+            raise CheckpointError(
+                f"checkpoint {path} holds a {kind!r} decoder ({meta.get('estimator', 'unknown class')}), not a "
+                f"single CCCV1 network (kinds {', '.join(SINGLE_NETWORK_KINDS)}); load it with "
+                "cortexflow.models.loader.load_decoder"
+            )
+        check_body(meta, meta_path)
+        obj = cls._from_checkpoint_body(meta, meta_path, w_path, device,
+                                        lambda: read_checkpoint_weights(w_path, meta, fmt))
+        obj.checkpoint_meta_ = meta
+        return obj
 
-        path = Path(path)
-        meta_path, w_path = path / CHECKPOINT_META, path / CHECKPOINT_WEIGHTS
-        for p in (meta_path, w_path):
-            if not p.is_file():
-                raise CheckpointError(f"checkpoint {path}: missing file {p.name} (expected {CHECKPOINT_META} and {CHECKPOINT_WEIGHTS})")
+    @classmethod
+    def _from_checkpoint_body(cls, body: dict, meta_path: Path, w_path: Path, device: str, weights) -> "CCCV1Decoder":
+        """A fitted decoder from checked metadata (:func:`check_body`) and ``weights()``, its tensors.
+
+        ``weights`` is called after the metadata's values are checked, so that a
+        bad field is reported before the (larger) weights file is read.
+        """
         try:
-            meta = json.loads(meta_path.read_text(), parse_constant=reject_json_constant)
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {meta_path}: corrupt or incomplete metadata ({type(exc).__name__}: {exc})") from exc
-        fmt = check_meta(meta, meta_path)
-        try:
-            cfg = CCCV1Config.from_dict(meta["config"])
-            sig = cls._signal_scaler_from_state(meta["preprocessing"]["signal"])
-            tgt = ImageScaler.from_state(meta["preprocessing"]["target"])
+            cfg = CCCV1Config.from_dict(body["config"])
+            sig = cls._signal_scaler_from_state(body["preprocessing"]["signal"])
+            tgt = ImageScaler.from_state(body["preprocessing"]["target"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"checkpoint {meta_path}: corrupt or incomplete metadata ({type(exc).__name__}: {exc})") from exc
-        n_in, out_shape = int(meta["n_features_in"]), tuple(int(v) for v in meta["output_shape"])
+        n_in, out_shape = int(body["n_features_in"]), tuple(int(v) for v in body["output_shape"])
         check_scalers(sig, tgt, n_in, out_shape, meta_path)
-        if fmt >= 2:
-            digest = sha256_file(w_path)
-            if digest != meta["weights_sha256"]:
-                raise CheckpointError(
-                    f"checkpoint {w_path}: the weights file's sha256 {digest} differs from the one recorded in "
-                    f"{CHECKPOINT_META} ({meta['weights_sha256']}); the weights were changed or damaged"
-                )
-        else:
-            logger.warning("checkpoint %s has format 1 (no weights hash): its weights cannot be verified", path)
-        try:
-            state = load_file(str(w_path))
-        except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {w_path}: corrupt weights file ({exc})") from exc
-        for name, tensor in state.items():
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                n_bad = int((~torch.isfinite(tensor)).sum())
-                raise CheckpointError(f"checkpoint {w_path}: weight tensor {name!r} holds {n_bad} NaN or infinite value(s)")
-        params = dict(meta.get("params", {}))
+        state = weights()
+        params = dict(body.get("params", {}))
         params["device"] = device
         restorable = set(cls._get_param_names()) - {"config", "loss_terms"}
         obj = cls(config=cfg, **{k: v for k, v in params.items() if k in restorable})
         obj.signal_scaler_ = sig
         try:
-            model = obj._build_network(n_in, (math.prod(out_shape) or 1,), cfg)
+            with torch.random.fork_rng(devices=[]):  # its random initial weights are overwritten: keep the global stream
+                model = obj._build_network(n_in, (math.prod(out_shape) or 1,), cfg)
             model.load_state_dict(state, strict=True)
         except (RuntimeError, ValueError, TypeError, CortexFlowError) as exc:
             raise CheckpointError(f"checkpoint {w_path}: weights do not match the stored configuration ({exc})") from exc
         model.eval()
         obj.model_, obj.config_, obj.n_features_in_, obj.output_shape_ = model, cfg, n_in, out_shape
         obj.signal_scaler_, obj.target_scaler_ = sig, tgt
-        obj.metadata_ = meta.get("dataset", {})
+        obj.metadata_ = body.get("dataset", {})
         obj.history_ = []
         obj.train_result_ = TrainResult(**{k: (float("inf") if v is None else TRAINING_KEYS[k](v))
-                                            for k, v in meta.get("training", {}).items() if k in TRAINING_KEYS})
-        obj.checkpoint_meta_ = meta
+                                            for k, v in body.get("training", {}).items() if k in TRAINING_KEYS})
         return obj

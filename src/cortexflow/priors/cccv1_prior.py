@@ -56,13 +56,14 @@ from torch import nn
 
 from cortexflow.baselines._common import fit_ridge_cv
 from cortexflow.data.preprocessing import ImageScaler, SignalScaler
-from cortexflow.exceptions import ConfigError, DataValidationError
+from cortexflow.exceptions import CheckpointError, ConfigError, DataValidationError
 from cortexflow.models.cccv1 import CLIPGuidedEncoder, SemanticEnhancer, StreamDropout
 from cortexflow.models.ensemble import member_seeds
 from cortexflow.models.estimator import CCCV1Decoder
 from cortexflow.semantic.losses import LearnableTemperature, clip_infonce
 from cortexflow.priors.cccv1_prior_batched import train_prior_members
 from cortexflow.priors.guard import DEFAULT_THRESHOLD
+from cortexflow.priors.persistence import StatePacker, StateUnpacker, load_decoder_state, save_decoder_state
 from cortexflow.priors.ridge_prior import (
     RidgePriorDecoder,
     guard_stimuli,
@@ -606,14 +607,32 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         return net.cpu().eval(), history
 
     # -------------------------------------------------------- persistence
-    def save(self, path):  # noqa: D102 - documented refusal
-        """Not supported: a checkpoint would have to carry the prior; refit instead (fits take seconds)."""
-        raise NotImplementedError(f"{type(self).__name__} has no checkpoint format yet; refit it (one fit takes seconds)")
+    #: ``kind`` field of its checkpoints (see :func:`cortexflow.models.loader.load_decoder`).
+    checkpoint_kind = "cccv1-prior"
+
+    def save(self, path):
+        """Write a self-contained checkpoint folder: the members' networks, the prior and the posterior-mean state.
+
+        The prior's weights and config travel with it (no prior cache or corpus
+        is needed to load it); a member's decoder that is still the prior's own
+        (no ``finetune_decoder``) is not stored twice. See
+        :mod:`cortexflow.priors.persistence`.
+        """
+        return save_decoder_state(self, path, kind=self.checkpoint_kind, fitted_attr="model_", skip=("model_",),
+                                  extra=lambda packer: _pack_network(self, packer))
 
     @classmethod
-    def load(cls, path, device: str = "auto"):  # noqa: D102
-        """Not supported (see :meth:`save`)."""
-        raise NotImplementedError(f"{cls.__name__} has no checkpoint format yet")
+    def load(cls, path, device: str = "auto") -> "CCCV1PriorDecoder":
+        """Load a checkpoint written by :meth:`save` (no prior cache, corpus or network needed).
+
+        Raises
+        ------
+        CheckpointError
+            Missing or damaged files, a weights hash that differs, another kind
+            of checkpoint, or weights that do not fit the stored configuration.
+        """
+        return load_decoder_state(cls, path, kind=cls.checkpoint_kind, device=device, classes=(RidgePriorDecoder,),
+                                  network=_unpack_network)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -664,3 +683,79 @@ def prior_decoder(prior: FittedPrior) -> nn.Module:
     model = copy.deepcopy(prior.model).cpu().eval()
     model.requires_grad_(False)
     return PriorDecoder(model)
+
+
+# ------------------------------------------------------------ checkpoint helpers
+_DECODER_PREFIX = "members.{}.decoder.model."
+
+
+def _pack_network(est: CCCV1PriorDecoder, packer: StatePacker) -> dict[str, Any]:
+    """Add ``est.model_``'s tensors (``model.*``) to ``packer``, each stored once.
+
+    A member's decoder equal to the prior's own is left out (``decoder_from_prior``),
+    and so is a tensor of member ``i > 0`` equal to member 0's (the fixed ridge
+    read-out: ``same_as_member_0`` lists their names).
+    """
+    prior_state = est.prior_.model.state_dict()
+    state = est.model_.state_dict()
+    n = len(est.model_.members)
+    from_prior = []
+    for i in range(n):
+        pre = _DECODER_PREFIX.format(i)
+        keys = [k for k in state if k.startswith(pre)]
+        from_prior.append(len(keys) == len(prior_state) and all(
+            k[len(pre):] in prior_state and _same(state[k], prior_state[k[len(pre):]]) for k in keys))
+    same_as_first: list[list[str]] = [[] for _ in range(n)]
+    for k, v in state.items():
+        if any(f and k.startswith(_DECODER_PREFIX.format(i)) for i, f in enumerate(from_prior)):
+            continue
+        member, _, rest = k[len("members."):].partition(".")
+        first = f"members.0.{rest}"
+        if k.startswith("members.") and member != "0" and not rest.startswith("decoder.") and first in state \
+                and _same(v, state[first]):
+            same_as_first[int(member)].append(rest)
+            continue
+        packer.add_tensor(f"model.{k}", v)
+    return {"n_members": n, "decoder_from_prior": from_prior, "same_as_member_0": same_as_first,
+            "prior": packer.add_prior(est.prior_)}
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and bool(torch.equal(a, b))
+
+
+def _unpack_network(obj: CCCV1PriorDecoder, node: Any, unpacker: StateUnpacker) -> None:
+    """Rebuild ``obj.model_`` from what :func:`_pack_network` stored (``obj``'s params and state are set)."""
+    try:
+        n, from_prior = int(node["n_members"]), [bool(f) for f in node["decoder_from_prior"]]
+        prior = unpacker.priors[int(node["prior"])]
+        if n < 1 or len(from_prior) != n:
+            raise ValueError(f"n_members={n} with {len(from_prior)} decoder flags")
+        cfg, n_in, d = obj.config_, int(obj.n_features_in_), prior.embed_dim
+        with torch.random.fork_rng(devices=[]):  # construction draws throw-away weights; the global stream is kept
+            decoder = prior_decoder(prior)
+            members = []
+            for shared in from_prior:
+                enc = build_brain_encoder(obj.encoder, n_in, d, cfg)
+                if obj.ridge_skip:
+                    enc = LinearSkipEncoder(nn.Linear(n_in, d), enc, float(obj.gate_init))
+                members.append(PriorBrainNet(enc, decoder if shared else copy.deepcopy(decoder)))
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, ConfigError) as exc:
+        raise unpacker.error("network", f"does not describe the members' networks ({type(exc).__name__}: {exc})") from exc
+    state = unpacker.take_prefix("model.")
+    try:
+        same = node.get("same_as_member_0") or [[] for _ in range(n)]
+        for i, names in enumerate(same):
+            state.update({f"members.{i}.{rest}": state[f"members.0.{rest}"] for rest in names if i > 0})
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise unpacker.error("network.same_as_member_0", f"names a tensor member 0 does not have ({exc})") from exc
+    for i, shared in enumerate(from_prior):
+        if shared:
+            state.update({_DECODER_PREFIX.format(i) + k: v for k, v in prior.model.state_dict().items()})
+    model = PriorEnsemble(members)
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {unpacker.where}: the members' weights do not match the stored "
+                              f"configuration ({exc})") from exc
+    obj.model_ = model.eval()

@@ -18,6 +18,7 @@ from cortexflow.priors.corpora import default_prior, get_corpus_info, list_corpo
 from cortexflow.priors.corpora import load_corpus
 from cortexflow.priors.guard import DEFAULT_THRESHOLD, dataset_stimuli, drop_near_duplicates
 from cortexflow.priors.models import PriorConfig
+from cortexflow.priors.persistence import load_decoder_state, save_decoder_state
 from cortexflow.priors.training import FittedPrior, fine_tune_prior, get_prior
 
 __all__ = [
@@ -337,3 +338,25 @@ class RidgePriorDecoder(BaseDecoder):
             top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
             return self.corpus_images_[top].mean(axis=1).astype(np.float32)
         return self._decode_mean(Z, self.residual_scale_, np.random.default_rng(self._seed()))
+
+    # ---------------------------------------------------------- persistence
+    #: ``kind`` field of its checkpoints (see :func:`cortexflow.models.loader.load_decoder`).
+    checkpoint_kind = "ridge-prior"
+
+    def save(self, path):
+        """Write a self-contained checkpoint folder (the prior's weights and config included).
+
+        What it holds and how: :mod:`cortexflow.priors.persistence`.
+        """
+        return save_decoder_state(self, path, kind=self.checkpoint_kind, fitted_attr="ridge_")
+
+    @classmethod
+    def load(cls, path, device: str = "auto") -> "RidgePriorDecoder":
+        """Load a checkpoint written by :meth:`save`; needs no prior cache, corpus or network (``device`` is unused).
+
+        Raises
+        ------
+        CheckpointError
+            Missing or damaged files, a weights hash that differs, or another kind of checkpoint.
+        """
+        return load_decoder_state(cls, path, kind=cls.checkpoint_kind)

@@ -77,6 +77,8 @@ class CCCV1SemanticDecoder(CCCV1Decoder):
         Mean training-stimulus embedding per layer.
     """
 
+    checkpoint_kind = "cccv1-semantic"
+
     def __init__(
         self,
         config: Any = "auto",
