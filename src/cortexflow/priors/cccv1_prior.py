@@ -75,6 +75,8 @@ from cortexflow.priors.training import FittedPrior, get_prior
 from cortexflow.training.batched import BatchedNotSupported
 from cortexflow.training.config import CCCV1Config, get_config
 from cortexflow.training.trainer import train_model
+from cortexflow.training.devices import resolve_device
+from cortexflow.training.seeding import seeded_generator
 
 __all__ = [
     "CCCV1PriorDecoder",
@@ -113,9 +115,9 @@ class GeneratorDropout(StreamDropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        if self.generator is None or self.generator.device != x.device:
-            return super().forward(x)
-        noise = torch.empty_like(x).bernoulli_(1.0 - self.p, generator=self.generator)
+        # a generator on another device than the input cannot draw its mask: use the global stream then
+        gen = self.generator if self.generator is not None and self.generator.device == x.device else None
+        noise = torch.empty_like(x).bernoulli_(1.0 - self.p, generator=gen)
         return x * noise.div_(1.0 - self.p)
 
 
@@ -590,7 +592,9 @@ class CCCV1PriorDecoder(CCCV1Decoder):
     def _fit_member(self, Xs, Yf, targets, embed_dim, decoder, cfg, seed, linear):
         net, align, gen = self._build_member(Xs.shape[1], targets, embed_dim, decoder, cfg, seed, linear)
         dec = net.decoder
-        _set_dropout_generator(net, gen)
+        dev = resolve_device(self.device)
+        # CPU: the masks continue the initialisation stream; another device: that device's generator, seeded alike
+        _set_dropout_generator(net, gen if dev.type == "cpu" else seeded_generator(seed, dev))
         try:
             res = train_model(net, Xs, Yf, cfg, seed=seed, device=self.device, progress=self.progress,
                               loss_terms=align.terms(), amp=self.amp)
