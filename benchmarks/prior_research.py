@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--fine-tune", default="0")
     ap.add_argument("--residual-scales", default="auto", help="comma list of residual_scale values (numbers or auto)")
     ap.add_argument("--knn", default="", help="comma list of k for decoding='corpus-knn' runs (after the prior ones)")
+    ap.add_argument("--decoding", default="hybrid", help="decoding of the residual-scale runs (hybrid, prior)")
     ap.add_argument("--official", default="")
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int, default=1)
@@ -88,18 +89,19 @@ def main() -> None:
         for ft in [int(v) for v in args.fine_tune.split(",")]:
             for rs in scales:
                 def make(ft=ft, rs=rs):
-                    knn = {"decoding": "corpus-knn", "knn": int(rs[3:])} if str(rs).startswith("knn") else {}
+                    knn = ({"decoding": "corpus-knn", "knn": int(rs[3:])} if str(rs).startswith("knn")
+                           else {"decoding": args.decoding})
                     return RidgePriorDecoder(prior="mnist-t10k", dataset="vangerven", prior_config=cfg,
-                                             fine_tune_epochs=ft, residual_scale=0.0 if knn else rs, **knn)
+                                             fine_tune_epochs=ft, residual_scale=0.0 if str(rs).startswith("knn") else rs, **knn)
                 t1 = time.perf_counter()
                 if not args.official_only:
-                    emit({**base, "fine_tune": ft, "residual_scale": rs, "split": "cv10",
+                    emit({**base, "fine_tune": ft, "residual_scale": rs, "decoding": make().decoding, "split": "cv10",
                           **_cv(make, ds.X_train, ds.Y_train), "cv_s": round(time.perf_counter() - t1, 1)})
                 if name in official:
                     t1 = time.perf_counter()
                     est = make().fit(ds.X_train, ds.Y_train)
                     emit({**base, "fine_tune": ft, "residual_scale": rs, "chosen_scale": est.residual_scale_,
-                          "split": "official", "alpha": est.alpha_, "fit_s": round(time.perf_counter() - t1, 1),
+                          "decoding": est.decoding, "split": "official", "alpha": est.alpha_, "fit_s": round(time.perf_counter() - t1, 1),
                           **summarize(evaluate_reconstructions(true=ds.Y_test, pred=est.predict(ds.X_test)))})
 
 

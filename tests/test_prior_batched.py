@@ -39,7 +39,8 @@ def problem():
 
 
 def _fit(prior, X, Y, **kw):
-    kw = {"config": TRAIN, "device": "cpu", "random_state": 2, "residual_scale": 0.0, "n_members": 3, **kw}
+    kw = {"config": TRAIN, "device": "cpu", "random_state": 2, "residual_scale": 0.0, "decoding": "prior", "n_members": 3,
+          **kw}
     return CCCV1PriorDecoder(prior=prior, **kw).fit(X, Y)
 
 

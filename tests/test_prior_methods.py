@@ -45,7 +45,7 @@ def _problem(n=20, p=30, seed=0):
 
 
 def _fit(prior, X, Y, **kw):
-    kw = {"config": TRAIN, "device": "cpu", "random_state": 0, "residual_scale": 0.0, **kw}
+    kw = {"config": TRAIN, "device": "cpu", "random_state": 0, "residual_scale": 0.0, "decoding": "prior", **kw}
     return CCCV1PriorDecoder(prior=prior, **kw).fit(X, Y)
 
 

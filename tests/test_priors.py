@@ -29,7 +29,8 @@ from cortexflow.priors import generators
 from cortexflow.priors.corpora import read_idx
 from cortexflow.priors.guard import DEFAULT_THRESHOLD, nearest_mse
 from cortexflow.priors.models import ImagePrior, downsample_targets
-from cortexflow.priors.ridge_prior import RidgePriorDecoder
+from cortexflow.baselines.ridge import RidgeDecoder
+from cortexflow.priors.ridge_prior import BLEND_GRID, RidgePriorDecoder, inner_group_folds
 from cortexflow.priors.training import TRAINING_COUNTER, cached_prior, fine_tune_prior, train_prior
 
 MNIST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -353,9 +354,10 @@ def test_ridge_prior_fits_and_predicts(mnist, cache):
 
 def test_ridge_prior_residual_scale(mnist, cache):
     X, Y = _problem()
-    plain = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, residual_scale=0).fit(X, Y)
+    plain = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, residual_scale=0, decoding="prior").fit(X, Y)
     np.testing.assert_allclose(plain.predict(X), plain.prior_.decode_embeddings(plain.transform(X)), atol=1e-6)
-    blurred = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, residual_scale=1.0, n_samples=5).fit(X, Y)
+    blurred = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, residual_scale=1.0, n_samples=5,
+                                decoding="prior").fit(X, Y)
     assert blurred.residual_scale_ == 1.0 and not np.allclose(blurred.predict(X), plain.predict(X))
     with pytest.raises(ConfigError, match="residual_scale"):
         RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, residual_scale=-1).fit(X, Y)
@@ -371,6 +373,57 @@ def test_ridge_prior_corpus_knn_decoding(mnist, cache):
     assert est.report_info_["decoding"] == "corpus-knn"
     with pytest.raises(ConfigError, match="decoding"):
         RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, decoding="gan").fit(X, Y)
+
+
+def test_ridge_prior_hybrid_is_the_mean_of_the_two_decodings(mnist, cache):
+    X, Y = _problem()
+    kw = {"prior": "mnist-t10k", "prior_config": TINY, "residual_scale": 0.5, "n_samples": 6, "knn": 4}
+    hybrid = RidgePriorDecoder(**kw).fit(X, Y)
+    assert hybrid.decoding == "hybrid" and hybrid.report_info_["decoding"] == "hybrid"
+    prior = RidgePriorDecoder(decoding="prior", **kw).fit(X, Y)
+    knn = RidgePriorDecoder(decoding="corpus-knn", **kw).fit(X, Y)
+    np.testing.assert_allclose(hybrid.predict(X[:5]), 0.5 * (prior.predict(X[:5]) + knn.predict(X[:5])), atol=1e-6)
+    for bad, match in (({"decoding": "gan"}, "decoding='gan'.*'hybrid', 'prior', 'corpus-knn'"),
+                       ({"knn": 0}, "knn=0"), ({"pixel_blend": 2}, "pixel_blend=2"),
+                       ({"pixel_blend": "most"}, "pixel_blend='most'")):
+        with pytest.raises(ConfigError, match=match):
+            RidgePriorDecoder(**{**kw, **bad}).fit(X, Y)
+
+
+def test_inner_folds_keep_repeated_images_together():
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    unique = inner_group_folds(np.arange(23), rng_a)
+    plain = np.array_split(rng_b.permutation(23), 10)
+    assert [sorted(te) for _, te in unique] == [sorted(te) for te in plain]  # distinct images: the old folds
+    groups = np.repeat(np.arange(7), 3)
+    folds = inner_group_folds(groups, np.random.default_rng(0))
+    assert len(folds) == 7 and sorted(np.concatenate([te for _, te in folds])) == list(range(21))
+    for tr, te in folds:
+        assert not set(groups[tr]) & set(groups[te])
+
+
+def test_ridge_prior_residuals_of_repeated_images_come_from_other_images(mnist, cache):
+    """With each image shown 3 times, an out-of-fold residual never comes from a fit that saw the same image."""
+    X, Y = _problem()
+    X3, Y3 = np.concatenate([X, X + 0.01, X - 0.01]), np.concatenate([Y, Y, Y])
+    est = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, decoding="prior", residual_scale=0, alpha=1.0).fit(X3, Y3)
+    A = est.scaler_.transform(X3).astype(np.float64)
+    T = est.prior_.encode_images(Y3).astype(np.float64)
+    folds = inner_group_folds(np.tile(np.arange(20), 3), np.random.default_rng(0))
+    expected = T - est._out_of_fold(A, T, folds)
+    np.testing.assert_allclose(est.residuals_, expected, atol=1e-5)
+
+
+def test_ridge_prior_pixel_blend(mnist, cache):
+    X, Y = _problem()
+    pixel = RidgeDecoder().fit(X, Y).predict(X[:5])
+    only_pixels = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, pixel_blend=1.0).fit(X, Y)
+    np.testing.assert_allclose(only_pixels.predict(X[:5]), pixel, atol=1e-5)
+    auto = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, pixel_blend="auto", n_samples=6).fit(X, Y)
+    assert auto.pixel_blend_ in BLEND_GRID and set(auto.blend_cv_mse_) == set(BLEND_GRID)
+    assert auto.report_info_["pixel_blend"] == auto.pixel_blend_
+    off = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY).fit(X, Y)
+    assert off.pixel_blend_ == 0 and off.pixel_ridge_ is None
 
 
 def test_ridge_prior_guard_counts_duplicates(mnist, cache):
@@ -392,13 +445,14 @@ def test_ridge_prior_without_prior_on_user_data_is_a_clear_error(cache):
         RidgePriorDecoder(prior="mnist-t10k", alpha=-1.0, prior_config=TINY).fit(X, Y)
 
 
-def test_ridge_prior_never_sees_test_rows(vangerven, cache):
+@pytest.mark.parametrize("options", [{}, {"pixel_blend": "auto", "decoding": "prior"}])
+def test_ridge_prior_never_sees_test_rows(vangerven, cache, options):
     """Training on a data set whose test split is all NaN gives exactly the same model."""
     poisoned = copy.deepcopy(vangerven)
     poisoned.X_test[:] = np.nan
     poisoned.Y_test[:] = np.nan
-    normal = RidgePriorDecoder(dataset="vangerven", **FAST).fit(vangerven.X_train, vangerven.Y_train)
-    isolated = RidgePriorDecoder(dataset="vangerven", **FAST).fit(poisoned.X_train, poisoned.Y_train)
+    normal = RidgePriorDecoder(dataset="vangerven", **FAST, **options).fit(vangerven.X_train, vangerven.Y_train)
+    isolated = RidgePriorDecoder(dataset="vangerven", **FAST, **options).fit(poisoned.X_train, poisoned.Y_train)
     assert np.isnan(poisoned.X_test).all()
     np.testing.assert_array_equal(isolated.predict(vangerven.X_test), normal.predict(vangerven.X_test))
     np.testing.assert_allclose(isolated.scaler_.mean_, vangerven.X_train.astype(np.float64).mean(axis=0))

@@ -66,6 +66,7 @@ from cortexflow.priors.guard import DEFAULT_THRESHOLD
 from cortexflow.priors.persistence import StatePacker, StateUnpacker, load_decoder_state, save_decoder_state
 from cortexflow.priors.ridge_prior import (
     RidgePriorDecoder,
+    check_decoding,
     guard_stimuli,
     prior_report_info,
     resolve_prior_config,
@@ -349,6 +350,13 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         residuals ``r_j`` of the training rows and the images are averaged;
         ``"auto"`` chooses ``c`` on the training rows' out-of-fold ridge
         predictions; 0 decodes the point estimate. Needs ``ridge_skip``.
+    decoding, knn, pixel_blend :
+        The decoding of ``ridge-prior`` applied to this model's embeddings:
+        ``"hybrid"`` (default; the mean of the posterior-mean image and the
+        mean of the ``knn`` nearest corpus images), ``"prior"`` or
+        ``"corpus-knn"``; ``pixel_blend`` averages in a pixel ridge image (see
+        :class:`~cortexflow.priors.ridge_prior.RidgePriorDecoder`). Need ``ridge_skip``
+        (without it the network's own decoder draws the image).
     finetune_decoder : bool
         Add a second phase that also trains the prior's decoder.
     finetune_lr_factor : float
@@ -402,6 +410,9 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         ridge_skip: bool = True,
         gate_init: float = 0.1,
         residual_scale: Any = "auto",
+        decoding: str = "hybrid",
+        knn: int = 10,
+        pixel_blend: Any = 0.0,
         finetune_decoder: bool = False,
         finetune_lr_factor: float = 0.1,
         prior_config: Any = None,
@@ -423,6 +434,9 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         self.ridge_skip = ridge_skip
         self.gate_init = gate_init
         self.residual_scale = residual_scale
+        self.decoding = decoding
+        self.knn = knn
+        self.pixel_blend = pixel_blend
         self.finetune_decoder = finetune_decoder
         self.finetune_lr_factor = finetune_lr_factor
         self.prior_config = prior_config
@@ -438,6 +452,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
 
     # ------------------------------------------------------------------ fit
     def _check_params(self) -> None:
+        check_decoding(self.decoding, self.knn, self.pixel_blend)
         if self.encoder not in ENCODERS:
             raise ConfigError(f"encoder={self.encoder!r} is not one of {', '.join(ENCODERS)}")
         if not 0 < float(self.finetune_lr_factor) <= 1:
@@ -531,26 +546,29 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         self.report_info_ = {**prior_report_info(self.prior_), "encoder": self.encoder, "n_members": int(self.n_members),
                              "finetune_decoder": bool(self.finetune_decoder),
                              "residual_scale": self.posterior_.residual_scale_ if self.posterior_ is not None else 0.0,
+                             "decoding": self.decoding if self.posterior_ is not None else "network",
+                             "pixel_blend": self.posterior_.pixel_blend_ if self.posterior_ is not None else 0.0,
                              "prior_seconds": round(t_prior, 3), "fit_seconds": round(self.fit_seconds_, 3)}
         return self
 
     def _posterior_decoder(self, Xs: np.ndarray, Y: np.ndarray, targets: np.ndarray, ridge) -> RidgePriorDecoder | None:
-        """ridge-prior's posterior-mean decoding, set up from this fit's ridge read-out (None when off).
+        """ridge-prior's decoding, set up from this fit's ridge read-out (None when it is the plain decode).
 
-        The residuals are the out-of-fold ridge residuals of the training rows
-        and the scale is chosen on their out-of-fold predictions, exactly as
-        :class:`RidgePriorDecoder` does (its own methods are used).
+        The residuals are the out-of-fold ridge residuals of the training rows,
+        the scale is chosen on their out-of-fold predictions and the corpus is
+        guarded, exactly as :class:`RidgePriorDecoder` does (its own methods are used).
         """
-        if self.residual_scale == 0:
+        check_decoding(self.decoding, self.knn, self.pixel_blend)
+        if self.residual_scale == 0 and self.decoding == "prior" and self.pixel_blend == 0:
             return None
-        post = RidgePriorDecoder(residual_scale=self.residual_scale, random_state=self.random_state)
+        post = RidgePriorDecoder(residual_scale=self.residual_scale, decoding=self.decoding, knn=self.knn,
+                                 pixel_blend=self.pixel_blend, threshold=self.threshold, random_state=self.random_state)
         post.prior_, post.ridge_, post.alpha_ = self.prior_, ridge, float(ridge.alpha_)
-        rng = np.random.default_rng(self.random_state)
-        A, T = Xs.astype(np.float64), targets.astype(np.float64)
-        oof = post._out_of_fold(A, T, rng)
-        post.residuals_ = (T - oof).astype(np.float32)
-        post.residual_scale_ = post._choose_scale(oof, Y, rng)
-        return post if post.residual_scale_ > 0 else None
+        post.corpus_ = self.prior_.info["corpus"]
+        exclude = guard_stimuli(self.stimuli, self.dataset, Y, self.data_dir) if self.decoding != "prior" else None
+        post._fit_decoding(Xs.astype(np.float64), targets.astype(np.float64), Y, exclude)
+        plain = post.residual_scale_ == 0 and post.decoding == "prior" and not post.pixel_blend_
+        return None if plain else post
 
     def predict(self, X) -> np.ndarray:
         """Reconstructions (n, 28, 28) float32 in [0, 1]: the members' mean (posterior-mean) image."""
@@ -558,14 +576,14 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         if getattr(self, "posterior_", None) is None:
             return super().predict(X)
         X = self._validate_X(X, reset=False)
-        xt = torch.as_tensor(self.signal_scaler_.transform(X))
+        Xs = self.signal_scaler_.transform(X)
+        xt = torch.as_tensor(Xs)
         out = []
         for m in self.model_.members:
             with torch.no_grad():
                 Z = m.encoder.raw(xt).numpy()
-            rng = np.random.default_rng(self.random_state)
-            out.append(self.posterior_._decode_mean(Z, self.posterior_.residual_scale_, rng))
-        return np.mean(out, axis=0).astype(np.float32)
+            out.append(self.posterior_._decode(Z, np.random.default_rng(self.random_state)))
+        return self.posterior_._blend(np.mean(out, axis=0).astype(np.float32), Xs.astype(np.float64))
 
     def _build_member(self, n_features: int, targets: np.ndarray, embed_dim: int, decoder: nn.Module,
                       cfg: CCCV1Config, seed: int, linear: nn.Linear | None):

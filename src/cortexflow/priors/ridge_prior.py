@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 from cortexflow.baselines._common import default_alphas, fit_ridge_cv
 from cortexflow.data.preprocessing import SignalScaler
 from cortexflow.data.registry import DATASETS
+from cortexflow.data.splits import stimulus_groups
 from cortexflow.exceptions import ConfigError, DataValidationError
 from cortexflow.models.base import BaseDecoder
 from cortexflow.priors.corpora import default_prior, get_corpus_info, list_corpora
@@ -28,6 +29,9 @@ __all__ = [
     "resolve_prior_config",
     "guard_stimuli",
     "prior_report_info",
+    "check_decoding",
+    "inner_group_folds",
+    "DECODINGS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -101,6 +105,39 @@ def prior_report_info(prior: FittedPrior) -> dict[str, Any]:
     }
 
 
+#: Candidate weights of the pixel ridge image for ``pixel_blend="auto"``.
+BLEND_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+DECODINGS = ("hybrid", "prior", "corpus-knn")
+
+
+def check_decoding(decoding: str, knn: Any, pixel_blend: Any) -> None:
+    """Check the decoding options of a prior method (``ConfigError`` naming the value and the allowed ones)."""
+    if decoding not in DECODINGS:
+        raise ConfigError(f"decoding={decoding!r}; allowed: {', '.join(map(repr, DECODINGS))}")
+    if isinstance(knn, bool) or not isinstance(knn, (int, np.integer)) or knn < 1:
+        raise ConfigError(f"knn={knn!r} must be an integer >= 1")
+    if pixel_blend != "auto":
+        try:
+            w = float(pixel_blend)
+        except (TypeError, ValueError):
+            w = float("nan")
+        if not 0 <= w <= 1:
+            raise ConfigError(f"pixel_blend={pixel_blend!r} must be 'auto' or a number in [0, 1]")
+
+
+def inner_group_folds(groups: np.ndarray, rng: np.random.Generator, n_folds: int = 10):
+    """Inner K-fold over the training rows in which rows of one image group stay together.
+
+    With every image distinct this is ``np.array_split(rng.permutation(n), min(10, n))``.
+    """
+    ids = np.unique(groups)
+    folds = []
+    for chunk in np.array_split(rng.permutation(len(ids)), min(n_folds, len(ids))):
+        test = np.isin(groups, ids[chunk])
+        folds.append((np.flatnonzero(~test), np.flatnonzero(test)))
+    return folds
+
+
 class RidgePriorDecoder(BaseDecoder):
     """Ridge regression from brain signal to an image prior's embedding, decoded by the prior.
 
@@ -115,7 +152,8 @@ class RidgePriorDecoder(BaseDecoder):
     embedding decodes to one sharp image, which is costly under pixel MSE
     when the estimate is off. Instead each prediction is decoded at
     ``z_hat + c * r_j`` for the out-of-fold residuals ``r_j`` of the training
-    rows (K-fold inside the training rows) and the images are averaged: an
+    rows (10-fold inside the training rows; rows that show the same image
+    stay in one fold) and the images are averaged: an
     approximation of the mean image under the embedding's uncertainty.
     ``c = 0`` is the plain decode; ``"auto"`` chooses ``c`` from
     ``residual_grid`` by the pixel MSE of the training rows' own out-of-fold
@@ -144,12 +182,21 @@ class RidgePriorDecoder(BaseDecoder):
     n_samples : int
         Residuals averaged per prediction (a seeded subset when there are more; half as many
         when ``"auto"`` ranks the candidates).
-    decoding : {"prior", "corpus-knn"}
+    decoding : {"hybrid", "prior", "corpus-knn"}
         ``"prior"``: the prior's decoder (posterior mean, see above);
         ``"corpus-knn"``: the mean of the ``knn`` guarded corpus images whose
-        prior embeddings are closest (cosine) to the predicted embedding.
+        prior embeddings are closest (cosine) to the predicted embedding;
+        ``"hybrid"`` (default): the mean of those two images, two estimates of
+        the same posterior mean (one from the prior's decoder, one from real
+        corpus images).
     knn : int
-        Corpus images averaged by ``decoding="corpus-knn"``.
+        Corpus images averaged by ``"corpus-knn"`` and ``"hybrid"``.
+    pixel_blend : float or "auto"
+        Weight ``w`` of a pixel ridge image (ridge from the same z-scored
+        signals to the pixels) averaged with the prior's image:
+        ``(1 - w) * prior_image + w * pixel_image``. 0 (default) is off;
+        ``"auto"`` chooses ``w`` from (0, 0.25, 0.5, 0.75, 1) by the pixel MSE
+        of the training rows' out-of-fold images (stacking).
     fine_tune_epochs : int
         Fine-tune (a copy of) the prior on the training stimuli for this many
         epochs before encoding them (0 = off).
@@ -174,7 +221,14 @@ class RidgePriorDecoder(BaseDecoder):
     residual_scale_ : float
         The ``c`` used (chosen or given).
     residuals_ : ndarray (n_train, embed_dim)
-        Out-of-fold residuals of the training rows' embeddings.
+        Out-of-fold residuals of the training rows' embeddings (rows showing
+        the same image share an inner fold).
+    corpus_images_, corpus_embeddings_ : ndarray
+        The guarded corpus and its prior embeddings (``"corpus-knn"``, ``"hybrid"``).
+    pixel_blend_ : float
+        The pixel ridge weight used (chosen or given).
+    pixel_ridge_ : RidgeCV or None
+        The pixel ridge (when ``pixel_blend_ != 0`` or ``pixel_blend`` is ``"auto"``).
     scaler_ : SignalScaler
     ridge_ : sklearn.linear_model.RidgeCV
     n_features_in_ : int
@@ -199,8 +253,9 @@ class RidgePriorDecoder(BaseDecoder):
         n_samples: int = 32,
         fine_tune_epochs: int = 0,
         fine_tune_lr: float = 3e-4,
-        decoding: str = "prior",
-        knn: int = 20,
+        decoding: str = "hybrid",
+        knn: int = 10,
+        pixel_blend: float | str = 0.0,
         stimuli: np.ndarray | None = None,
         threshold: float = DEFAULT_THRESHOLD,
         random_state: int = 0,
@@ -223,6 +278,7 @@ class RidgePriorDecoder(BaseDecoder):
         self.fine_tune_lr = fine_tune_lr
         self.decoding = decoding
         self.knn = knn
+        self.pixel_blend = pixel_blend
         self.stimuli = stimuli
         self.threshold = threshold
         self.random_state = random_state
@@ -245,6 +301,7 @@ class RidgePriorDecoder(BaseDecoder):
         if Y.shape[1:] != (28, 28):
             raise DataValidationError(f"Y has shape {Y.shape}; ridge-prior needs 28x28 stimuli (n, 28, 28)")
         alphas = self._alphas()
+        check_decoding(self.decoding, self.knn, self.pixel_blend)
         self.corpus_ = resolve_prior_corpus(self.prior, self.dataset)
         cfg = resolve_prior_config(self.prior_config, RIDGE_PRIOR_CONFIG, embed_dim=self.embed_dim,
                                    kind=self.prior_kind, epochs=self.prior_epochs)
@@ -255,15 +312,6 @@ class RidgePriorDecoder(BaseDecoder):
             prior = fine_tune_prior(prior, Y, epochs=int(self.fine_tune_epochs), lr=float(self.fine_tune_lr),
                                     seed=self._seed(), progress=self.progress)
         self.prior_ = prior
-        if self.decoding not in ("prior", "corpus-knn"):
-            raise ConfigError(f"decoding={self.decoding!r}; allowed: 'prior', 'corpus-knn'")
-        if self.decoding == "corpus-knn":
-            if int(self.knn) < 1:
-                raise ConfigError(f"knn={self.knn!r} must be >= 1")
-            images, _ = drop_near_duplicates(load_corpus(self.corpus_, self.data_dir).images, exclude,
-                                             threshold=self.threshold)
-            self.corpus_images_ = images
-            self.corpus_embeddings_ = prior.encode_images(images)
         self.scaler_ = SignalScaler().fit(X)
         targets = prior.encode_images(Y).astype(np.float64)
         A = self.scaler_.transform(X).astype(np.float64)
@@ -272,40 +320,82 @@ class RidgePriorDecoder(BaseDecoder):
         if len(alphas) > 1 and self.alpha_ in (alphas.min(), alphas.max()):
             logger.warning("ridge-prior penalty %.3g lies at the edge of the grid [%.3g, %.3g]",
                            self.alpha_, alphas.min(), alphas.max())
-        rng = np.random.default_rng(self._seed())
-        oof = self._out_of_fold(A, targets, rng)
-        self.residuals_ = (targets - oof).astype(np.float32)
-        self.residual_scale_ = 0.0 if self.decoding == "corpus-knn" else self._choose_scale(oof, Y, rng)
+        self._fit_decoding(A, targets, Y, exclude)
         self.report_info_ = {**prior_report_info(prior), "alpha": self.alpha_, "residual_scale": self.residual_scale_,
-                             "decoding": self.decoding}
+                             "decoding": self.decoding, "pixel_blend": self.pixel_blend_}
         return self
 
-    def _out_of_fold(self, A: np.ndarray, T: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Out-of-fold ridge predictions of the training embeddings (K-fold inside the training rows)."""
-        n = len(A)
-        folds = np.array_split(rng.permutation(n), min(10, n))
+    # ------------------------------------------------------------- decoding
+    def _fit_decoding(self, A: np.ndarray, T: np.ndarray, Y: np.ndarray, exclude: np.ndarray | None) -> None:
+        """Everything the decoding needs, from the training rows only.
+
+        ``A`` z-scored training signals, ``T`` the prior's embeddings of the
+        training stimuli ``Y``, ``ridge_`` / ``alpha_`` already fitted. Sets
+        ``residuals_``, ``residual_scale_``, the guarded corpus and its
+        embeddings (``corpus-knn`` and ``hybrid``), ``pixel_blend_`` and
+        ``pixel_ridge_``. Rows that show the same image fall in the same inner
+        fold, so the residuals describe the error on an image not seen in training.
+        """
+        rng = np.random.default_rng(self._seed())
+        groups = stimulus_groups(Y)
+        folds = inner_group_folds(groups, rng)
+        oof = self._out_of_fold(A, T, folds)
+        self.residuals_ = (T - oof).astype(np.float32)
+        if self.decoding in ("corpus-knn", "hybrid"):
+            images, _ = drop_near_duplicates(load_corpus(self.corpus_, self.data_dir).images,
+                                             exclude if exclude is not None else Y, threshold=self.threshold)
+            self.corpus_images_ = images
+            self.corpus_embeddings_ = self.prior_.encode_images(images)
+        self.residual_scale_ = 0.0 if self.decoding == "corpus-knn" else self._choose_scale(oof, Y, groups, rng)
+        self.pixel_blend_, self.pixel_ridge_ = 0.0, None
+        if self.pixel_blend != 0:
+            self._fit_pixel_blend(A, Y, folds, oof, groups, rng)
+
+    def _out_of_fold(self, A: np.ndarray, T: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """Out-of-fold ridge predictions of the training embeddings over ``folds``."""
         oof = np.zeros_like(T)
-        for te in folds:
-            tr = np.setdiff1d(np.arange(n), te)
+        for tr, te in folds:
             oof[te] = Ridge(alpha=self.alpha_).fit(A[tr], T[tr]).predict(A[te])
         return oof
 
-    def _decode_mean(self, Z: np.ndarray, scale: float, rng: np.random.Generator, exclude_self: bool = False,
+    def _decode_mean(self, Z: np.ndarray, scale: float, rng: np.random.Generator, groups: np.ndarray | None = None,
                      cap: int | None = None) -> np.ndarray:
-        """Mean decoded image of each row of ``Z`` over ``Z + scale * residual`` samples."""
+        """Mean decoded image of each row of ``Z`` over ``Z + scale * residual`` samples.
+
+        ``groups`` (training rows' image groups, one per row of ``Z``): row
+        ``i`` uses only residuals of rows showing another image.
+        """
         if scale == 0:
             return self.prior_.decode_embeddings(Z.astype(np.float32))
         R, n = self.residuals_, len(self.residuals_)
         out = np.empty((len(Z), 28, 28), dtype=np.float32)
         for i, z in enumerate(Z):
-            pool = np.delete(np.arange(n), i) if exclude_self else np.arange(n)
+            pool = np.flatnonzero(groups != groups[i]) if groups is not None else np.arange(n)
             k = int(cap or self.n_samples)
             if len(pool) > k:
                 pool = rng.choice(pool, size=k, replace=False)
             out[i] = self.prior_.decode_embeddings((z[None] + scale * R[pool]).astype(np.float32)).mean(axis=0)
         return out
 
-    def _choose_scale(self, oof: np.ndarray, Y: np.ndarray, rng: np.random.Generator) -> float:
+    def _corpus_knn(self, Z: np.ndarray) -> np.ndarray:
+        """Mean of the ``knn`` guarded corpus images whose embeddings are closest (cosine) to each row of ``Z``."""
+        Zn = Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
+        sims = Zn.astype(np.float32) @ self.corpus_embeddings_.T
+        k = min(int(self.knn), sims.shape[1])
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        return self.corpus_images_[top].mean(axis=1).astype(np.float32)
+
+    def _decode(self, Z: np.ndarray, rng: np.random.Generator, groups: np.ndarray | None = None,
+                cap: int | None = None) -> np.ndarray:
+        """Images (n, 28, 28) from raw ridge-space embeddings ``Z`` by the chosen ``decoding``."""
+        if self.decoding == "corpus-knn":
+            return self._corpus_knn(Z)
+        img = self._decode_mean(Z, self.residual_scale_, rng, groups, cap)
+        if self.decoding == "hybrid":
+            img = 0.5 * (img + self._corpus_knn(Z))
+        return img
+
+    def _choose_scale(self, oof: np.ndarray, Y: np.ndarray, groups: np.ndarray, rng: np.random.Generator) -> float:
         if self.residual_scale != "auto":
             scale = float(self.residual_scale)
             if not np.isfinite(scale) or scale < 0:
@@ -315,9 +405,30 @@ class RidgePriorDecoder(BaseDecoder):
         if not grid or min(grid) < 0:
             raise ConfigError(f"residual_grid={self.residual_grid!r} must hold numbers >= 0")
         cap = max(1, int(self.n_samples) // 2)  # half the samples suffice to rank the candidates
-        errors = [float(((self._decode_mean(oof, c, rng, exclude_self=True, cap=cap) - Y) ** 2).mean()) for c in grid]
+        errors = [float(((self._decode_mean(oof, c, rng, groups, cap=cap) - Y) ** 2).mean()) for c in grid]
         self.residual_cv_mse_ = dict(zip(grid, errors))
         return grid[int(np.argmin(errors))]
+
+    def _fit_pixel_blend(self, A, Y, folds, oof, groups, rng) -> None:
+        """Pixel ridge beside the prior's image; its weight given, or chosen on the training rows' out-of-fold images."""
+        Yf = Y.reshape(len(Y), -1).astype(np.float64)
+        self.pixel_ridge_ = fit_ridge_cv(A, Yf, self._alphas(), self.cv)
+        if self.pixel_blend != "auto":
+            self.pixel_blend_ = float(self.pixel_blend)
+            return
+        oof_pix = np.zeros_like(Yf)
+        for tr, te in folds:
+            oof_pix[te] = Ridge(alpha=float(self.pixel_ridge_.alpha_)).fit(A[tr], Yf[tr]).predict(A[te])
+        img = self._decode(oof, rng, groups).reshape(len(Y), -1)
+        errors = [float((((1 - w) * img + w * oof_pix - Yf) ** 2).mean()) for w in BLEND_GRID]
+        self.blend_cv_mse_ = dict(zip(BLEND_GRID, errors))
+        self.pixel_blend_ = BLEND_GRID[int(np.argmin(errors))]
+
+    def _blend(self, img: np.ndarray, A: np.ndarray) -> np.ndarray:
+        if not self.pixel_blend_:
+            return img
+        pix = self.pixel_ridge_.predict(A).reshape(img.shape)
+        return ((1 - self.pixel_blend_) * img + self.pixel_blend_ * pix).astype(np.float32)
 
     def transform(self, X) -> np.ndarray:
         """Predicted unit-norm prior embeddings (n, embed_dim)."""
@@ -328,16 +439,13 @@ class RidgePriorDecoder(BaseDecoder):
         return (Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
     def predict(self, X) -> np.ndarray:
-        """Reconstructions (n, 28, 28) float32 in [0, 1] (posterior mean when ``residual_scale_ > 0``)."""
+        """Reconstructions (n, 28, 28) float32 in [0, 1] by the chosen ``decoding`` (see the class docstring)."""
         check_is_fitted(self, "ridge_")
         X = self._validate_X(X, reset=False)
-        Z = np.atleast_2d(self.ridge_.predict(self.scaler_.transform(X).astype(np.float64)))
-        if self.decoding == "corpus-knn":
-            sims = self.transform(X) @ self.corpus_embeddings_.T
-            k = min(int(self.knn), sims.shape[1])
-            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-            return self.corpus_images_[top].mean(axis=1).astype(np.float32)
-        return self._decode_mean(Z, self.residual_scale_, np.random.default_rng(self._seed()))
+        A = self.scaler_.transform(X).astype(np.float64)
+        Z = np.atleast_2d(self.ridge_.predict(A))
+        img = self._decode(Z, np.random.default_rng(self._seed()))
+        return self._blend(img, A)
 
     # ---------------------------------------------------------- persistence
     #: ``kind`` field of its checkpoints (see :func:`cortexflow.models.loader.load_decoder`).
