@@ -265,7 +265,8 @@ class _PriorLike(MeanImageDecoder):
         super().fit(X, Y)
         s = self.stimuli
         self.report_info_ = {"prior corpus": "toy-corpus", "near-duplicates dropped": int(len(s) // 4),
-                             "stimuli seen": f"{s.shape} {s.dtype} [{s.min():.0f}, {s.max():.0f}]"}
+                             "stimuli seen": f"{s.shape} {s.dtype} [{s.min():.0f}, {s.max():.0f}]",
+                             "training rows": len(X)}
         return self
 
 
@@ -290,6 +291,9 @@ def test_methods_that_need_stimuli_get_them_and_their_report_facts_are_shown(dat
     assert all(r["report_info"] == {} for r in recs if r["task"]["method"] == "mean-image")
     md = (tmp_path / "o" / "summary.md").read_text()
     assert "## Method notes" in md and "near-duplicates dropped: 4, prior corpus: toy-corpus" in md
+    rows = sorted({i["training rows"] for i in infos})
+    assert len(rows) > 1 and f"training rows: {rows[0]} to {rows[-1]}" in md  # a varying number: its range, once
+    assert md.count("prior corpus: toy-corpus") == 1  # one line per data set, not one per run
     html = (tmp_path / "o" / "report.html").read_text()
     assert "Method notes" in html and "prior corpus: toy-corpus" in html
     meta = json.loads((tmp_path / "o" / "benchmark.json").read_text())

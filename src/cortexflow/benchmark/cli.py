@@ -107,7 +107,7 @@ def benchmark(datasets, methods, splits, folds, seeds, split_seed, out_dir, data
         train_mode=train_mode, amp=amp, deterministic=deterministic, reference=reference, unit=unit,
         track=track, tracking_uri=tracking_uri)
     cmd = "cortexflow " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
-    res = run_benchmark(config, progress=not no_progress, command=cmd)
+    res = run_benchmark(config, progress=False if no_progress else None, command=cmd)
     for note in res["notes"]:
         click.echo(f"note: {note}", err=True)
     click.echo(f"{res['total']} runs ({res['done_before']} resumed, {res['computed']} computed) "

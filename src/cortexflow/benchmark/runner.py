@@ -409,18 +409,40 @@ def grid_data(plan: BenchmarkPlan, store: ResultStore, methods: Sequence[str]) -
 
 
 def _method_info(plan: BenchmarkPlan, store: ResultStore) -> dict[str, list[str]]:
-    """Per method, the distinct ``report_info_`` facts of its runs, as ``"key: value"`` lines."""
-    out: dict[str, list[str]] = {}
+    """Per method, one line per data set summarising the ``report_info_`` facts of its runs.
+
+    A fact with one value over the runs is shown once (``key: value``); a
+    number that varies is shown as its range, anything else as its distinct values.
+    """
+    facts: dict[str, dict[str, dict[str, list]]] = {}
+    runs: dict[tuple[str, str], int] = {}
     for t in plan.tasks:
         if not store.has(t):
             continue
         info = store.load_record(t).get("report_info") or {}
         if not isinstance(info, dict) or not info:
             continue
-        line = f"{t.dataset_name}: " + ", ".join(f"{k}: {v}" for k, v in info.items())
-        lines = out.setdefault(t.method, [])
-        if line not in lines:
-            lines.append(line)
+        runs[t.method, t.dataset_name] = runs.get((t.method, t.dataset_name), 0) + 1
+        per_key = facts.setdefault(t.method, {}).setdefault(t.dataset_name, {})
+        for key, value in info.items():
+            values = per_key.setdefault(key, [])
+            if value not in values:
+                values.append(value)
+    out: dict[str, list[str]] = {}
+    for method, by_dataset in facts.items():
+        for dataset, per_key in by_dataset.items():
+            parts = []
+            for key in sorted(per_key):
+                values = per_key[key]
+                numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+                if len(values) == 1:
+                    parts.append(f"{key}: {values[0]}")
+                elif numeric:
+                    parts.append(f"{key}: {min(values):.4g} to {max(values):.4g}")
+                else:
+                    parts.append(f"{key}: " + " / ".join(str(v) for v in values))
+            n = runs[method, dataset]
+            out.setdefault(method, []).append(f"{dataset} ({n} run{'s' if n != 1 else ''}): " + ", ".join(parts))
     return out
 
 

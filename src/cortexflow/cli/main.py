@@ -133,7 +133,7 @@ def datasets_fetch(name: str, data_dir, mirror, no_progress: bool) -> None:
     failed = []
     for n in names:  # go on past a failure and report every one at the end
         try:
-            click.echo(str(fetch_dataset(n, data_dir, mirror=mirror, progress=not no_progress)))
+            click.echo(str(fetch_dataset(n, data_dir, mirror=mirror, progress=False if no_progress else None)))
         except CortexFlowError as exc:
             failed.append(n)
             click.echo(f"Error: {n}: {_one_line(exc)}", err=True)
@@ -286,9 +286,9 @@ def train(dataset: str, method: str, seed: int, out_dir: str, overwrite: bool, c
         if method == "cccv1":
             cfg = get_config(config, n_train=len(ds.X_train), dataset=ds.name, **overrides)
             model = CCCV1Decoder(config=cfg, dataset=ds.name, random_state=seed, device=str(dev),
-                                 progress=not no_progress, amp=amp)
+                                 progress=False if no_progress else None, amp=amp)
         else:
-            model = _method_estimator(method, options, seed, ds, str(dev), amp, not no_progress)
+            model = _method_estimator(method, options, seed, ds, str(dev), amp, False if no_progress else None)
         write_output_marker(out, "train", TRAIN_OUTPUTS + ["checkpoint"])
         t0 = time.perf_counter()
         if "metadata" in inspect.signature(model.fit).parameters:

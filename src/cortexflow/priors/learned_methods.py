@@ -23,7 +23,7 @@ __all__ = ["register", "cccv1_prior_factory", "cccv1_ensemble_factory", "brain_d
 
 #: Tiny prior for ``fast=True`` runs: 500 images, 1 epoch, 32-d (the same as ``ridge-prior``'s).
 FAST_PRIOR_CONFIG = {"epochs": 1, "max_images": 500, "embed_dim": 32, "widths": [8, 16, 32]}
-CCCV1_PRIOR_VERSION = "2"  # 2: posterior-mean decoding, 40 epochs / patience 8
+CCCV1_PRIOR_VERSION = "3"  # 2: posterior-mean decoding, 40 epochs / patience 8; 3: hybrid decoding
 
 _ESTIMATOR_OPTIONS = ("prior", "encoder", "n_members", "ridge_skip", "gate_init", "residual_scale", "finetune_decoder",
                       "finetune_lr_factor", "prior_config", "threshold", "data_dir", "cache_dir", "device", "amp",

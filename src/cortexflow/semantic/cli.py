@@ -59,7 +59,7 @@ def score_cmd(out: str, encoder: str, layer: str, reference: str, unit: str, fas
               no_progress: bool) -> None:
     """Add semantic metrics (two-way identification and centred cosine in ENCODER space) to a finished benchmark OUT."""
     res = score_benchmark(out, encoder=encoder, layer=layer, cache_dir=cache_dir, reference=reference, unit=unit,
-                          fast=fast, progress=not no_progress)
+                          fast=fast, progress=False if no_progress else None)
     click.echo(f"scored {res['runs']} runs")
     for k, p in res["paths"].items():
         click.echo(f"{k}: {p}")
