@@ -133,13 +133,15 @@ def test_registered_fast_methods_fit_in_seconds(cache):
         assert est.report_info_["prior_corpus"] == "miyawaki-patterns"
 
 
-def test_test_rows_never_reach_training(vangerven, tiny_prior):
+@pytest.mark.parametrize("decoding", ["prior", "hybrid"])
+def test_test_rows_never_reach_training(vangerven, tiny_prior, decoding):
     """Training on a data set whose test split is all NaN gives exactly the same model."""
     poisoned = copy.deepcopy(vangerven)
     poisoned.X_test[:] = np.nan
     poisoned.Y_test[:] = np.nan
-    normal = _fit(tiny_prior, vangerven.X_train, vangerven.Y_train, dataset="vangerven", n_members=2)
-    isolated = _fit(tiny_prior, poisoned.X_train, poisoned.Y_train, dataset="vangerven", n_members=2)
+    kw = {"dataset": "vangerven", "n_members": 2, "decoding": decoding}
+    normal = _fit(tiny_prior, vangerven.X_train, vangerven.Y_train, **kw)
+    isolated = _fit(tiny_prior, poisoned.X_train, poisoned.Y_train, **kw)
     assert np.isnan(poisoned.X_test).all()  # the poison is really there
     np.testing.assert_array_equal(isolated.predict(vangerven.X_test), normal.predict(vangerven.X_test))
     assert isolated.signal_scaler_.get_state() == normal.signal_scaler_.get_state()

@@ -469,6 +469,16 @@ def test_ridge_prior_is_a_benchmark_method(cache):
     assert est.prior == "mnist-t10k" and est.embed_dim == 16
 
 
+def test_ridge_prior_stacked_is_a_benchmark_method(mnist, cache):
+    assert "ridge-prior-stacked" in list_methods() and get_method("ridge-prior-stacked").description
+    X, Y = _problem()
+    est = make_estimator("ridge-prior-stacked", 2, "my.mat", 15, fast=True, prior="mnist-t10k")
+    assert isinstance(est, RidgePriorDecoder) and est.pixel_blend == "auto" and est.random_state == 2
+    P = est.fit(X[:15], Y[:15]).predict(X[15:])
+    assert P.shape == (5, 28, 28) and np.isfinite(P).all() and est.pixel_blend_ in BLEND_GRID
+    assert est.report_info_["prior_corpus"] == "mnist-t10k" and "pixel_blend" in est.report_info_
+
+
 # ---------------------------------------------------------------- CLI
 def test_cli_prior_train_and_info(mnist_dir, cache):
     runner = CliRunner()
