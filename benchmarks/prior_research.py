@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--fine-tune", default="0")
     ap.add_argument("--residual-scales", default="auto", help="comma list of residual_scale values (numbers or auto)")
     ap.add_argument("--knn", default="", help="comma list of k for decoding='corpus-knn' runs (after the prior ones)")
-    ap.add_argument("--decoding", default="hybrid", help="decoding of the residual-scale runs (hybrid, prior)")
+    ap.add_argument("--decoding", default="prior", help="decoding of the residual-scale runs (prior, hybrid)")
     ap.add_argument("--official", default="")
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int, default=1)

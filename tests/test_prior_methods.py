@@ -122,6 +122,11 @@ def test_user_file_without_prior_is_a_clear_error(cache, method):
         est.fit(X, Y)
 
 
+def test_decoding_options_reach_cccv1_prior_through_the_factory():
+    est = make_estimator("cccv1-prior", 0, "vangerven", 90, decoding="prior", knn=5, pixel_blend="auto")
+    assert (est.decoding, est.knn, est.pixel_blend) == ("prior", 5, "auto")
+
+
 def test_registered_fast_methods_fit_in_seconds(cache):
     X, Y = _problem()
     for name in ("cccv1-prior", "brain-diffuser-prior", "mindvis-prior"):

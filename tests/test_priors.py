@@ -469,6 +469,25 @@ def test_ridge_prior_is_a_benchmark_method(cache):
     assert est.prior == "mnist-t10k" and est.embed_dim == 16
 
 
+def test_ridge_prior_rows_do_not_depend_on_each_other(mnist, cache):
+    """A row's reconstruction is the same whether it is predicted alone, with others or in another order."""
+    X, Y = _problem()
+    est = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, residual_scale=0.5, n_samples=4).fit(X, Y)
+    P = est.predict(X[:6])
+    for i in range(6):
+        np.testing.assert_allclose(est.predict(X[i:i + 1])[0], P[i], atol=1e-6)
+    np.testing.assert_allclose(est.predict(X[:6][::-1]), P[::-1], atol=1e-6)
+
+
+def test_ridge_prior_refit_with_other_options_drops_old_attributes(mnist, cache):
+    X, Y = _problem()
+    est = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, pixel_blend="auto", n_samples=4).fit(X, Y)
+    assert hasattr(est, "corpus_images_") and hasattr(est, "blend_cv_mse_")
+    est.set_params(decoding="prior", pixel_blend=0, residual_scale=0.5).fit(X, Y)
+    for name in ("corpus_images_", "corpus_embeddings_", "blend_cv_mse_", "residual_cv_mse_"):
+        assert not hasattr(est, name), name
+
+
 def test_ridge_prior_stacked_is_a_benchmark_method(mnist, cache):
     assert "ridge-prior-stacked" in list_methods() and get_method("ridge-prior-stacked").description
     X, Y = _problem()

@@ -222,7 +222,8 @@ def _parse_option_values(overrides: dict[str, str]) -> dict:
     return out
 
 
-def _method_estimator(method: str, options: dict, seed: int, ds, dev: str, amp: str, progress: bool):
+def _method_estimator(method: str, options: dict, seed: int, ds, dev: str, amp: str, progress: bool | None,
+                      data_dir: str | None = None):
     """The unfitted estimator of a non-cccv1 ``method`` (the benchmark's factory, full training settings)."""
     factory_args = inspect.signature(get_method(method).factory).parameters
     extra = {"stimuli": all_stimuli(ds)} if "stimuli" in factory_args else {}
@@ -234,7 +235,7 @@ def _method_estimator(method: str, options: dict, seed: int, ds, dev: str, amp: 
         raise ConfigError(f"--method {method}: {exc}" + (f"; its options: {', '.join(allowed)}" if allowed else
                                                            "; see 'cortexflow methods list' for its options")) from exc
     params = est.get_params(deep=False)
-    defaults = {"device": dev, "amp": amp, "progress": progress}
+    defaults = {"device": dev, "amp": amp, "progress": progress, "data_dir": data_dir}
     est.set_params(**{k: v for k, v in defaults.items() if k in params and k not in options})
     return est
 
@@ -288,7 +289,7 @@ def train(dataset: str, method: str, seed: int, out_dir: str, overwrite: bool, c
             model = CCCV1Decoder(config=cfg, dataset=ds.name, random_state=seed, device=str(dev),
                                  progress=False if no_progress else None, amp=amp)
         else:
-            model = _method_estimator(method, options, seed, ds, str(dev), amp, False if no_progress else None)
+            model = _method_estimator(method, options, seed, ds, str(dev), amp, False if no_progress else None, data_dir)
         write_output_marker(out, "train", TRAIN_OUTPUTS + ["checkpoint"])
         t0 = time.perf_counter()
         if "metadata" in inspect.signature(model.fit).parameters:

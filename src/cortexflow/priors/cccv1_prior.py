@@ -109,6 +109,8 @@ class GeneratorDropout(StreamDropout):
     before training and cleared afterwards (dropout is off in eval mode).
     """
 
+    _warned = False  # the device-mismatch warning is logged once per process
+
     def __init__(self, p: float, generator: torch.Generator | None = None):
         super().__init__(p)
         self.generator = generator
@@ -118,6 +120,10 @@ class GeneratorDropout(StreamDropout):
             return x
         # a generator on another device than the input cannot draw its mask: use the global stream then
         gen = self.generator if self.generator is not None and self.generator.device == x.device else None
+        if gen is None and self.generator is not None and not GeneratorDropout._warned:
+            GeneratorDropout._warned = True
+            logger.warning("dropout generator on %s but input on %s: masks come from torch's global random stream",
+                           self.generator.device, x.device)
         noise = torch.empty_like(x).bernoulli_(1.0 - self.p, generator=gen)
         return x * noise.div_(1.0 - self.p)
 
@@ -356,7 +362,10 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         mean of the ``knn`` nearest corpus images), ``"prior"`` or
         ``"corpus-knn"``; ``pixel_blend`` averages in a pixel ridge image (see
         :class:`~cortexflow.priors.ridge_prior.RidgePriorDecoder`). Need ``ridge_skip``
-        (without it the network's own decoder draws the image).
+        (without it the network's own decoder draws the image, with a logged
+        warning when these options ask for more). The residual scale and the
+        pixel weight are chosen on the ridge read-out's out-of-fold images of
+        the training rows (the network is not refitted per inner fold).
     finetune_decoder : bool
         Add a second phase that also trains the prior's decoder.
     finetune_lr_factor : float
@@ -520,6 +529,9 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         self.ridge_alpha_ = None
         linear = None
         self.posterior_ = None
+        if not self.ridge_skip and (self.decoding != "prior" or self.pixel_blend != 0):
+            logger.warning("ridge_skip=False: decoding=%r and pixel_blend=%r are not used; the network's own decoder "
+                           "draws the image", self.decoding, self.pixel_blend)
         if self.ridge_skip:
             ridge = fit_ridge_cv(Xs.astype(np.float64), targets.astype(np.float64))
             self.ridge_alpha_ = float(ridge.alpha_)
@@ -562,7 +574,8 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         if self.residual_scale == 0 and self.decoding == "prior" and self.pixel_blend == 0:
             return None
         post = RidgePriorDecoder(residual_scale=self.residual_scale, decoding=self.decoding, knn=self.knn,
-                                 pixel_blend=self.pixel_blend, threshold=self.threshold, random_state=self.random_state)
+                                 pixel_blend=self.pixel_blend, threshold=self.threshold, random_state=self.random_state,
+                                 data_dir=self.data_dir, progress=self.progress)
         post.prior_, post.ridge_, post.alpha_ = self.prior_, ridge, float(ridge.alpha_)
         post.corpus_ = self.prior_.info["corpus"]
         exclude = guard_stimuli(self.stimuli, self.dataset, Y, self.data_dir) if self.decoding != "prior" else None
@@ -571,7 +584,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         return None if plain else post
 
     def predict(self, X) -> np.ndarray:
-        """Reconstructions (n, 28, 28) float32 in [0, 1]: the members' mean (posterior-mean) image."""
+        """Reconstructions (n, 28, 28) float32 in [0, 1]: the members' mean image, each decoded by ``decoding``."""
         check_is_fitted(self, "model_")
         if getattr(self, "posterior_", None) is None:
             return super().predict(X)

@@ -25,7 +25,8 @@ __all__ = ["register", "cccv1_prior_factory", "cccv1_ensemble_factory", "brain_d
 FAST_PRIOR_CONFIG = {"epochs": 1, "max_images": 500, "embed_dim": 32, "widths": [8, 16, 32]}
 CCCV1_PRIOR_VERSION = "3"  # 2: posterior-mean decoding, 40 epochs / patience 8; 3: hybrid decoding
 
-_ESTIMATOR_OPTIONS = ("prior", "encoder", "n_members", "ridge_skip", "gate_init", "residual_scale", "finetune_decoder",
+_ESTIMATOR_OPTIONS = ("prior", "encoder", "n_members", "ridge_skip", "gate_init", "residual_scale", "decoding", "knn",
+                      "pixel_blend", "finetune_decoder",
                       "finetune_lr_factor", "prior_config", "threshold", "data_dir", "cache_dir", "device", "amp",
                       "batched")
 

@@ -146,7 +146,7 @@ class RidgePriorDecoder(BaseDecoder):
     shared by all embedding dimensions is chosen by cross-validation on the
     training rows (efficient leave-one-out by default, as in
     :class:`~cortexflow.baselines.ridge.RidgeDecoder`). A prediction is
-    re-normalised and decoded by the prior's decoder.
+    turned into an image by ``decoding`` (default ``"hybrid"``, below).
 
     Posterior-mean decoding (``residual_scale``): a point estimate of the
     embedding decodes to one sharp image, which is costly under pixel MSE
@@ -157,7 +157,9 @@ class RidgePriorDecoder(BaseDecoder):
     approximation of the mean image under the embedding's uncertainty.
     ``c = 0`` is the plain decode; ``"auto"`` chooses ``c`` from
     ``residual_grid`` by the pixel MSE of the training rows' own out-of-fold
-    predictions (each decoded with the other rows' residuals).
+    predictions (each decoded with the residuals of rows showing other
+    images); in ``"hybrid"`` decoding ``c`` is chosen for the posterior-mean
+    image alone, before it is averaged with the corpus neighbours.
 
     Parameters
     ----------
@@ -229,6 +231,8 @@ class RidgePriorDecoder(BaseDecoder):
         The pixel ridge weight used (chosen or given).
     pixel_ridge_ : RidgeCV or None
         The pixel ridge (when ``pixel_blend_ != 0`` or ``pixel_blend`` is ``"auto"``).
+    residual_cv_mse_, blend_cv_mse_ : dict
+        Out-of-fold MSE of each candidate ``c`` / pixel weight (when chosen by ``"auto"``).
     scaler_ : SignalScaler
     ridge_ : sklearn.linear_model.RidgeCV
     n_features_in_ : int
@@ -336,6 +340,8 @@ class RidgePriorDecoder(BaseDecoder):
         ``pixel_ridge_``. Rows that show the same image fall in the same inner
         fold, so the residuals describe the error on an image not seen in training.
         """
+        for stale in ("corpus_images_", "corpus_embeddings_", "residual_cv_mse_", "blend_cv_mse_"):
+            self.__dict__.pop(stale, None)  # left by an earlier fit with other options
         rng = np.random.default_rng(self._seed())
         groups = stimulus_groups(Y)
         folds = inner_group_folds(groups, rng)
@@ -362,16 +368,26 @@ class RidgePriorDecoder(BaseDecoder):
                      cap: int | None = None) -> np.ndarray:
         """Mean decoded image of each row of ``Z`` over ``Z + scale * residual`` samples.
 
-        ``groups`` (training rows' image groups, one per row of ``Z``): row
-        ``i`` uses only residuals of rows showing another image.
+        Without ``groups`` (prediction) every row uses the same seeded subset
+        of residuals, so a row's image does not depend on the other rows
+        predicted with it. With ``groups`` (the training rows' image groups,
+        one per row of ``Z``; used while fitting) row ``i`` uses only residuals
+        of rows showing another image.
         """
         if scale == 0:
             return self.prior_.decode_embeddings(Z.astype(np.float32))
         R, n = self.residuals_, len(self.residuals_)
+        k = int(cap or self.n_samples)
         out = np.empty((len(Z), 28, 28), dtype=np.float32)
+        if groups is None:
+            pool = rng.choice(n, size=k, replace=False) if n > k else np.arange(n)
+            for start in range(0, len(Z), 64):  # rows in chunks: one decoder call per chunk
+                z = Z[start:start + 64]
+                samples = (z[:, None, :] + scale * R[pool][None]).reshape(-1, Z.shape[1]).astype(np.float32)
+                out[start:start + len(z)] = self.prior_.decode_embeddings(samples).reshape(len(z), len(pool), 28, 28).mean(1)
+            return out
         for i, z in enumerate(Z):
-            pool = np.flatnonzero(groups != groups[i]) if groups is not None else np.arange(n)
-            k = int(cap or self.n_samples)
+            pool = np.flatnonzero(groups != groups[i])
             if len(pool) > k:
                 pool = rng.choice(pool, size=k, replace=False)
             out[i] = self.prior_.decode_embeddings((z[None] + scale * R[pool]).astype(np.float32)).mean(axis=0)
@@ -425,7 +441,7 @@ class RidgePriorDecoder(BaseDecoder):
         self.pixel_blend_ = BLEND_GRID[int(np.argmin(errors))]
 
     def _blend(self, img: np.ndarray, A: np.ndarray) -> np.ndarray:
-        if not self.pixel_blend_:
+        if not getattr(self, "pixel_blend_", 0.0):  # absent from checkpoints written before the option existed
             return img
         pix = self.pixel_ridge_.predict(A).reshape(img.shape)
         return ((1 - self.pixel_blend_) * img + self.pixel_blend_ * pix).astype(np.float32)
