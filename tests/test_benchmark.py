@@ -14,7 +14,6 @@ from click.testing import CliRunner
 from cortexflow.baselines.mean_image import MeanImageDecoder
 from cortexflow.benchmark import builtin as builtin_mod
 from cortexflow.benchmark import executors as executors_mod
-from cortexflow.benchmark import methods as methods_mod
 from cortexflow.benchmark.executors import BACKENDS, Executor, register_backend
 from cortexflow.benchmark.methods import register_method, unregister_method
 from cortexflow.benchmark.runner import BenchmarkConfig, build_tasks, execute, run_benchmark

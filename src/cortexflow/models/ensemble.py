@@ -7,13 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn.utils.validation import check_is_fitted
 
-from cortexflow._version import __version__
 from cortexflow.exceptions import CheckpointError, ConfigError
 from cortexflow.models.checkpoint import (
-    CHECKPOINT_FORMAT,
     check_body,
     checkpoint_kind,
     read_checkpoint_meta,
@@ -102,11 +99,7 @@ class CCCV1EnsembleDecoder(CCCV1Decoder):
         """
         check_is_fitted(self, "members_")
         meta = {
-            "format": CHECKPOINT_FORMAT,
-            "kind": self.checkpoint_kind,
-            "cortexflow_version": __version__,
-            "torch_version": torch.__version__,
-            "estimator": type(self).__name__,
+            **self._checkpoint_header(),
             "params": self._checkpoint_params(),
             "n_features_in": int(self.n_features_in_),
             "output_shape": list(self.output_shape_),

@@ -330,15 +330,18 @@ class CCCV1Decoder(BaseDecoder):
         rename, so an interrupted save never leaves a half-written checkpoint.
         """
         check_is_fitted(self, "model_")
-        meta = {
+        meta = {**self._checkpoint_header(), **self._checkpoint_body()}
+        return write_checkpoint(path, meta, self._checkpoint_state())
+
+    def _checkpoint_header(self) -> dict[str, Any]:
+        """The fields every checkpoint of this class starts with: format, kind, versions, estimator class."""
+        return {
             "format": CHECKPOINT_FORMAT,
             "kind": self.checkpoint_kind,
             "cortexflow_version": __version__,
             "torch_version": torch.__version__,
             "estimator": type(self).__name__,
-            **self._checkpoint_body(),
         }
-        return write_checkpoint(path, meta, self._checkpoint_state())
 
     def _checkpoint_body(self) -> dict[str, Any]:
         """The metadata of the fitted network: params, config, sizes, preprocessing, dataset, training facts."""
