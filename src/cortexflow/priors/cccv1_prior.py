@@ -513,7 +513,8 @@ class CCCV1PriorDecoder(CCCV1Decoder):
             raise DataValidationError(f"Y must hold images in [0, 1]; got values in [{Y.min():.3g}, {Y.max():.3g}]")
         t0 = time.perf_counter()
         self.output_shape_ = tuple(Y.shape[1:])
-        self.prior_ = fitted_prior_of(self, Y)
+        exclude = guard_stimuli(self.stimuli, self.dataset, Y, self.data_dir)  # read once: prior and decoding
+        self.prior_ = fitted_prior_of(self, Y, exclude)
         t_prior = time.perf_counter() - t0
         cfg = get_config(self.config, n_train=len(X), dataset=self.dataset)
         if not cfg.loss_weights:
@@ -535,7 +536,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         if self.ridge_skip:
             ridge = fit_ridge_cv(Xs.astype(np.float64), targets.astype(np.float64))
             self.ridge_alpha_ = float(ridge.alpha_)
-            self.posterior_ = self._posterior_decoder(Xs, Y, targets, ridge)
+            self.posterior_ = self._posterior_decoder(Xs, Y, targets, ridge, exclude)
             with torch.random.fork_rng(devices=[]):  # its random initial weights are overwritten
                 linear = nn.Linear(Xs.shape[1], embed_dim)
             with torch.no_grad():
@@ -563,7 +564,8 @@ class CCCV1PriorDecoder(CCCV1Decoder):
                              "prior_seconds": round(t_prior, 3), "fit_seconds": round(self.fit_seconds_, 3)}
         return self
 
-    def _posterior_decoder(self, Xs: np.ndarray, Y: np.ndarray, targets: np.ndarray, ridge) -> RidgePriorDecoder | None:
+    def _posterior_decoder(self, Xs: np.ndarray, Y: np.ndarray, targets: np.ndarray, ridge,
+                           exclude: np.ndarray) -> RidgePriorDecoder | None:
         """ridge-prior's decoding, set up from this fit's ridge read-out (None when it is the plain decode).
 
         The residuals are the out-of-fold ridge residuals of the training rows,
@@ -578,7 +580,6 @@ class CCCV1PriorDecoder(CCCV1Decoder):
                                  data_dir=self.data_dir, progress=self.progress)
         post.prior_, post.ridge_, post.alpha_ = self.prior_, ridge, float(ridge.alpha_)
         post.corpus_ = self.prior_.info["corpus"]
-        exclude = guard_stimuli(self.stimuli, self.dataset, Y, self.data_dir) if self.decoding != "prior" else None
         post._fit_decoding(Xs.astype(np.float64), targets.astype(np.float64), Y, exclude)
         plain = post.residual_scale_ == 0 and post.decoding == "prior" and not post.pixel_blend_
         return None if plain else post
@@ -676,7 +677,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
 
 
 # ------------------------------------------------------------- prior adapters
-def fitted_prior_of(est: Any, Y: np.ndarray) -> FittedPrior:
+def fitted_prior_of(est: Any, Y: np.ndarray, exclude: np.ndarray | None = None) -> FittedPrior:
     """The fitted prior of a prior-backed estimator, from its parameters.
 
     ``est.prior`` itself when it is a :class:`FittedPrior`; else the corpus
@@ -684,12 +685,14 @@ def fitted_prior_of(est: Any, Y: np.ndarray) -> FittedPrior:
     minus the near-duplicates of ``est.stimuli`` (default: the registered data
     set's stimuli, else the training images ``Y``), read from the cache when
     trained before. Reads ``prior``, ``dataset``, ``stimuli``, ``prior_config``,
-    ``threshold``, ``data_dir``, ``cache_dir`` and ``progress``.
+    ``threshold``, ``data_dir``, ``cache_dir`` and ``progress``. ``exclude``:
+    the guard's stimuli when the caller has them already (else loaded here).
     """
     if isinstance(est.prior, FittedPrior):
         return est.prior
     corpus = resolve_prior_corpus(est.prior, est.dataset)
-    exclude = guard_stimuli(est.stimuli, est.dataset, Y, est.data_dir)
+    if exclude is None:
+        exclude = guard_stimuli(est.stimuli, est.dataset, Y, est.data_dir)
     return get_prior(corpus, exclude=exclude, config=resolve_prior_config(est.prior_config), data_dir=est.data_dir,
                      cache_dir=est.cache_dir, progress=est.progress, threshold=est.threshold)
 
