@@ -176,11 +176,19 @@ def test_methods_list():
     r = CliRunner().invoke(cli, ["methods", "list", "--json"])
     assert r.exit_code == 0, r.output
     rows = {m["name"]: m for m in json.loads(r.output)}
-    assert rows["ridge"]["options"] == ["alphas", "cv"] and rows["mean-image"]["options"] == []
-    assert rows["cccv1"]["batched"] and "epochs" in rows["cccv1"]["options"]
+    names = lambda row: [o["name"] for o in row["options"]]  # noqa: E731
+    assert names(rows["ridge"]) == ["alphas", "cv"] and rows["mean-image"]["options"] == []
+    assert rows["cccv1"]["batched"] and "epochs" in names(rows["cccv1"])
     assert rows["cccv1-semantic"]["extra"] == "semantic" and not rows["cccv1-semantic"]["in_all"]
+    # typed options: the prior methods show their real options, not "any keyword"
+    knn = next(o for o in rows["ridge-prior"]["options"] if o["name"] == "knn")
+    assert knn["type"] == "int" and knn["default"] == 10 and knn["min"] == 1 and knn["help"]
+    decoding = next(o for o in rows["cccv1-prior"]["options"] if o["name"] == "decoding")
+    assert decoding["choices"] == ["hybrid", "prior", "corpus-knn"]
+    assert rows["ridge-prior"]["needs"] == ["guard", "prior"] and rows["ridge-prior"]["checkpoint_kind"] == "ridge-prior"
     r = CliRunner().invoke(cli, ["methods", "list"])
-    assert r.exit_code == 0 and "options (--set ridge:KEY=VALUE): alphas, cv" in r.output
+    assert r.exit_code == 0 and "options (--set ridge:KEY=VALUE):" in r.output
+    assert "any keyword" not in r.output and "knn (int >=1; default 10)" in r.output
 
 
 def test_deterministic_algorithms_are_restored(dataset, tmp_path):

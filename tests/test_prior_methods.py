@@ -117,13 +117,16 @@ def test_bad_options_are_named(tiny_prior):
 @pytest.mark.parametrize("method", ["cccv1-prior", "brain-diffuser-prior", "mindvis-prior"])
 def test_user_file_without_prior_is_a_clear_error(cache, method):
     X, Y = _problem()
-    est = make_estimator(method, 0, "my_recording.mat", 20, fast=True)
     with pytest.raises(ConfigError, match="no default image prior.*font-letters, miyawaki-patterns, mnist-t10k"):
-        est.fit(X, Y)
+        make_estimator(method, 0, "my_recording.mat", 20, fast=True, stimuli=Y)  # the builder resolves the prior
+    est = make_estimator(method, 0, "my_recording.mat", 20, fast=True, stimuli=Y, resolve=False)
+    with pytest.raises(ConfigError, match="no default image prior"):
+        est.fit(X, Y)  # the same message from the estimator's own convenience path
 
 
 def test_decoding_options_reach_cccv1_prior_through_the_factory():
-    est = make_estimator("cccv1-prior", 0, "vangerven", 90, decoding="prior", knn=5, pixel_blend="auto")
+    est = make_estimator("cccv1-prior", 0, "vangerven", 90, decoding="prior", knn=5, pixel_blend="auto",
+                         stimuli=np.zeros((2, 28, 28), np.float32), resolve=False)
     assert (est.decoding, est.knn, est.pixel_blend) == ("prior", 5, "auto")
 
 
@@ -131,7 +134,7 @@ def test_registered_fast_methods_fit_in_seconds(cache):
     X, Y = _problem()
     for name in ("cccv1-prior", "brain-diffuser-prior", "mindvis-prior"):
         assert name in list_methods() and get_method(name).description and get_method(name).needs_stimuli
-        est = make_estimator(name, 1, "my_recording.mat", 15, fast=True, prior="miyawaki-patterns")
+        est = make_estimator(name, 1, "my_recording.mat", 15, fast=True, prior="miyawaki-patterns", stimuli=Y)
         assert est.random_state == 1
         P = est.fit(X[:15], Y[:15]).predict(X[15:])
         assert P.shape == (5, 28, 28) and np.isfinite(P).all()
@@ -176,8 +179,8 @@ def test_baseline_prior_variants_never_see_test_rows(vangerven, tiny_prior, meth
     poisoned = copy.deepcopy(vangerven)
     poisoned.X_test[:] = np.nan
     poisoned.Y_test[:] = np.nan
-    fits = [make_estimator(method, 0, "vangerven", 90, fast=True, prior=tiny_prior).fit(d.X_train, d.Y_train)
-            for d in (vangerven, poisoned)]
+    fits = [make_estimator(method, 0, "vangerven", 90, fast=True, prior=tiny_prior, stimuli=vangerven.Y_train)
+            .fit(d.X_train, d.Y_train) for d in (vangerven, poisoned)]
     assert np.isnan(poisoned.X_test).all()
     np.testing.assert_array_equal(fits[0].predict(vangerven.X_test), fits[1].predict(vangerven.X_test))
     assert fits[0].report_info_["prior_corpus"] == "miyawaki-patterns"

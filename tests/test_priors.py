@@ -462,10 +462,11 @@ def test_ridge_prior_never_sees_test_rows(vangerven, cache, options):
 def test_ridge_prior_is_a_benchmark_method(cache):
     assert "ridge-prior" in list_methods() and get_method("ridge-prior").in_all
     stim = np.zeros((4, 28, 28), np.float32)
-    est = make_estimator("ridge-prior", 3, "vangerven", 90, fast=True, stimuli=stim)
-    assert isinstance(est, RidgePriorDecoder) and est.random_state == 3 and est.stimuli is stim
+    est = make_estimator("ridge-prior", 3, "vangerven", 90, fast=True, stimuli=stim, resolve=False)
+    assert isinstance(est, RidgePriorDecoder) and est.random_state == 3 and np.array_equal(est.stimuli, stim)
     assert est.prior_config["max_images"] <= 500
-    est = make_estimator("ridge-prior", 0, "my.mat", 20, prior="mnist-t10k", embed_dim=16)
+    est = make_estimator("ridge-prior", 0, "my.mat", 20, prior="mnist-t10k", embed_dim=16, stimuli=stim,
+                         resolve=False)
     assert est.prior == "mnist-t10k" and est.embed_dim == 16
 
 
@@ -491,7 +492,7 @@ def test_ridge_prior_refit_with_other_options_drops_old_attributes(mnist, cache)
 def test_ridge_prior_stacked_is_a_benchmark_method(mnist, cache):
     assert "ridge-prior-stacked" in list_methods() and get_method("ridge-prior-stacked").description
     X, Y = _problem()
-    est = make_estimator("ridge-prior-stacked", 2, "my.mat", 15, fast=True, prior="mnist-t10k")
+    est = make_estimator("ridge-prior-stacked", 2, "my.mat", 15, fast=True, prior="mnist-t10k", stimuli=Y)
     assert isinstance(est, RidgePriorDecoder) and est.pixel_blend == "auto" and est.random_state == 2
     P = est.fit(X[:15], Y[:15]).predict(X[15:])
     assert P.shape == (5, 28, 28) and np.isfinite(P).all() and est.pixel_blend_ in BLEND_GRID

@@ -40,6 +40,8 @@ from cortexflow.exceptions import ConfigError, DataValidationError
 from cortexflow.models.base import BaseDecoder
 from cortexflow.training.devices import resolve_device
 from cortexflow.training.seeding import isolated_rng, seeded_generator, seeded_init
+from cortexflow.methods.registry import register_method
+from cortexflow.methods.sklearn_notes import images_only
 
 __all__ = ["BrainDiffuserLite", "ImageVAE", "ConditionalDenoiser"]
 
@@ -328,3 +330,24 @@ class BrainDiffuserLite(BaseDecoder):
                                          seeded_generator(self.seed_ + 4))
         return out.numpy().reshape((len(Xs),) + self.output_shape_).astype(np.float32)
 
+
+# ---------------------------------------------------------------- registration
+#: ``fast=True`` settings (tests and smoke runs)
+FAST_SETTINGS = {"vae_epochs": 3, "denoiser_epochs": 3, "patience": 2, "steps": 2}
+
+
+def _brain_diffuser_lite_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False,
+                                 **options) -> BrainDiffuserLite:
+    if fast:
+        options = {**FAST_SETTINGS, **options}
+    return BrainDiffuserLite(random_state=seed, **options)
+
+
+register_method(
+    "brain-diffuser-lite", _brain_diffuser_lite_factory, estimator=BrainDiffuserLite,
+    description="VAE-latent ridge + feature-conditioned denoiser from the stage-1 image",
+    # three of the non-image checks happen to draw targets in [0, 1], which the decoder accepts
+    sklearn_xfail=images_only("check_regressor_data_not_an_array", but=(
+        "check_pipeline_consistency", "check_estimators_nan_inf", "check_estimators_pickle")),
+    check_params={"vae_epochs": 2, "denoiser_epochs": 2, "patience": 1, "steps": 2},
+)

@@ -6,6 +6,8 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from cortexflow.models.base import BaseDecoder
+from cortexflow.methods.registry import register_method
+from cortexflow.methods.sklearn_notes import FLOAT32
 
 __all__ = ["MeanImageDecoder"]
 
@@ -43,3 +45,16 @@ class MeanImageDecoder(BaseDecoder):
         check_is_fitted(self, "mean_image_")
         X = self._validate_X(X, reset=False)
         return np.repeat(self.mean_image_[None], len(X), axis=0)
+
+
+# ---------------------------------------------------------------- registration
+def _mean_image_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False) -> MeanImageDecoder:
+    return MeanImageDecoder(random_state=seed)
+
+
+register_method(
+    "mean-image", _mean_image_factory, estimator=MeanImageDecoder, options=(), label="mean image",
+    description="mean training image for every signal (the floor)",
+    sklearn_xfail={"check_regressors_train": "the mean image ignores the signal by design (it is the floor), so "
+                                             "R^2 is 0", "check_regressor_multioutput": FLOAT32},
+)

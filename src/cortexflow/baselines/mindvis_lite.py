@@ -40,6 +40,8 @@ from cortexflow.exceptions import ConfigError, DataValidationError
 from cortexflow.models.base import BaseDecoder
 from cortexflow.training.devices import resolve_device
 from cortexflow.training.seeding import isolated_rng, seeded_generator, seeded_init
+from cortexflow.methods.registry import register_method
+from cortexflow.methods.sklearn_notes import images_only
 
 __all__ = ["MindVisLite", "MaskedSignalModel", "ConditionedImageDecoder"]
 
@@ -274,3 +276,22 @@ class MindVisLite(BaseDecoder):
         self.model_.eval()
         out = self.model_(torch.as_tensor(self.scaler_.transform(X)))
         return out.numpy().reshape((len(X),) + self.output_shape_).astype(np.float32)
+
+
+# ---------------------------------------------------------------- registration
+#: ``fast=True`` settings (tests and smoke runs)
+FAST_SETTINGS = {"pretrain_epochs": 2, "finetune_epochs": 2, "patience": 1, "dim": 16, "depth": 1}
+
+
+def _mindvis_lite_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, **options) -> MindVisLite:
+    if fast:
+        options = {**FAST_SETTINGS, **options}
+    return MindVisLite(random_state=seed, **options)
+
+
+register_method(
+    "mindvis-lite", _mindvis_lite_factory, estimator=MindVisLite,
+    description="masked signal modelling pretraining + conditioned image decoder, fine-tuned",
+    sklearn_xfail=images_only("check_regressor_data_not_an_array"),
+    check_params={"pretrain_epochs": 1, "finetune_epochs": 1, "patience": 1, "dim": 16, "depth": 1},
+)

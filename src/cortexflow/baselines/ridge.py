@@ -10,6 +10,8 @@ from sklearn.utils.validation import check_is_fitted
 from cortexflow.baselines._common import default_alphas, fit_ridge_cv
 from cortexflow.data.preprocessing import SignalScaler
 from cortexflow.models.base import BaseDecoder
+from cortexflow.methods.registry import register_method
+from cortexflow.methods.sklearn_notes import CLIPPED, FLOAT32
 
 __all__ = ["RidgeDecoder"]
 
@@ -69,3 +71,15 @@ class RidgeDecoder(BaseDecoder):
         X = self._validate_X(X, reset=False)
         P = self.ridge_.predict(self.scaler_.transform(X).astype(np.float64))
         return np.clip(P, 0.0, 1.0).reshape((len(X),) + self.output_shape_).astype(np.float32)
+
+
+# ---------------------------------------------------------------- registration
+def _ridge_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, **options) -> RidgeDecoder:
+    return RidgeDecoder(random_state=seed, **options)
+
+
+register_method(
+    "ridge", _ridge_factory, estimator=RidgeDecoder, label="ridge",
+    description="ridge from z-scored signal to pixels, penalty by inner leave-one-out CV",
+    sklearn_xfail={"check_regressors_train": CLIPPED, "check_regressor_multioutput": FLOAT32},
+)

@@ -1,27 +1,18 @@
-"""The benchmark methods that ship with CortexFlow, and the batched hook of ``cccv1``.
+"""The batched hook of ``cccv1`` (the benchmark's execution layer).
 
-Each factory is called as ``factory(seed, dataset_name, n_train, fast=False,
-**options)`` (see :mod:`cortexflow.benchmark.methods`). ``fast=True`` asks for
-tiny settings (a pipeline check): :func:`fast_config` is the one place that
-shrinks a CCCV1 configuration for it.
-
-:func:`register` adds every built-in method; :mod:`cortexflow.benchmark` calls
-it on import, so any process that can run a task (a worker of the local pool,
-a Ray worker) has them.
+The methods themselves are declared in the modules that define their
+estimators (see :mod:`cortexflow.methods.registry`); this module only gives
+``cccv1`` its ``fit_predict_many`` hook, which trains every (fold, seed) task of
+a group together. :func:`register` attaches it; :mod:`cortexflow.benchmark`
+calls it on import, so any process that can run a task (a worker of the local
+pool, a Ray worker) has it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import time
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
-from cortexflow.baselines.brain_diffuser_lite import BrainDiffuserLite
-from cortexflow.baselines.mean_image import MeanImageDecoder
-from cortexflow.baselines.mindvis_lite import MindVisLite
-from cortexflow.baselines.ridge import RidgeDecoder
-from cortexflow.benchmark.methods import METHODS, REFERENCE_METHOD, register_method
 from cortexflow.benchmark.tasks import (
     Task,
     TaskResult,
@@ -34,107 +25,12 @@ from cortexflow.benchmark.tasks import (
     task_rows,
 )
 from cortexflow.exceptions import ConfigError
-from cortexflow.models.eeg_estimator import EEGDecoder
-from cortexflow.models.ensemble import CCCV1EnsembleDecoder
+from cortexflow.methods.registry import REFERENCE_METHOD, attach_batched_hook, get_method
+from cortexflow.models.ensemble import fast_config
 from cortexflow.models.estimator import CCCV1Decoder
-from cortexflow.semantic.decoder import CCCV1SemanticDecoder
-from cortexflow.semantic.encoders import DEFAULT_ENCODER
 from cortexflow.training.batched import fit_many
-from cortexflow.training.config import CCCV1Config, get_config
 
-__all__ = [
-    "fast_config",
-    "cccv1_fit_predict_many",
-    "cccv1_semantic_factory",
-    "eeg_method_factory",
-    "EEG_METHODS",
-    "SEMANTIC_METHOD",
-    "register",
-]
-
-#: name of the semantic-guidance method
-SEMANTIC_METHOD = "cccv1-semantic"
-#: EEG benchmark method name -> EEG front-end
-EEG_METHODS: dict[str, str] = {
-    "cccv1-eeg-shallow": "shallow",
-    "cccv1-eeg-eegnet": "eegnet",
-    "cccv1-eeg-flatten": "flatten",
-}
-_CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(CCCV1Config))
-
-
-def fast_config(cfg: CCCV1Config) -> CCCV1Config:
-    """The tiny version of a configuration used by ``fast=True`` (smoke runs; its numbers are no results)."""
-    return cfg.replace(epochs=2, patience=1, hidden_dim=64, embed_dim=32)
-
-
-def _auto_config(dataset_name: str, n_train: int, fast: bool, overrides: dict) -> CCCV1Config:
-    cfg = get_config("auto", n_train=n_train, dataset=dataset_name, **overrides)
-    return fast_config(cfg) if fast else cfg
-
-
-def _params(cls: type) -> tuple[str, ...]:
-    return tuple(k for k in cls().get_params() if k != "random_state")
-
-
-# ---------------------------------------------------------------- factories
-def _mean_image(seed: int, dataset_name: str, n_train: int, *, fast: bool = False):
-    return MeanImageDecoder(random_state=seed)
-
-
-def _ridge(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, **options):
-    return RidgeDecoder(random_state=seed, **options)
-
-
-def _cccv1(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, device: str = "auto",
-           n_members: int = 1, **overrides):
-    cfg = _auto_config(dataset_name, n_train, fast, overrides)
-    if n_members != 1:  # mean image of n_members seeds, trained together by the batched trainer
-        return CCCV1EnsembleDecoder(n_members, config=cfg, dataset=dataset_name, random_state=seed, device=device)
-    return CCCV1Decoder(config=cfg, dataset=dataset_name, random_state=seed, device=device)
-
-
-def _brain_diffuser_lite(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, **options):
-    if fast:
-        options = {"vae_epochs": 3, "denoiser_epochs": 3, "patience": 2, "steps": 2, **options}
-    return BrainDiffuserLite(random_state=seed, **options)
-
-
-def _mindvis_lite(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, **options):
-    if fast:
-        options = {"pretrain_epochs": 2, "finetune_epochs": 2, "patience": 1, "dim": 16, "depth": 1, **options}
-    return MindVisLite(random_state=seed, **options)
-
-
-def cccv1_semantic_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, device: str = "auto",
-                           encoder: str = DEFAULT_ENCODER, layers: Any = None, head_dim: int = 512,
-                           cache_dir: str | None = None, **overrides):
-    """Factory of ``cccv1-semantic``: ``CCCV1SemanticDecoder`` with the dataset's ``"auto"`` configuration.
-
-    ``head_dim`` is the width of the semantic projection heads; ``overrides`` are CCCV1Config fields
-    (``hidden_dim`` there is the CCCV1 encoder's width; for example
-    ``loss_weights={"semantic_infonce": 0.05, "semantic_cosine": 0.1}``).
-    ``fast`` shrinks the network and the training as the ``cccv1`` method does.
-    """
-    cfg = _auto_config(dataset_name, n_train, fast, overrides)
-    if fast:
-        head_dim = min(int(head_dim), 64)
-    return CCCV1SemanticDecoder(config=cfg, dataset=dataset_name, random_state=seed, device=device,
-                                encoder=encoder, layers=layers, head_dim=head_dim, cache_dir=cache_dir)
-
-
-def eeg_method_factory(frontend: str, seed: int, dataset_name: str, n_train: int, *, fast: bool = False,
-                       device: str = "auto", n_channels: int | None = None, sfreq: float | None = None,
-                       frontend_params: dict | None = None, clip: float | None = 20.0, **overrides: Any) -> EEGDecoder:
-    """Factory of the ``cccv1-eeg-*`` methods: an :class:`EEGDecoder` with the given front-end.
-
-    The configuration is the ``"auto"`` choice for the dataset (or its size),
-    with ``overrides`` applied. ``n_channels`` and ``sfreq`` tell the decoder
-    how the dataset's rows are laid out (rows of ``n_channels * n_times`` values).
-    """
-    cfg = _auto_config(dataset_name, n_train, fast, overrides)
-    return EEGDecoder(frontend=frontend, frontend_params=frontend_params, n_channels=n_channels, sfreq=sfreq,
-                      clip=clip, config=cfg, dataset=dataset_name, random_state=seed, device=device)
+__all__ = ["fast_config", "cccv1_fit_predict_many", "register"]
 
 
 # ---------------------------------------------------------------- batched hook
@@ -192,34 +88,9 @@ def _cccv1_many(tasks: Sequence[Task], *, progress: bool | None = False) -> Iter
 
 
 # ---------------------------------------------------------------- registration
-def register(overwrite: bool = False) -> list[str]:
-    """Register every built-in method not registered yet (idempotent); return the names registered."""
-    entries = [
-        ("mean-image", _mean_image, dict(description="mean training image for every signal (the floor)")),
-        ("ridge", _ridge, dict(options=_params(RidgeDecoder),
-                               description="ridge from z-scored signal to pixels, penalty by inner leave-one-out CV")),
-        (REFERENCE_METHOD, _cccv1, dict(supports_batched=True, fit_predict_many=_cccv1_many, options=_CONFIG_FIELDS,
-                                        description="CCCV1Decoder(config='auto', dataset=name)")),
-        ("brain-diffuser-lite", _brain_diffuser_lite, dict(
-            options=_params(BrainDiffuserLite),
-            description="VAE-latent ridge + feature-conditioned denoiser from the stage-1 image")),
-        ("mindvis-lite", _mindvis_lite, dict(
-            options=_params(MindVisLite),
-            description="masked signal modelling pretraining + conditioned image decoder, fine-tuned")),
-        (SEMANTIC_METHOD, cccv1_semantic_factory, dict(
-            in_all=False, extra="semantic",
-            options=_CONFIG_FIELDS,
-            description="CCCV1 + CLIP-style InfoNCE and cosine alignment of its embedding to EfficientNet-Lite0 "
-                        "features (block10 + final), pixel MSE unchanged")),
-    ]
-    for name, fe in EEG_METHODS.items():
-        entries.append((name, functools.partial(eeg_method_factory, fe), dict(
-            in_all=False, options=_CONFIG_FIELDS,
-            description=f"EEGDecoder: {fe} EEG front-end + CCCV1 (rows reshaped to n_channels x n_times)")))
-    done = []
-    for name, factory, kw in entries:
-        if name in METHODS and not overwrite:
-            continue
-        register_method(name, factory, overwrite=overwrite, **kw)
-        done.append(name)
-    return done
+def register() -> list[str]:
+    """Attach the batched hook of ``cccv1`` (idempotent); return the names given a hook."""
+    if get_method(REFERENCE_METHOD).fit_predict_many is _cccv1_many:
+        return []
+    attach_batched_hook(REFERENCE_METHOD, _cccv1_many)
+    return [REFERENCE_METHOD]

@@ -9,7 +9,7 @@ import sys
 import click
 
 from cortexflow.benchmark.executors import BACKENDS
-from cortexflow.benchmark.methods import REFERENCE_METHOD, accepted_options, get_method, list_methods
+from cortexflow.methods.registry import REFERENCE_METHOD, get_method, list_methods
 from cortexflow.benchmark.runner import TRAIN_MODES, UNITS, BenchmarkConfig, run_benchmark
 from cortexflow.data.splits import SPLIT_KINDS
 from cortexflow.exceptions import CortexFlowError
@@ -122,30 +122,51 @@ def methods() -> None:
 
 
 def method_table() -> list[dict]:
-    """One entry per registered method: name, description, options, optional extra, batched, in 'all'."""
+    """One entry per registered method: name, description, typed options, needs, checkpoint kind, extra, batched, in 'all'."""
     rows = []
     for name in list_methods():
         spec = get_method(name)
-        opts = accepted_options(name)
-        rows.append({"name": name, "description": spec.description, "options": opts, "extra": spec.extra or None,
-                     "batched": spec.supports_batched, "in_all": spec.in_all, "version": spec.version,
-                     "needs_stimuli": spec.needs_stimuli})
+        rows.append({"name": name, "description": spec.description, "options": [o.to_dict() for o in spec.options],
+                     "needs": sorted(spec.needs), "checkpoint_kind": spec.checkpoint_kind,
+                     "estimator": spec.estimator.__name__ if spec.estimator is not None else None,
+                     "extra": spec.extra or None, "batched": spec.supports_batched, "in_all": spec.in_all,
+                     "version": spec.version})
     return rows
+
+
+def _option_line(o: dict) -> str:
+    allowed = o["type"]
+    if o["choices"]:
+        allowed = "|".join(map(str, o["choices"]))
+    rng = "".join([f" >={o['min']:g}" if o["min"] is not None else "", f" <={o['max']:g}" if o["max"] is not None
+                   else ""])
+    default = json.dumps(o["default"]) if not isinstance(o["default"], str) else o["default"]
+    help_ = f"  {o['help']}" if o["help"] else ""
+    return f"      {o['name']} ({allowed}{rng}; default {default}){help_}"
 
 
 @methods.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def methods_list(as_json: bool) -> None:
-    """List the registered benchmark methods with their options."""
+@click.option("--brief", is_flag=True, help="Names and descriptions only (no options).")
+def methods_list(as_json: bool, brief: bool) -> None:
+    """List the registered methods with their typed options (``--set METHOD:KEY=VALUE``)."""
     rows = method_table()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
         flags = [f"needs cortexflow[{r['extra']}]"] if r["extra"] else []
+        flags += [f"needs {', '.join(r['needs'])}"] if r["needs"] else []
         flags += ["batched"] if r["batched"] else []
         flags += [] if r["in_all"] else ["not in 'all'"]
+        flags += [f"checkpoint {r['checkpoint_kind']}"] if r["checkpoint_kind"] else ["no checkpoint"]
         click.echo(f"{r['name']}" + (f"  ({'; '.join(flags)})" if flags else ""))
         click.echo(f"    {r['description']}")
-        opts = "any keyword of the factory" if r["options"] is None else (", ".join(r["options"]) or "none")
-        click.echo(f"    options (--set {r['name']}:KEY=VALUE): {opts}")
+        if brief:
+            continue
+        if not r["options"]:
+            click.echo("    options: none")
+            continue
+        click.echo(f"    options (--set {r['name']}:KEY=VALUE):")
+        for o in r["options"]:
+            click.echo(_option_line(o))

@@ -21,7 +21,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from cortexflow.benchmark.methods import get_method, make_estimator
+from cortexflow.methods.build import make_estimator, scored_stimuli
+from cortexflow.methods.registry import get_method
 from cortexflow.data.loading import load_dataset
 from cortexflow.data.splits import scored_slice, split_data, stimulus_groups
 from cortexflow.evaluation.metrics import evaluate_reconstructions
@@ -220,15 +221,18 @@ def task_rows(ds, task: Task):
 
 
 def all_stimuli(ds) -> np.ndarray:
-    """Every stimulus of a dataset (training then test rows), (n, 28, 28) float32 in [0, 1]."""
-    return np.clip(np.concatenate([ds.Y_train, ds.Y_test], axis=0).astype(np.float32), 0.0, 1.0)
+    """Every stimulus of a dataset (training then test rows), float32 in [0, 1]: the guard set."""
+    return scored_stimuli(ds)
 
 
 def build_estimator(task: Task, ds, n_train: int):
-    """The unfitted estimator of a task (``stimuli=`` passed to methods that declare ``needs_stimuli``)."""
-    extra = {"stimuli": all_stimuli(ds)} if get_method(task.method).needs_stimuli else {}
+    """The unfitted estimator of a task, built by :func:`cortexflow.methods.build.make_estimator`.
+
+    Methods that need the guard set get every stimulus of the data set (all
+    rows any split of it scores); prior-backed methods get their fitted prior.
+    """
     return make_estimator(task.method, task.seed, task.dataset_name, n_train, fast=task.fast,
-                          **extra, **dict(task.options))
+                          stimuli=all_stimuli(ds), data_dir=task.data_dir, **dict(task.options))
 
 
 def report_info(estimator: Any, task: Task) -> dict:

@@ -31,7 +31,7 @@ import click
 import numpy as np
 import torch
 
-from cortexflow.benchmark.builtin import EEG_METHODS
+from cortexflow.models.eeg_estimator import EEG_METHODS
 from cortexflow.cli._common import parse_sets
 from cortexflow.data.eeg import MINDBIGDATA_DEVICES, describe_eeg, load_eeg, preprocess_epochs
 from cortexflow.data.eeg import crell as crell_module

@@ -14,8 +14,8 @@ import click
 import numpy as np
 
 from cortexflow.benchmark.cli import benchmark, methods
-from cortexflow.benchmark.methods import check_options, get_method, load_plugins, make_estimator
-from cortexflow.benchmark.tasks import all_stimuli
+from cortexflow.methods.build import check_scored_stimuli, make_estimator, scored_stimuli
+from cortexflow.methods.registry import check_options, decoder_label, get_method, list_methods, suggest
 from cortexflow.cli._common import parse_sets
 from cortexflow.cli.eeg import eeg
 from cortexflow.cli.prior import prior
@@ -28,7 +28,7 @@ from cortexflow.data.validation import validate_signals
 from cortexflow.evaluation.metrics import evaluate_reconstructions, summarize
 from cortexflow.exceptions import ConfigError, CortexFlowError, DataValidationError
 from cortexflow.models.estimator import CCCV1Decoder, check_replaceable_checkpoint
-from cortexflow.models.loader import DECODER_KINDS, load_decoder
+from cortexflow.models.loader import load_decoder
 from cortexflow.reporting.figures import reconstruction_grid, save_image
 from cortexflow.semantic.cli import semantic
 from cortexflow.training.config import get_config
@@ -200,19 +200,17 @@ TRAIN_OUTPUTS = ["metrics.json", "reconstructions.png"]
 EVALUATE_OUTPUTS = ["metrics.json", "reconstructions.png"]
 
 
-#: Methods that ``cortexflow train --method`` trains and saves (every one has a checkpoint format).
-TRAIN_METHODS = ("cccv1", "cccv1-ensemble", "ridge-prior", "cccv1-prior")
-#: Name of each checkpoint kind in figure titles.
-_LABELS = {"cccv1": "CCCV1", "cccv1-semantic": "CCCV1-semantic", "cccv1-eeg": "CCCV1-EEG"}
+def _train_methods() -> list[str]:
+    """Methods that ``cortexflow train --method`` trains and saves: every registered method with a checkpoint."""
+    return [m for m in list_methods() if get_method(m).checkpoint_kind is not None]
 
 
 def _label(model) -> str:
-    kind = getattr(model, "checkpoint_kind", "cccv1")
-    return _LABELS.get(kind, kind)
+    return decoder_label(model)
 
 
 def _parse_option_values(overrides: dict[str, str]) -> dict:
-    """``--set`` values of a non-cccv1 method: JSON when they parse as JSON (numbers, lists, objects), else strings."""
+    """``--set`` values: JSON when they parse as JSON (numbers, lists, objects), else strings."""
     out = {}
     for k, v in overrides.items():
         try:
@@ -224,26 +222,33 @@ def _parse_option_values(overrides: dict[str, str]) -> dict:
 
 def _method_estimator(method: str, options: dict, seed: int, ds, dev: str, amp: str, progress: bool | None,
                       data_dir: str | None = None):
-    """The unfitted estimator of a non-cccv1 ``method`` (the benchmark's factory, full training settings)."""
-    factory_args = inspect.signature(get_method(method).factory).parameters
-    extra = {"stimuli": all_stimuli(ds)} if "stimuli" in factory_args else {}
-    try:
-        est = make_estimator(method, seed, ds.name, len(ds.X_train), **extra, **options)
-    except TypeError as exc:  # a factory that passes **options on to the estimator: an unknown option
-        cls = DECODER_KINDS.get(method)
-        allowed = sorted(set(cls._get_param_names()) - {"random_state", "stimuli"}) if cls is not None else []
-        raise ConfigError(f"--method {method}: {exc}" + (f"; its options: {', '.join(allowed)}" if allowed else
-                                                           "; see 'cortexflow methods list' for its options")) from exc
+    """The unfitted estimator of ``method``, built by the one builder (guard set: every scored stimulus)."""
+    est = make_estimator(method, seed, ds.name, len(ds.X_train), stimuli=scored_stimuli(ds), data_dir=data_dir,
+                         progress=progress, **options)
     params = est.get_params(deep=False)
-    defaults = {"device": dev, "amp": amp, "progress": progress, "data_dir": data_dir}
+    defaults = {"device": dev, "amp": amp, "progress": progress}
     est.set_params(**{k: v for k, v in defaults.items() if k in params and k not in options})
     return est
 
 
+class _MethodChoice(click.ParamType):
+    """A registered method with a checkpoint (read from the registry when the command runs)."""
+
+    name = "method"
+
+    def convert(self, value, param, ctx):
+        allowed = _train_methods()
+        if value not in allowed:
+            self.fail(f"{value!r}{suggest(value, allowed)}; methods with a checkpoint: {', '.join(allowed)}",
+                      param, ctx)
+        return value
+
+
 @cli.command()
 @click.option("--dataset", "dataset", required=True, help="Registered name or path to a .mat/.npz file.")
-@click.option("--method", default="cccv1", show_default=True, type=click.Choice(TRAIN_METHODS),
-              help="Decoder to train and save (its checkpoint loads in evaluate and reconstruct).")
+@click.option("--method", default="cccv1", show_default=True, type=_MethodChoice(),
+              help="Method to train and save (any registered method; see 'cortexflow methods list'); its "
+                   "checkpoint loads in evaluate and reconstruct.")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed, an int in [0, 2**31 - 1].")
 @click.option("--out", "out_dir", default="runs/train", show_default=True, type=click.Path(file_okay=False))
 @click.option("--overwrite", is_flag=True,
@@ -266,14 +271,14 @@ def train(dataset: str, method: str, seed: int, out_dir: str, overwrite: bool, c
     # Every option is checked before any work: the overrides against the chosen (or a stand-in) preset
     # (or the method's options), the device, and the output folder.
     overrides = parse_sets(sets)
-    if method == "cccv1":
-        get_config("small" if config == "auto" else config, **overrides)
+    preset = method == "cccv1" and config != "auto"  # a named preset: CCCV1Decoder with that configuration
+    if preset:
+        get_config(config, **overrides)
         options = {}
     else:
         if config != "auto":
             raise click.BadParameter(f"{config!r}: --config applies to --method cccv1; give the training settings "
                                      f"of {method} with --set KEY=VALUE", param_hint="--config")
-        load_plugins()
         options = _parse_option_values(overrides)
         check_options(method, options)
     dev = resolve_device(device)  # a clear error for 'cuda' on a machine without CUDA
@@ -284,7 +289,7 @@ def train(dataset: str, method: str, seed: int, out_dir: str, overwrite: bool, c
             set_deterministic(True)
         ds = _load(dataset, data_dir, stimulus_scale=stimulus_scale)
         metadata = {k: ds.metadata[k] for k in ("name", "sha256", "source", "modality")}
-        if method == "cccv1":
+        if preset:
             cfg = get_config(config, n_train=len(ds.X_train), dataset=ds.name, **overrides)
             model = CCCV1Decoder(config=cfg, dataset=ds.name, random_state=seed, device=str(dev),
                                  progress=False if no_progress else None, amp=amp)
@@ -301,9 +306,9 @@ def train(dataset: str, method: str, seed: int, out_dir: str, overwrite: bool, c
         pred = model.predict(ds.X_test)
         per_image = evaluate_reconstructions(true=ds.Y_test, pred=pred)
         extra = {"dataset": ds.name, "split": "official", "seed": seed, "n_test": len(ds.X_test)}
-        if method == "cccv1":
+        if type(model) is CCCV1Decoder:
             extra.update({
-                "config": cfg.to_dict(), "best_epoch": model.train_result_.best_epoch,
+                "method": method, "config": model.config_.to_dict(), "best_epoch": model.train_result_.best_epoch,
                 "stopped_epoch": model.train_result_.stopped_epoch, "train_seconds": model.train_result_.seconds,
             })
         else:
@@ -337,6 +342,7 @@ def evaluate(checkpoint: str, dataset: str, data_dir, out_dir, overwrite: bool, 
             out, _ = prepare_output_dir(out_dir, "evaluate", EVALUATE_OUTPUTS + [OUTPUT_MARKER], overwrite=overwrite)
         model = load_decoder(_checkpoint_dir(checkpoint))
         ds = _load(dataset, data_dir, stimulus_scale=stimulus_scale)
+        check_scored_stimuli(model, ds.Y_test, source=f"data set {ds.name!r} (official test split)")
         pred = model.predict(ds.X_test)
         per_image = evaluate_reconstructions(true=ds.Y_test, pred=pred)
         if out is not None:

@@ -19,6 +19,7 @@ prediction, scoring and checkpoints are the parent's.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,9 @@ from cortexflow.exceptions import ConfigError, DataValidationError
 from cortexflow.models.estimator import CCCV1Decoder
 from cortexflow.models.frontends import FRONTENDS, build_eeg_model
 from cortexflow.training.config import CCCV1Config
+from cortexflow.methods.options import options_from_dataclass, options_from_estimator
+from cortexflow.methods.registry import register_method
+from cortexflow.training.config import get_config
 
 __all__ = ["EEGDecoder"]
 
@@ -150,3 +154,40 @@ class EEGDecoder(CCCV1Decoder):
         obj = super().load(path, device=device)
         obj.n_channels_, obj.n_times_ = obj.signal_scaler_.n_channels_, obj.signal_scaler_.n_times_
         return obj
+
+
+# ---------------------------------------------------------------- registration
+#: EEG method name -> EEG front-end
+EEG_METHODS: dict[str, str] = {
+    "cccv1-eeg-shallow": "shallow",
+    "cccv1-eeg-eegnet": "eegnet",
+    "cccv1-eeg-flatten": "flatten",
+}
+
+
+def eeg_method_factory(frontend: str, seed: int, dataset_name: str, n_train: int, *, fast: bool = False,
+                       device: str = "auto", n_channels: int | None = None, sfreq: float | None = None,
+                       frontend_params: dict | None = None, clip: float | None = 20.0, **overrides: Any) -> EEGDecoder:
+    """Factory of the ``cccv1-eeg-*`` methods: an :class:`EEGDecoder` with the given front-end.
+
+    The configuration is the ``"auto"`` choice for the dataset (or its size),
+    with ``overrides`` (CCCV1Config fields) applied. ``n_channels`` and ``sfreq``
+    tell the decoder how the dataset's rows are laid out (rows of
+    ``n_channels * n_times`` values).
+    """
+    cfg = get_config("auto", n_train=n_train, dataset=dataset_name, **overrides)
+    if fast:
+        cfg = cfg.replace(epochs=2, patience=1, hidden_dim=64, embed_dim=32)
+    return EEGDecoder(frontend=frontend, frontend_params=frontend_params, n_channels=n_channels, sfreq=sfreq,
+                      clip=clip, config=cfg, dataset=dataset_name, random_state=seed, device=device)
+
+
+for _name, _frontend in EEG_METHODS.items():
+    register_method(
+        _name, functools.partial(eeg_method_factory, _frontend), estimator=EEGDecoder, in_all=False,
+        needs=("eeg",), label=f"CCCV1-EEG ({_frontend})",
+        options=options_from_dataclass(CCCV1Config) + tuple(
+            o for o in options_from_estimator(EEGDecoder) if o.name in ("device", "n_channels", "sfreq",
+                                                                         "frontend_params", "clip")),
+        description=f"EEGDecoder: {_frontend} EEG front-end + CCCV1 (rows reshaped to n_channels x n_times)",
+    )

@@ -1,15 +1,9 @@
 """Load any CortexFlow checkpoint: its ``kind`` field picks the decoder class.
 
-====================  ==============================================================
-kind                  class
-====================  ==============================================================
-``cccv1``             :class:`~cortexflow.models.estimator.CCCV1Decoder`
-``cccv1-semantic``    :class:`~cortexflow.semantic.decoder.CCCV1SemanticDecoder`
-``cccv1-eeg``         :class:`~cortexflow.models.eeg_estimator.EEGDecoder`
-``cccv1-ensemble``    :class:`~cortexflow.models.ensemble.CCCV1EnsembleDecoder`
-``ridge-prior``       :class:`~cortexflow.priors.ridge_prior.RidgePriorDecoder`
-``cccv1-prior``       :class:`~cortexflow.priors.cccv1_prior.CCCV1PriorDecoder`
-====================  ==============================================================
+The kinds and their classes are derived from the method registry
+(:func:`cortexflow.methods.registry.checkpoint_kinds`): every registered
+method's estimator class declares its ``checkpoint_kind``. ``cortexflow
+methods list`` shows them.
 
 A checkpoint written before the ``kind`` field existed holds one CCCV1-family
 network; its ``estimator`` field (when present) names the class, else it loads
@@ -19,26 +13,35 @@ as :class:`CCCV1Decoder`.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from cortexflow.exceptions import CheckpointError
 from cortexflow.models.checkpoint import checkpoint_kind, read_checkpoint_meta
-from cortexflow.models.eeg_estimator import EEGDecoder
-from cortexflow.models.ensemble import CCCV1EnsembleDecoder
+from cortexflow.methods.registry import checkpoint_kinds
 from cortexflow.models.estimator import CCCV1Decoder
-from cortexflow.priors.cccv1_prior import CCCV1PriorDecoder
-from cortexflow.priors.ridge_prior import RidgePriorDecoder
-from cortexflow.semantic.decoder import CCCV1SemanticDecoder
 
 __all__ = ["DECODER_KINDS", "load_decoder", "decoder_class"]
 
+class _Kinds(Mapping):
+    """Checkpoint kind -> the class that loads it (read from the method registry when first used)."""
+
+    def _kinds(self) -> dict[str, type]:
+        return checkpoint_kinds()
+
+    def __getitem__(self, kind: str) -> type:
+        return self._kinds()[kind]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kinds())
+
+    def __len__(self) -> int:
+        return len(self._kinds())
+
+
 #: Checkpoint kind -> the class that loads it.
-DECODER_KINDS: dict[str, type] = {
-    cls.checkpoint_kind: cls
-    for cls in (CCCV1Decoder, CCCV1SemanticDecoder, EEGDecoder, CCCV1EnsembleDecoder, RidgePriorDecoder,
-                CCCV1PriorDecoder)
-}
-_LEGACY_CLASSES = {cls.__name__: cls for cls in (CCCV1Decoder, CCCV1SemanticDecoder, EEGDecoder)}
+DECODER_KINDS: Mapping[str, type] = _Kinds()
+_LEGACY = ("CCCV1Decoder", "CCCV1SemanticDecoder", "EEGDecoder")
 
 
 def decoder_class(meta: dict[str, Any]) -> type:
@@ -51,7 +54,9 @@ def decoder_class(meta: dict[str, Any]) -> type:
     """
     kind = checkpoint_kind(meta)
     if kind is None:
-        return _LEGACY_CLASSES.get(meta.get("estimator"), CCCV1Decoder)
+        name = meta.get("estimator")
+        legacy = {cls.__name__: cls for cls in DECODER_KINDS.values() if cls.__name__ in _LEGACY}
+        return legacy.get(name, CCCV1Decoder) if isinstance(name, str) else CCCV1Decoder
     if kind not in DECODER_KINDS:
         raise CheckpointError(f"checkpoint kind {kind!r} is unknown to this CortexFlow; known kinds: "
                               f"{', '.join(sorted(DECODER_KINDS))} (a newer version may have written it)")

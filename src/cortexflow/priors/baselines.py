@@ -32,7 +32,8 @@ from cortexflow.baselines.brain_diffuser_lite import BrainDiffuserLite
 from cortexflow.baselines.mindvis_lite import ConditionedImageDecoder, MaskedSignalModel, MindVisLite
 from cortexflow.priors.cccv1_prior import fitted_prior_of, prior_decoder
 from cortexflow.priors.guard import DEFAULT_THRESHOLD
-from cortexflow.priors.ridge_prior import prior_report_info
+from cortexflow.priors.ridge_prior import FAST_PRIOR_CONFIG, prior_report_info
+from cortexflow.methods.registry import get_method, register_method
 
 __all__ = ["BrainDiffuserPrior", "MindVisPrior", "PriorImageModel", "PriorConditionedDecoder"]
 
@@ -141,3 +142,44 @@ class MindVisPrior(MindVisLite):
         self.prior_ = fitted_prior_of(self, Y.reshape(len(Y), 28, 28))
         self.report_info_ = prior_report_info(self.prior_)
         return PriorConditionedDecoder(mae, prior_decoder(self.prior_), self.prior_.embed_dim)
+
+
+# ---------------------------------------------------------------- registration
+_PRIOR_PARAMS = ("prior", "prior_config", "threshold")
+
+
+def _prior_variant(cls: type, base: str, seed: int, dataset_name: str, n_train: int, fast: bool, stimuli,
+                   options: dict) -> Any:
+    """``cls`` with the parameters of the registered ``base`` method's estimator (fast settings included)."""
+    prior_opts = {k: options.pop(k) for k in list(options) if k in _PRIOR_PARAMS}
+    if fast:
+        prior_opts.setdefault("prior_config", dict(FAST_PRIOR_CONFIG))
+    params = get_method(base).factory(seed, dataset_name, n_train, fast=fast, **options).get_params()
+    return cls(dataset=dataset_name, stimuli=stimuli, **prior_opts, **params)
+
+
+def brain_diffuser_prior_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, stimuli=None,
+                                 **options: Any) -> BrainDiffuserPrior:
+    """Unfitted :class:`BrainDiffuserPrior`: ``brain-diffuser-lite``'s settings plus the prior options."""
+    return _prior_variant(BrainDiffuserPrior, "brain-diffuser-lite", seed, dataset_name, n_train, fast, stimuli,
+                          options)
+
+
+def mindvis_prior_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, stimuli=None,
+                          **options: Any) -> MindVisPrior:
+    """Unfitted :class:`MindVisPrior`: ``mindvis-lite``'s settings plus the prior options."""
+    return _prior_variant(MindVisPrior, "mindvis-lite", seed, dataset_name, n_train, fast, stimuli, options)
+
+
+register_method(
+    "brain-diffuser-prior", brain_diffuser_prior_factory, estimator=BrainDiffuserPrior, version="1",
+    needs=("prior",), ranges={"threshold": (0, None)},
+    description="brain-diffuser-lite with an external image prior as stage-1 image model and stage-2 "
+                "features (option prior=CORPUS); brain-diffuser-lite itself is unchanged",
+)
+register_method(
+    "mindvis-prior", mindvis_prior_factory, estimator=MindVisPrior, version="1", needs=("prior",),
+    ranges={"threshold": (0, None)},
+    description="mindvis-lite whose image decoder renders through an external image prior's frozen "
+                "decoder (option prior=CORPUS); mindvis-lite itself is unchanged",
+)

@@ -66,11 +66,11 @@ from cortexflow.priors.guard import DEFAULT_THRESHOLD
 from cortexflow.priors.persistence import StatePacker, StateUnpacker, load_decoder_state, save_decoder_state
 from cortexflow.priors.ridge_prior import (
     RidgePriorDecoder,
+    DECODINGS,
     check_decoding,
     guard_stimuli,
+    requested_prior,
     prior_report_info,
-    resolve_prior_config,
-    resolve_prior_corpus,
 )
 from cortexflow.priors.training import FittedPrior, get_prior
 from cortexflow.training.batched import BatchedNotSupported
@@ -78,6 +78,8 @@ from cortexflow.training.config import CCCV1Config, get_config
 from cortexflow.training.trainer import train_model
 from cortexflow.training.devices import resolve_device
 from cortexflow.training.seeding import seeded_generator
+from cortexflow.methods.options import options_from_dataclass, options_from_estimator
+from cortexflow.methods.registry import register_method
 
 __all__ = [
     "CCCV1PriorDecoder",
@@ -466,8 +468,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
             raise ConfigError(f"encoder={self.encoder!r} is not one of {', '.join(ENCODERS)}")
         if not 0 < float(self.finetune_lr_factor) <= 1:
             raise ConfigError(f"finetune_lr_factor={self.finetune_lr_factor!r} must lie in (0, 1]")
-        if not isinstance(self.random_state, (int, np.integer)) or isinstance(self.random_state, bool):
-            raise ConfigError(f"random_state={self.random_state!r} must be an integer")
+        self._seed()  # any scikit-learn random_state (None, an int, a RandomState); a clear error otherwise
         if not (isinstance(self.batched, (bool, np.bool_)) or (isinstance(self.batched, str) and self.batched == "auto")):
             raise ConfigError(f"batched={self.batched!r} is not one of 'auto', True, False")
 
@@ -504,7 +505,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
             Dataset metadata kept with the estimator.
         """
         self._check_params()
-        seeds = member_seeds(self.random_state, self.n_members)
+        seeds = member_seeds(self._seed(), self.n_members)
         X, Y = self._validate_fit_input(X, Y)
         Y = Y.astype(np.float32)
         if Y.ndim != 3 or Y.shape[1:] != (28, 28):
@@ -513,7 +514,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
             raise DataValidationError(f"Y must hold images in [0, 1]; got values in [{Y.min():.3g}, {Y.max():.3g}]")
         t0 = time.perf_counter()
         self.output_shape_ = tuple(Y.shape[1:])
-        exclude = guard_stimuli(self.stimuli, self.dataset, Y, self.data_dir)  # read once: prior and decoding
+        exclude = guard_stimuli(self.stimuli, Y)
         self.prior_ = fitted_prior_of(self, Y, exclude)
         t_prior = time.perf_counter() - t0
         cfg = get_config(self.config, n_train=len(X), dataset=self.dataset)
@@ -576,13 +577,18 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         if self.residual_scale == 0 and self.decoding == "prior" and self.pixel_blend == 0:
             return None
         post = RidgePriorDecoder(residual_scale=self.residual_scale, decoding=self.decoding, knn=self.knn,
-                                 pixel_blend=self.pixel_blend, threshold=self.threshold, random_state=self.random_state,
+                                 pixel_blend=self.pixel_blend, threshold=self.threshold, random_state=self._seed(),
                                  data_dir=self.data_dir, progress=self.progress)
         post.prior_, post.ridge_, post.alpha_ = self.prior_, ridge, float(ridge.alpha_)
         post.corpus_ = self.prior_.info["corpus"]
         post._fit_decoding(Xs.astype(np.float64), targets.astype(np.float64), Y, exclude)
         plain = post.residual_scale_ == 0 and post.decoding == "prior" and not post.pixel_blend_
         return None if plain else post
+
+    def kept_corpus_images(self) -> np.ndarray | None:
+        """The guarded corpus images this fitted model draws neighbours from (None when its decoding uses none)."""
+        post = getattr(self, "posterior_", None)
+        return None if post is None else post.kept_corpus_images()
 
     def predict(self, X) -> np.ndarray:
         """Reconstructions (n, 28, 28) float32 in [0, 1]: the members' mean image, each decoded by ``decoding``."""
@@ -596,7 +602,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         for m in self.model_.members:
             with torch.no_grad():
                 Z = m.encoder.raw(xt).numpy()
-            out.append(self.posterior_._decode(Z, np.random.default_rng(self.random_state)))
+            out.append(self.posterior_._decode(Z, np.random.default_rng(self._seed())))
         return self.posterior_._blend(np.mean(out, axis=0).astype(np.float32), Xs.astype(np.float64))
 
     def _build_member(self, n_features: int, targets: np.ndarray, embed_dim: int, decoder: nn.Module,
@@ -680,20 +686,18 @@ class CCCV1PriorDecoder(CCCV1Decoder):
 def fitted_prior_of(est: Any, Y: np.ndarray, exclude: np.ndarray | None = None) -> FittedPrior:
     """The fitted prior of a prior-backed estimator, from its parameters.
 
-    ``est.prior`` itself when it is a :class:`FittedPrior`; else the corpus
-    ``est.prior`` (or the default of ``est.dataset``), trained on the corpus
-    minus the near-duplicates of ``est.stimuli`` (default: the registered data
-    set's stimuli, else the training images ``Y``), read from the cache when
-    trained before. Reads ``prior``, ``dataset``, ``stimuli``, ``prior_config``,
-    ``threshold``, ``data_dir``, ``cache_dir`` and ``progress``. ``exclude``:
-    the guard's stimuli when the caller has them already (else loaded here).
+    ``est.prior`` itself when it is a :class:`FittedPrior` (handed in by
+    :func:`cortexflow.methods.build.make_estimator`: no I/O); else, for Python
+    users, the corpus ``est.prior`` (or the default of ``est.dataset``), trained
+    on the corpus minus the near-duplicates of ``exclude`` (default: ``est.stimuli``,
+    else the training images ``Y``), read from the cache when trained before.
     """
     if isinstance(est.prior, FittedPrior):
         return est.prior
-    corpus = resolve_prior_corpus(est.prior, est.dataset)
+    corpus, cfg = requested_prior(est)
     if exclude is None:
-        exclude = guard_stimuli(est.stimuli, est.dataset, Y, est.data_dir)
-    return get_prior(corpus, exclude=exclude, config=resolve_prior_config(est.prior_config), data_dir=est.data_dir,
+        exclude = guard_stimuli(est.stimuli, Y)
+    return get_prior(corpus, exclude=exclude, config=cfg, data_dir=est.data_dir,
                      cache_dir=est.cache_dir, progress=est.progress, threshold=est.threshold)
 
 
@@ -797,3 +801,60 @@ def _unpack_network(obj: CCCV1PriorDecoder, node: Any, unpacker: StateUnpacker) 
         raise CheckpointError(f"checkpoint {unpacker.where}: the members' weights do not match the stored "
                               f"configuration ({exc})") from exc
     obj.model_ = model.eval()
+
+
+# ---------------------------------------------------------------- registration
+#: Tiny prior for ``fast=True`` runs (tests, smoke runs): 500 images, 1 epoch, 32-d.
+FAST_PRIOR_CONFIG = {"epochs": 1, "max_images": 500, "embed_dim": 32, "widths": [8, 16, 32]}
+CCCV1_PRIOR_VERSION = "3"  # 2: posterior-mean decoding, 40 epochs / patience 8; 3: hybrid decoding
+_OWN_PARAMS = ("prior", "encoder", "n_members", "ridge_skip", "gate_init", "residual_scale", "decoding", "knn",
+               "pixel_blend", "finetune_decoder", "finetune_lr_factor", "prior_config", "threshold", "device", "amp",
+               "batched")
+
+
+def cccv1_prior_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, stimuli=None,
+                        **options: Any) -> CCCV1PriorDecoder:
+    """Unfitted :class:`CCCV1PriorDecoder` with the data set's training preset.
+
+    ``options`` are the estimator's parameters (``prior``, ``encoder``,
+    ``n_members``, ``ridge_skip``, ``finetune_decoder``, ...) and
+    :class:`~cortexflow.training.CCCV1Config` fields (``lr``, ``dropout_encoder``,
+    ``loss_weights``, ...), which override the preset.
+    """
+    est_opts = {k: options.pop(k) for k in list(options) if k in _OWN_PARAMS}
+    # shorter schedule than cccv1's preset: on vangerven's training rows (inner 5-fold CV) 40 epochs with
+    # patience 8 scored the same as the preset's 150 / 20 at a third of the time
+    options = {"epochs": 40, "patience": 8, **options}
+    cfg = get_config("auto", n_train=n_train, dataset=dataset_name, **options)
+    if fast:
+        cfg = cfg.replace(epochs=2, patience=1, hidden_dim=64)
+        est_opts.setdefault("prior_config", dict(FAST_PRIOR_CONFIG))
+    return CCCV1PriorDecoder(dataset=dataset_name, config=cfg, stimuli=stimuli, random_state=seed, **est_opts)
+
+
+def _variant(fixed: dict):
+    """A ``cccv1-prior`` factory with some options fixed (the ablation variants)."""
+
+    def factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, stimuli=None, **options: Any):
+        return cccv1_prior_factory(seed, dataset_name, n_train, fast=fast, stimuli=stimuli, **{**fixed, **options})
+
+    return factory
+
+
+_CCCV1_PRIOR_OPTIONS = tuple(o for o in options_from_estimator(CCCV1PriorDecoder, choices={
+    "decoding": DECODINGS, "encoder": tuple(ENCODERS)}, ranges={"knn": (1, None), "n_members": (1, None),
+                                                                "threshold": (0, None)})
+    if o.name in _OWN_PARAMS) + options_from_dataclass(CCCV1Config)
+register_method(
+    "cccv1-prior", cccv1_prior_factory, estimator=CCCV1PriorDecoder, version=CCCV1_PRIOR_VERSION,
+    needs=("prior",), options=_CCCV1_PRIOR_OPTIONS, label="CCCV1-prior",
+    description="CCCV1 encoder trained into an image prior's embedding space (cosine + InfoNCE to the "
+                "prior's embeddings, pixel MSE through the prior's frozen decoder), plus a fixed ridge "
+                "read-out; option prior=CORPUS (default: the data set's), encoder=mlp|attention, n_members",
+)
+for _name, _opts, _what in (("cccv1-prior-ensemble", {"n_members": 5}, "5 members (seeds) trained together by "
+                             "the batched trainer, mean image"),
+                            ("cccv1-prior-attention", {"encoder": "attention"}, "self-attention encoder over 32 "
+                             "groups of voxels instead of the MLP")):
+    register_method(_name, _variant(_opts), estimator=CCCV1PriorDecoder, version=CCCV1_PRIOR_VERSION, in_all=False,
+                    needs=("prior",), options=_CCCV1_PRIOR_OPTIONS, description=f"cccv1-prior with {_what} (ablation)")

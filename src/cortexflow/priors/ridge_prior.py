@@ -11,13 +11,13 @@ from sklearn.utils.validation import check_is_fitted
 
 from cortexflow.baselines._common import default_alphas, fit_ridge_cv
 from cortexflow.data.preprocessing import SignalScaler
-from cortexflow.data.registry import DATASETS
 from cortexflow.data.splits import stimulus_groups
 from cortexflow.exceptions import ConfigError, DataValidationError
+from cortexflow.methods.registry import register_method
 from cortexflow.models.base import BaseDecoder
 from cortexflow.priors.corpora import default_prior, get_corpus_info, list_corpora
 from cortexflow.priors.corpora import load_corpus
-from cortexflow.priors.guard import DEFAULT_THRESHOLD, dataset_stimuli, drop_near_duplicates
+from cortexflow.priors.guard import DEFAULT_THRESHOLD, drop_near_duplicates
 from cortexflow.priors.models import PriorConfig
 from cortexflow.priors.persistence import load_decoder_state, save_decoder_state
 from cortexflow.priors.training import FittedPrior, fine_tune_prior, get_prior
@@ -28,6 +28,7 @@ __all__ = [
     "resolve_prior_corpus",
     "resolve_prior_config",
     "guard_stimuli",
+    "requested_prior",
     "prior_report_info",
     "check_decoding",
     "inner_group_folds",
@@ -58,7 +59,7 @@ def resolve_prior_corpus(prior: str | None, dataset: str | None) -> str:
     if name is None:
         raise ConfigError(
             f"data set {dataset!r} has no default image prior; pass prior=NAME (on the command line "
-            f"--option METHOD:prior=NAME) with one of the registered corpora: {', '.join(list_corpora())}"
+            f"--set METHOD:prior=NAME) with one of the registered corpora: {', '.join(list_corpora())}"
         )
     return name
 
@@ -79,14 +80,22 @@ def resolve_prior_config(prior_config: PriorConfig | Mapping[str, Any] | None, d
     return cfg.replace(**changes) if changes else cfg
 
 
-def guard_stimuli(stimuli, dataset: str | None, Y: np.ndarray, data_dir=None) -> np.ndarray:
-    """Stimuli the near-duplicate guard checks: ``stimuli`` if given, else a registered data set's
-    training and test stimuli, else the training stimuli ``Y`` (a user's file)."""
+def guard_stimuli(stimuli, Y: np.ndarray) -> np.ndarray:
+    """Stimuli the near-duplicate guard checks: ``stimuli`` (every stimulus that will be scored) if given,
+    else the training stimuli ``Y`` with a warning (the estimator never loads a data set to find them)."""
     if stimuli is not None:
         return np.asarray(stimuli, dtype=np.float32)
-    if dataset is not None and dataset in DATASETS:
-        return dataset_stimuli(dataset, data_dir)
+    logger.warning("no stimuli= given: the image prior is guarded against the training stimuli only; pass every "
+                   "stimulus that will be scored (cortexflow.methods.build.scored_stimuli(ds)) so that no corpus "
+                   "image copies a test image")
     return np.asarray(Y, dtype=np.float32)
+
+
+def requested_prior(est: Any) -> tuple[str, PriorConfig]:
+    """The corpus and prior configuration a prior-backed estimator asks for, from its parameters (no I/O)."""
+    corpus = resolve_prior_corpus(est.prior, getattr(est, "dataset", None))
+    own = getattr(est, "_requested_prior_config", None)
+    return corpus, (own() if callable(own) else resolve_prior_config(est.prior_config))
 
 
 def prior_report_info(prior: FittedPrior) -> dict[str, Any]:
@@ -163,12 +172,13 @@ class RidgePriorDecoder(BaseDecoder):
 
     Parameters
     ----------
-    prior : str, optional
-        Corpus of the prior (``cortexflow.priors.list_corpora()``); ``None``
-        uses the data set's default (``default_prior(dataset)``).
+    prior : str or FittedPrior, optional
+        A fitted prior (from :func:`cortexflow.methods.build.resolve_prior`: then
+        ``fit`` does no I/O), or the corpus of the prior
+        (``cortexflow.priors.list_corpora()``), trained or read from the cache
+        inside ``fit``; ``None`` uses the data set's default (``default_prior(dataset)``).
     dataset : str, optional
-        Registered data set name: default prior, and the stimuli for the
-        near-duplicate guard when ``stimuli`` is not given.
+        Registered data set name: its default prior (nothing is loaded by this name).
     alpha : float or array-like, optional
         Fixed penalty, or a grid to choose from; 21 values from 1e-3 to 1e7 when omitted.
     cv : int or None
@@ -205,7 +215,9 @@ class RidgePriorDecoder(BaseDecoder):
     fine_tune_lr : float
         Learning rate of that fine-tuning.
     stimuli : ndarray (m, 28, 28), optional
-        All stimuli of the data set (train and test) for the near-duplicate guard.
+        Every stimulus that will be scored (training and test rows,
+        :func:`cortexflow.methods.build.scored_stimuli`) for the near-duplicate
+        guard; without it only the training stimuli are guarded (a warning).
     threshold : float
         Near-duplicate threshold of the guard.
     random_state : int
@@ -290,6 +302,15 @@ class RidgePriorDecoder(BaseDecoder):
         self.cache_dir = cache_dir
         self.progress = progress
 
+    def _requested_prior_config(self) -> PriorConfig:
+        """The prior configuration asked for: ``prior_config`` (default :data:`RIDGE_PRIOR_CONFIG`) and its shortcuts."""
+        return resolve_prior_config(self.prior_config, RIDGE_PRIOR_CONFIG, embed_dim=self.embed_dim,
+                                    kind=self.prior_kind, epochs=self.prior_epochs)
+
+    def kept_corpus_images(self) -> np.ndarray | None:
+        """The guarded corpus images this fitted model draws neighbours from (None when its decoding uses none)."""
+        return getattr(self, "corpus_images_", None)
+
     def _alphas(self) -> np.ndarray:
         if self.alpha is None:
             return default_alphas()
@@ -306,15 +327,19 @@ class RidgePriorDecoder(BaseDecoder):
             raise DataValidationError(f"Y has shape {Y.shape}; ridge-prior needs 28x28 stimuli (n, 28, 28)")
         alphas = self._alphas()
         check_decoding(self.decoding, self.knn, self.pixel_blend)
-        self.corpus_ = resolve_prior_corpus(self.prior, self.dataset)
-        cfg = resolve_prior_config(self.prior_config, RIDGE_PRIOR_CONFIG, embed_dim=self.embed_dim,
-                                   kind=self.prior_kind, epochs=self.prior_epochs)
-        exclude = guard_stimuli(self.stimuli, self.dataset, Y, self.data_dir)
-        prior = get_prior(self.corpus_, exclude=exclude, config=cfg, data_dir=self.data_dir,
-                          cache_dir=self.cache_dir, progress=self.progress, threshold=self.threshold)
+        exclude = guard_stimuli(self.stimuli, Y)
+        if isinstance(self.prior, FittedPrior):  # handed in by cortexflow.methods.build (no I/O here)
+            prior = self.prior
+            self.corpus_ = str(prior.info["corpus"])
+        else:  # convenience for Python users: the corpus by name, trained or read from the cache here
+            self.corpus_, cfg = requested_prior(self)
+            prior = get_prior(self.corpus_, exclude=exclude, config=cfg, data_dir=self.data_dir,
+                              cache_dir=self.cache_dir, progress=self.progress, threshold=self.threshold)
+        corpus_images = getattr(prior, "corpus_images", None)
         if self.fine_tune_epochs:
             prior = fine_tune_prior(prior, Y, epochs=int(self.fine_tune_epochs), lr=float(self.fine_tune_lr),
                                     seed=self._seed(), progress=self.progress)
+            prior.corpus_images = corpus_images
         self.prior_ = prior
         self.scaler_ = SignalScaler().fit(X)
         targets = prior.encode_images(Y).astype(np.float64)
@@ -348,8 +373,10 @@ class RidgePriorDecoder(BaseDecoder):
         oof = self._out_of_fold(A, T, folds)
         self.residuals_ = (T - oof).astype(np.float32)
         if self.decoding in ("corpus-knn", "hybrid"):
-            images, _ = drop_near_duplicates(load_corpus(self.corpus_, self.data_dir).images,
-                                             exclude if exclude is not None else Y, threshold=self.threshold)
+            images = getattr(self.prior_, "corpus_images", None)
+            if images is None:
+                images, _ = drop_near_duplicates(load_corpus(self.corpus_, self.data_dir).images,
+                                                 exclude if exclude is not None else Y, threshold=self.threshold)
             self.corpus_images_ = images
             self.corpus_embeddings_ = self.prior_.encode_images(images)
         self.residual_scale_ = 0.0 if self.decoding == "corpus-knn" else self._choose_scale(oof, Y, groups, rng)
@@ -484,3 +511,42 @@ class RidgePriorDecoder(BaseDecoder):
             Missing or damaged files, a weights hash that differs, or another kind of checkpoint.
         """
         return load_decoder_state(cls, path, kind=cls.checkpoint_kind)
+
+
+# ---------------------------------------------------------------- registration
+#: Tiny prior for ``fast=True`` runs (tests, smoke runs): 500 images, 1 epoch, 32-d.
+FAST_PRIOR_CONFIG = {"epochs": 1, "max_images": 500, "embed_dim": 32, "widths": [8, 16, 32]}
+
+
+def ridge_prior_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, stimuli=None,
+                        **options: Any) -> RidgePriorDecoder:
+    """Unfitted :class:`RidgePriorDecoder` (``options`` are its parameters)."""
+    if fast:
+        options = {"prior_config": dict(FAST_PRIOR_CONFIG), "n_samples": 4, "residual_grid": [0.0, 0.5], **options}
+    return RidgePriorDecoder(dataset=dataset_name, stimuli=stimuli, random_state=seed, **options)
+
+
+def ridge_prior_stacked_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, stimuli=None,
+                                **options: Any) -> RidgePriorDecoder:
+    """``ridge-prior`` with ``pixel_blend="auto"``: stacked with pixel ridge (weight chosen on the training rows)."""
+    return ridge_prior_factory(seed, dataset_name, n_train, fast=fast, stimuli=stimuli,
+                               **{"pixel_blend": "auto", **options})
+
+
+_RIDGE_PRIOR_OPTIONS = dict(choices={"decoding": DECODINGS}, ranges={"knn": (1, None), "n_samples": (1, None),
+                                                                     "threshold": (0, None),
+                                                                     "fine_tune_epochs": (0, None)})
+register_method(
+    "ridge-prior", ridge_prior_factory, estimator=RidgePriorDecoder, needs=("prior",), label="ridge-prior",
+    version="2",  # 2: hybrid decoding (prior posterior mean + corpus neighbours), inner folds by image
+    description="ridge from z-scored signal to an image prior's embedding (penalty by inner LOO CV), "
+                "decoded by the prior and its corpus (option prior=CORPUS; default: the data set's)",
+    **_RIDGE_PRIOR_OPTIONS,
+)
+register_method(
+    "ridge-prior-stacked", ridge_prior_stacked_factory, estimator=RidgePriorDecoder, needs=("prior",), version="1",
+    label="ridge-prior-stacked",
+    description="ridge-prior averaged with pixel ridge, the weight chosen from 0, 0.25, ..., 1 by the "
+                "training rows' out-of-fold MSE (pixel_blend='auto')",
+    **_RIDGE_PRIOR_OPTIONS,
+)

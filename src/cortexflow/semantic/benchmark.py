@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cortexflow.benchmark.builtin import SEMANTIC_METHOD as METHOD_NAME
+from cortexflow.semantic.decoder import SEMANTIC_METHOD as METHOD_NAME
 from cortexflow.benchmark.store import validate_record
 from cortexflow.benchmark.tasks import ID_COLUMNS, Task, load_task_data
 from cortexflow.data.splits import scored_slice, split_indices

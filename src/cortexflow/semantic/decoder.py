@@ -35,6 +35,9 @@ from cortexflow.semantic.encoders import DEFAULT_ENCODER, ImageEncoder, as_image
 from cortexflow.semantic.losses import SemanticGuidance
 from cortexflow.training.config import CCCV1Config
 from cortexflow.training.seeding import seeded_init
+from cortexflow.methods.options import options_from_dataclass, options_from_estimator
+from cortexflow.methods.registry import register_method
+from cortexflow.training.config import get_config
 
 __all__ = ["CCCV1SemanticDecoder", "DEFAULT_SEMANTIC_WEIGHTS", "SEMANTIC_TERMS"]
 
@@ -177,3 +180,37 @@ class CCCV1SemanticDecoder(CCCV1Decoder):
             if k in params and isinstance(params[k], (str, int, float, dict, list, type(None))):
                 setattr(obj, k, params[k])
         return obj
+
+
+# ---------------------------------------------------------------- registration
+#: name of the semantic-guidance method
+SEMANTIC_METHOD = "cccv1-semantic"
+
+
+def cccv1_semantic_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, device: str = "auto",
+                           encoder: str = DEFAULT_ENCODER, layers: Any = None, head_dim: int = 512,
+                           cache_dir: str | None = None, **overrides: Any) -> "CCCV1SemanticDecoder":
+    """Factory of ``cccv1-semantic``: ``CCCV1SemanticDecoder`` with the dataset's ``"auto"`` configuration.
+
+    ``head_dim`` is the width of the semantic projection heads; ``overrides`` are CCCV1Config fields
+    (``hidden_dim`` there is the CCCV1 encoder's width; for example
+    ``loss_weights={"semantic_infonce": 0.05, "semantic_cosine": 0.1}``).
+    ``fast`` shrinks the network and the training as the ``cccv1`` method does.
+    """
+    cfg = get_config("auto", n_train=n_train, dataset=dataset_name, **overrides)
+    if fast:
+        cfg = cfg.replace(epochs=2, patience=1, hidden_dim=64, embed_dim=32)
+        head_dim = min(int(head_dim), 64)
+    return CCCV1SemanticDecoder(config=cfg, dataset=dataset_name, random_state=seed, device=device,
+                                encoder=encoder, layers=layers, head_dim=head_dim, cache_dir=cache_dir)
+
+
+register_method(
+    SEMANTIC_METHOD, cccv1_semantic_factory, estimator=CCCV1SemanticDecoder, in_all=False, extra="semantic",
+    label="CCCV1-semantic",
+    options=options_from_dataclass(CCCV1Config) + tuple(
+        o for o in options_from_estimator(CCCV1SemanticDecoder) if o.name in ("device", "encoder", "layers",
+                                                                              "head_dim")),
+    description="CCCV1 + CLIP-style InfoNCE and cosine alignment of its embedding to EfficientNet-Lite0 "
+                "features (block10 + final), pixel MSE unchanged",
+)
