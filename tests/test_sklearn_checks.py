@@ -17,71 +17,59 @@ import pytest
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import check_regressors_train, parametrize_with_checks
 
-from cortexflow.baselines.brain_diffuser_lite import BrainDiffuserLite
-from cortexflow.baselines.mean_image import MeanImageDecoder
-from cortexflow.baselines.mindvis_lite import MindVisLite
+import torch
+
 from cortexflow.baselines.ridge import RidgeDecoder
 from cortexflow.exceptions import ConfigError
+from cortexflow.methods.registry import get_method, list_methods
 from cortexflow.models.base import BaseDecoder, seed_from_random_state
 from cortexflow.models.eeg_estimator import EEGDecoder
+from cortexflow.models.ensemble import CHECK_CONFIG
 from cortexflow.models.estimator import CCCV1Decoder
+from cortexflow.priors.models import ImagePrior, PriorConfig
+from cortexflow.priors.training import FittedPrior
 from cortexflow.semantic.decoder import CCCV1SemanticDecoder
 from cortexflow.training.config import CCCV1Config, get_config
 
-# Two epochs of a 16-unit network: the checks test the API contract, not accuracy.
-CHECK_CONFIG = get_config("small").replace(epochs=2, patience=2, hidden_dim=16, embed_dim=8, batch_size=8)
 
-_FLOAT32 = (
-    "asserts float64 predictions; the decoders return float32 images by design (the networks compute "
-    "in float32, and float64 would only double the memory of reconstructions)"
-)
-_CLIPPED = (
-    "asserts R^2 > 0.5 on a toy regression whose targets are not images; this decoder clips its "
-    "predictions to [0, 1], the pixel range, so it cannot fit targets outside it"
-)
-_IMAGES_ONLY = (
-    "fits a toy target that is not an image in [0, 1] (1-D y, or values outside [0, 1]); this decoder "
-    "draws images through a [0, 1] output layer and refuses such targets with a DataValidationError"
-)
-# the checks that fit a non-image target: an image-only decoder refuses every one of them
-_NON_IMAGE_TARGET_CHECKS = (
-    "check_fit_score_takes_y", "check_estimators_overwrite_params", "check_dont_overwrite_parameters",
-    "check_estimators_fit_returns_self", "check_readonly_memmap_input", "check_n_features_in_after_fitting",
-    "check_positive_only_tag_during_fit", "check_estimators_dtypes", "check_dtype_object",
-    "check_pipeline_consistency", "check_estimators_nan_inf", "check_estimators_pickle",
-    "check_f_contiguous_array_estimator", "check_regressors_train", "check_regressor_multioutput",
-    "check_regressors_no_decision_function", "check_supervised_y_2d", "check_regressors_int",
-    "check_methods_sample_order_invariance", "check_methods_subset_invariance", "check_fit2d_1feature",
-    "check_dict_unchanged", "check_fit_idempotent", "check_fit_check_is_fitted", "check_n_features_in",
-    "check_fit2d_predict1d",
-)
+def _untrained_prior() -> FittedPrior:
+    """A tiny prior with random weights (built instantly): the checks test the API, not the images."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = ImagePrior(PriorConfig(embed_dim=4, widths=(2, 4, 4)))
+    info = {"corpus": "miyawaki-patterns", "corpus_checksum": "", "n_images": 0, "n_dropped": 0, "threshold": 0.0,
+            "recon_mse": float("nan"), "cache_key": "untrained", "train_time_s": 0.0, "from_cache": False}
+    prior = FittedPrior(model, info)
+    prior.corpus_images = np.random.default_rng(0).random((30, 28, 28)).astype(np.float32)
+    return prior
 
-#: estimator -> {check name: why it fails}
-CHECKED: list[tuple[BaseDecoder, dict[str, str]]] = [
-    (CCCV1Decoder(config=CHECK_CONFIG, device="cpu"), {
-        "check_regressors_train": (
-            "asserts R^2 > 0.5 on the training data of a toy regression; two epochs of the test configuration "
-            "are not enough training (with 20 epochs at lr 1e-3 the check passes: see "
-            "test_regressors_train_passes_with_enough_training)"
-        ),
-        "check_regressor_multioutput": _FLOAT32,
-    }),
-    (MeanImageDecoder(), {
-        "check_regressors_train": "the mean image ignores the signal by design (it is the floor), so R^2 is 0",
-        "check_regressor_multioutput": _FLOAT32,
-    }),
-    (RidgeDecoder(), {"check_regressors_train": _CLIPPED, "check_regressor_multioutput": _FLOAT32}),
-    (BrainDiffuserLite(vae_epochs=2, denoiser_epochs=2, patience=1, steps=2), {
-        # these three checks happen to draw targets in [0, 1], which the decoder accepts
-        **dict.fromkeys(set(_NON_IMAGE_TARGET_CHECKS) - {"check_pipeline_consistency", "check_estimators_nan_inf",
-                                                          "check_estimators_pickle"}, _IMAGES_ONLY),
-        "check_regressor_data_not_an_array": _IMAGES_ONLY,
-    }),
-    (MindVisLite(pretrain_epochs=1, finetune_epochs=1, patience=1, dim=16, depth=1), {
-        **dict.fromkeys(_NON_IMAGE_TARGET_CHECKS, _IMAGES_ONLY),
-        "check_regressor_data_not_an_array": _IMAGES_ONLY,
-    }),
-]
+
+def _check_instance(name: str):
+    """A tiny instance of method ``name``'s estimator: its fast settings plus the spec's ``check_params``."""
+    spec = get_method(name)
+    kw = {"stimuli": None} if spec.needs_stimuli else {}
+    est = spec.factory(0, "synthetic", 20, fast=True, **kw)
+    params = dict(spec.check_params)
+    if "prior" in spec.needs:
+        params["prior"] = _untrained_prior()
+    if "device" in est.get_params(deep=False):
+        params.setdefault("device", "cpu")
+    return est.set_params(**params)
+
+
+def _checked_methods() -> list[str]:
+    """One method per estimator class (the first registered), every registered class covered."""
+    seen, out = set(), []
+    for name in list_methods():
+        cls = get_method(name).estimator
+        if cls is not None and cls not in seen:
+            seen.add(cls)
+            out.append(name)
+    return out
+
+
+CHECKED_METHODS = _checked_methods()
+CHECKED = [(_check_instance(m), dict(get_method(m).sklearn_xfail)) for m in CHECKED_METHODS]
 _EXPECTED = {type(est).__name__: failures for est, failures in CHECKED}
 
 _kw = {"expected_failed_checks": lambda est: _EXPECTED[type(est).__name__]}

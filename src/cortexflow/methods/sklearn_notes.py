@@ -6,7 +6,7 @@ Each method's spec names the checks its estimator is known to fail
 strict expected failures (a check that starts passing fails the suite).
 """
 
-__all__ = ["FLOAT32", "CLIPPED", "IMAGES_ONLY", "NON_IMAGE_TARGET_CHECKS", "images_only"]
+__all__ = ["FLOAT32", "CLIPPED", "IMAGES_ONLY", "NON_IMAGE_TARGET_CHECKS", "TRANSFORMER_CHECKS", "UNDERTRAINED", "images_only"]
 
 FLOAT32 = (
     "asserts float64 predictions; the decoders return float32 images by design (the networks compute "
@@ -20,6 +20,13 @@ IMAGES_ONLY = (
     "fits a toy target that is not an image in [0, 1] (1-D y, or values outside [0, 1]); this decoder "
     "draws images through a [0, 1] output layer and refuses such targets with a DataValidationError"
 )
+UNDERTRAINED = (
+    "asserts R^2 > 0.5 on the training data of a toy regression; two epochs of the test configuration "
+    "are not enough training"
+)
+#: the transformer checks (decoders whose ``transform`` returns their embedding): they fit non-image targets too
+TRANSFORMER_CHECKS = ("check_transformer_data_not_an_array", "check_transformer_general",
+                      "check_transformer_preserve_dtypes")
 #: the checks that fit a non-image target: an image-only decoder refuses every one of them
 NON_IMAGE_TARGET_CHECKS = (
     "check_fit_score_takes_y", "check_estimators_overwrite_params", "check_dont_overwrite_parameters",

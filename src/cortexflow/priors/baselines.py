@@ -34,6 +34,7 @@ from cortexflow.priors.cccv1_prior import fitted_prior_of, prior_decoder
 from cortexflow.priors.guard import DEFAULT_THRESHOLD
 from cortexflow.priors.ridge_prior import FAST_PRIOR_CONFIG, prior_report_info
 from cortexflow.methods.registry import get_method, register_method
+from cortexflow.methods.sklearn_notes import images_only
 
 __all__ = ["BrainDiffuserPrior", "MindVisPrior", "PriorImageModel", "PriorConditionedDecoder"]
 
@@ -173,13 +174,13 @@ def mindvis_prior_factory(seed: int, dataset_name: str, n_train: int, *, fast: b
 
 register_method(
     "brain-diffuser-prior", brain_diffuser_prior_factory, estimator=BrainDiffuserPrior, version="1",
-    needs=("prior",), ranges={"threshold": (0, None)},
+    needs=("prior",), ranges={"threshold": (0, None)}, sklearn_xfail=images_only("check_regressor_data_not_an_array"),
     description="brain-diffuser-lite with an external image prior as stage-1 image model and stage-2 "
                 "features (option prior=CORPUS); brain-diffuser-lite itself is unchanged",
 )
 register_method(
     "mindvis-prior", mindvis_prior_factory, estimator=MindVisPrior, version="1", needs=("prior",),
-    ranges={"threshold": (0, None)},
+    ranges={"threshold": (0, None)}, sklearn_xfail=images_only("check_regressor_data_not_an_array"),
     description="mindvis-lite whose image decoder renders through an external image prior's frozen "
                 "decoder (option prior=CORPUS); mindvis-lite itself is unchanged",
 )

@@ -80,6 +80,7 @@ from cortexflow.training.devices import resolve_device
 from cortexflow.training.seeding import seeded_generator
 from cortexflow.methods.options import options_from_dataclass, options_from_estimator
 from cortexflow.methods.registry import register_method
+from cortexflow.methods.sklearn_notes import TRANSFORMER_CHECKS, images_only
 
 __all__ = [
     "CCCV1PriorDecoder",
@@ -848,6 +849,7 @@ _CCCV1_PRIOR_OPTIONS = tuple(o for o in options_from_estimator(CCCV1PriorDecoder
 register_method(
     "cccv1-prior", cccv1_prior_factory, estimator=CCCV1PriorDecoder, version=CCCV1_PRIOR_VERSION,
     needs=("prior",), options=_CCCV1_PRIOR_OPTIONS, label="CCCV1-prior",
+    sklearn_xfail=images_only("check_regressor_data_not_an_array", *TRANSFORMER_CHECKS),
     description="CCCV1 encoder trained into an image prior's embedding space (cosine + InfoNCE to the "
                 "prior's embeddings, pixel MSE through the prior's frozen decoder), plus a fixed ridge "
                 "read-out; option prior=CORPUS (default: the data set's), encoder=mlp|attention, n_members",

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 import numpy as np
 from sklearn.linear_model import Ridge
+from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted
 
 from cortexflow.baselines._common import default_alphas, fit_ridge_cv
@@ -14,6 +15,7 @@ from cortexflow.data.preprocessing import SignalScaler
 from cortexflow.data.splits import stimulus_groups
 from cortexflow.exceptions import ConfigError, DataValidationError
 from cortexflow.methods.registry import register_method
+from cortexflow.methods.sklearn_notes import TRANSFORMER_CHECKS, images_only
 from cortexflow.models.base import BaseDecoder
 from cortexflow.priors.corpora import default_prior, get_corpus_info, list_corpora
 from cortexflow.priors.corpora import load_corpus
@@ -481,6 +483,15 @@ class RidgePriorDecoder(BaseDecoder):
         Z = np.atleast_2d(Z)
         return (Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
+    def fit_transform(self, X, y=None, **fit_params) -> np.ndarray:
+        """Fit on (X, y), then return the predicted embeddings of X (``y``, the images, is required)."""
+        return self.fit(X, y, **fit_params).transform(X)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags = TransformerTags(preserves_dtype=["float32"])  # float32 embeddings
+        return tags
+
     def predict(self, X) -> np.ndarray:
         """Reconstructions (n, 28, 28) float32 in [0, 1] by the chosen ``decoding`` (see the class docstring)."""
         check_is_fitted(self, "ridge_")
@@ -541,6 +552,7 @@ register_method(
     version="2",  # 2: hybrid decoding (prior posterior mean + corpus neighbours), inner folds by image
     description="ridge from z-scored signal to an image prior's embedding (penalty by inner LOO CV), "
                 "decoded by the prior and its corpus (option prior=CORPUS; default: the data set's)",
+    sklearn_xfail=images_only("check_regressor_data_not_an_array", *TRANSFORMER_CHECKS),
     **_RIDGE_PRIOR_OPTIONS,
 )
 register_method(
