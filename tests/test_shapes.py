@@ -166,7 +166,9 @@ def test_miyawaki_10x10_round_trip_on_all_119_trials(data_dir):
     np.testing.assert_array_equal(upscale_grid(Y10, (28, 28)), Y28)  # upsampling the recovered grid gives the file back
     np.testing.assert_array_equal(recover_grid(Y28, (10, 10)), Y10)
     np.testing.assert_array_equal(native.X_train, full.X_train)  # the same trials, only the images differ
-    assert native.checksum == full.checksum and native.name == "miyawaki-10x10"
+    # the same file, but a results store keyed by the checksum must keep the two apart
+    assert native.metadata["sha256"] == full.metadata["sha256"] and native.checksum != full.checksum
+    assert native.name == "miyawaki-10x10" and native.metadata["native_grid"] == [10, 10]
     assert DATASETS["miyawaki-10x10"].native_shape == (10, 10) and DATASETS["miyawaki-10x10"].directory == "miyawaki"
     with pytest.raises(DataValidationError, match=r"its \(10, 10\) images are the registered dataset 'miyawaki-10x10'"):
         load_dataset("miyawaki", data_dir, download=False, image_shape=(10, 10))

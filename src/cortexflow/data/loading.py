@@ -78,8 +78,17 @@ class BrainDataset:
 
     @property
     def checksum(self) -> str:
-        """sha256 of the source file (or of the arrays, when built in memory)."""
+        """sha256 of the source file (or of the arrays, when built in memory).
+
+        For a dataset whose stimuli were turned into their native grid
+        (``metadata["native_grid"]``, e.g. ``miyawaki-10x10``), the sha256 of
+        the file's sha256 and that grid, so that results stores keyed by the
+        checksum keep it apart from the same file at its stored size.
+        """
         if "sha256" in self.metadata:
+            grid = self.metadata.get("native_grid")
+            if grid:
+                return hashlib.sha256(f"{self.metadata['sha256']}:native_grid={list(grid)}".encode()).hexdigest()
             return self.metadata["sha256"]
         h = hashlib.sha256()
         for a in (self.X_train, self.Y_train, self.X_test, self.Y_test):
@@ -296,6 +305,7 @@ def load_dataset(
         "sha256": cached_sha256(path),
         "pixel_order": pixel_order,
         "image_shape": list(Y_train.shape[1:]),
+        **({"native_grid": list(info.native_shape)} if info is not None and info.native_shape is not None else {}),
         "modality": info.modality if info else "unknown",
         "registered": info is not None,
         "caveats": list(info.caveats) if info else [],
