@@ -170,8 +170,11 @@ def test_miyawaki_10x10_round_trip_on_all_119_trials(data_dir):
     assert native.metadata["sha256"] == full.metadata["sha256"] and native.checksum != full.checksum
     assert native.name == "miyawaki-10x10" and native.metadata["native_grid"] == [10, 10]
     assert DATASETS["miyawaki-10x10"].native_shape == (10, 10) and DATASETS["miyawaki-10x10"].directory == "miyawaki"
-    with pytest.raises(DataValidationError, match=r"its \(10, 10\) images are the registered dataset 'miyawaki-10x10'"):
+    with pytest.raises(DataValidationError, match=r"image_shape=\(10, 10\) is not its shape; load the registered dataset 'miyawaki-10x10' for its \(10, 10\) grid"):
         load_dataset("miyawaki", data_dir, download=False, image_shape=(10, 10))
+    assert load_dataset("miyawaki-10x10", data_dir, download=False, image_shape=(10, 10)).Y_test.shape == (12, 10, 10)
+    with pytest.raises(DataValidationError, match=r"dataset 'miyawaki-10x10' has images of shape \(10, 10\); image_shape=\(28, 28\)"):
+        load_dataset("miyawaki-10x10", data_dir, download=False, image_shape=(28, 28))
 
 
 # ------------------------------------------------------------------------------------- preprocessing

@@ -321,10 +321,10 @@ def _registered_image_shape(info: DatasetInfo, image_shape) -> tuple[int, ...]:
     loaded = tuple(info.native_shape or info.image_shape)
     if image_shape is not None:
         wanted = normalize_image_shape(image_shape, source=f"dataset {info.name!r}")
-        if wanted not in (loaded, tuple(info.image_shape)):
+        if wanted != loaded:
             variants = [d.name for d in DATASETS.values() if d.directory == info.directory and d.name != info.name
                         and d.native_shape is not None and tuple(d.native_shape) == wanted]
-            hint = f"; its {wanted} images are the registered dataset {variants[0]!r}" if variants else ""
+            hint = f"; load the registered dataset {variants[0]!r} for its {wanted} grid" if variants else ""
             raise DataValidationError(
                 f"dataset {info.name!r} has images of shape {loaded}; image_shape={tuple(image_shape)!r} is not "
                 f"its shape{hint}"
