@@ -34,7 +34,9 @@ def grid_index(n_out: int, n_grid: int) -> np.ndarray:
     ndarray of int, shape (n_out,)
     """
     if not 1 <= n_grid <= n_out or n_out < 2:
-        raise DataValidationError(f"grid of {n_grid} cells cannot be upscaled to {n_out} pixels (need 1 <= cells <= pixels, pixels >= 2)")
+        raise DataValidationError(
+            f"a grid of {n_grid} cells cannot be upscaled to {n_out} pixels (need 1 <= cells <= pixels, pixels >= 2)"
+        )
     # exact rational arithmetic: i * (g - 1) / (s - 1) + 1/2, floored
     return (2 * np.arange(n_out) * (n_grid - 1) + (n_out - 1)) // (2 * (n_out - 1))
 
