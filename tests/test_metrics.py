@@ -7,6 +7,7 @@ import pytest
 from scipy.stats import pearsonr
 
 from cortexflow.evaluation.metrics import (
+    DEFAULT_METRICS,
     METRICS,
     evaluate_reconstructions,
     mse_per_image,
@@ -117,7 +118,8 @@ def test_two_way_identification_with_features():
 def test_evaluate_and_summarize(pair):
     pred, true = pair
     per = evaluate_reconstructions(pred=pred, true=true)
-    assert set(per) == set(METRICS) == {"mse", "pearson", "ssim", "psnr", "two_way"}
+    assert set(per) == set(DEFAULT_METRICS) == {"mse", "pearson", "ssim", "psnr", "two_way"}
+    assert set(METRICS) == set(DEFAULT_METRICS) | {"ssim_skimage", "ssim_256"}  # the variants only by name
     assert all(len(v) == len(pred) for v in per.values())
     s = summarize(per)
     assert s["mse"] == pytest.approx(per["mse"].mean())

@@ -176,8 +176,11 @@ def test_validate_signals_on_arrays():
 
 
 def test_validate_stimuli_shapes_and_order():
-    with pytest.raises(DataValidationError, match=r"images of shape \(27, 28\)"):
-        validate_stimuli(np.zeros((2, 27, 28)))
+    assert validate_stimuli(np.zeros((2, 27, 28))).shape == (2, 27, 28)  # any size from 8 to 256 (issue 18)
+    with pytest.raises(DataValidationError, match=r"images of 7 x 28 pixels; height and width must each be between 8 and 256"):
+        validate_stimuli(np.zeros((2, 7, 28)))
+    with pytest.raises(DataValidationError, match=r"images of shape \(27, 28\); expected \(28, 28\)"):
+        validate_stimuli(np.zeros((2, 27, 28)), image_shape=(28, 28))
     with pytest.raises(DataValidationError, match=r"pixel_order 'X' is not one of"):
         validate_stimuli(np.zeros((2, 784)), pixel_order="X")
     img = np.zeros((1, 28, 28))

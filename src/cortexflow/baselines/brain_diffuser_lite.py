@@ -180,7 +180,7 @@ class BrainDiffuserLite(BaseDecoder):
     steps : int
         Denoising steps at prediction time.
     features : callable, optional
-        ``features(images (n, 28, 28)) -> (n, d)``: the semantic features that
+        ``features(images (n, *image_shape)) -> (n, d)``: the semantic features that
         stage 2 regresses onto and conditions on. Default: the VAE latent.
     alphas : array-like, optional
         Ridge penalty grid (inner leave-one-out on the training rows).
@@ -322,7 +322,7 @@ class BrainDiffuserLite(BaseDecoder):
 
     @torch.no_grad()
     def predict(self, X) -> np.ndarray:
-        """Final reconstructions (stage 2), shape (n, 28, 28), in [0, 1]."""
+        """Final reconstructions (stage 2), shape (n, *output_shape) (the training images' shape), in [0, 1]."""
         Xs = self._check_X(X)
         init = torch.as_tensor(self.predict_stage1(X).reshape(len(Xs), -1), dtype=torch.float32)
         cond = torch.as_tensor(self.feature_ridge_.predict(Xs), dtype=torch.float32)

@@ -26,7 +26,7 @@ class MeanImageDecoder(BaseDecoder):
 
     Attributes
     ----------
-    mean_image_ : ndarray, shape (28, 28)
+    mean_image_ : ndarray, shape of one training image ((H, W) or (H, W, C))
     n_features_in_ : int
     """
 

@@ -218,8 +218,8 @@ class MindVisLite(BaseDecoder):
             raise ConfigError(f"mask_ratio={self.mask_ratio!r} must lie in (0, 1)")
         X, Y = self._validate_fit_input(X, Y)
         Y = Y.astype(np.float32)
-        if Y.ndim != 3:
-            raise DataValidationError(f"Y must hold images of shape (n, H, W); got {Y.shape}")
+        if Y.ndim not in (3, 4):
+            raise DataValidationError(f"Y must hold images of shape (n, H, W) or (n, H, W, C); got {Y.shape}")
         self.output_shape_ = tuple(Y.shape[1:])
         signals = X
         if self.unlabelled is not None:
@@ -270,7 +270,7 @@ class MindVisLite(BaseDecoder):
 
     @torch.no_grad()
     def predict(self, X) -> np.ndarray:
-        """Reconstructions, shape (n, 28, 28), in [0, 1]."""
+        """Reconstructions, shape (n, *output_shape) (the training images' shape), in [0, 1]."""
         check_is_fitted(self, "model_")
         X = self._validate_X(X, reset=False)
         self.model_.eval()

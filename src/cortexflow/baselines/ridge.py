@@ -22,7 +22,7 @@ class RidgeDecoder(BaseDecoder):
     """Ridge regression from brain signal to every pixel.
 
     Signals are z-scored with training statistics; one penalty shared by all
-    784 pixels is chosen from a log-spaced grid by cross-validation on the
+    pixels (and channels) is chosen from a log-spaced grid by cross-validation on the
     training rows (efficient leave-one-out by default, which for n << p uses
     the n x n Gram matrix). Predictions are clipped to [0, 1].
 

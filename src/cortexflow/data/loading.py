@@ -15,7 +15,8 @@ import scipy.io
 
 from cortexflow.data.fetch import cached_sha256, fetch_dataset, verify_registered_file
 from cortexflow.data.registry import DATASETS, DatasetInfo, did_you_mean
-from cortexflow.data.validation import check_same_rows, validate_signals, validate_stimuli
+from cortexflow.data.grids import recover_grid
+from cortexflow.data.validation import check_same_rows, normalize_image_shape, validate_signals, validate_stimuli
 from cortexflow.exceptions import DataValidationError
 
 __all__ = ["BrainDataset", "load_dataset", "read_arrays", "check_data_file", "stimulus_keys", "REQUIRED_KEYS"]
@@ -46,8 +47,10 @@ class BrainDataset:
         Registry name, or the file stem for a user's file.
     X_train, X_test : ndarray of float32, shape (n, n_features)
         Brain signals.
-    Y_train, Y_test : ndarray of float32, shape (n, 28, 28)
-        Stimulus images in [0, 1], upright.
+    Y_train, Y_test : ndarray of float32, shape (n, H, W) or (n, H, W, 3)
+        Stimulus images in [0, 1], upright: grayscale (n, H, W) or RGB
+        channel-last (n, H, W, 3); (28, 28) for the registered files, except
+        ``miyawaki-10x10`` (10, 10).
     labels_train, labels_test : ndarray of int or None
         Class labels when the file has them.
     metadata : dict
@@ -69,9 +72,23 @@ class BrainDataset:
         return int(self.X_train.shape[1])
 
     @property
+    def image_shape(self) -> tuple[int, ...]:
+        """Shape of one stimulus image: ``(H, W)`` (grayscale) or ``(H, W, 3)`` (RGB)."""
+        return tuple(int(v) for v in self.Y_train.shape[1:])
+
+    @property
     def checksum(self) -> str:
-        """sha256 of the source file (or of the arrays, when built in memory)."""
+        """sha256 of the source file (or of the arrays, when built in memory).
+
+        For a dataset whose stimuli were turned into their native grid
+        (``metadata["native_grid"]``, e.g. ``miyawaki-10x10``), the sha256 of
+        the file's sha256 and that grid, so that results stores keyed by the
+        checksum keep it apart from the same file at its stored size.
+        """
         if "sha256" in self.metadata:
+            grid = self.metadata.get("native_grid")
+            if grid:
+                return hashlib.sha256(f"{self.metadata['sha256']}:native_grid={list(grid)}".encode()).hexdigest()
             return self.metadata["sha256"]
         h = hashlib.sha256()
         for a in (self.X_train, self.Y_train, self.X_test, self.Y_test):
@@ -175,6 +192,7 @@ def load_dataset(
     stimulus_scale: float | None = None,
     allow_degenerate: bool = False,
     download: bool = True,
+    image_shape: tuple[int, ...] | None = None,
 ) -> BrainDataset:
     """Load a dataset by registry name or from a .mat/.npz path.
 
@@ -187,8 +205,8 @@ def load_dataset(
     data_dir : path-like, optional
         Data folder for registered datasets (see :func:`get_data_dir`).
     pixel_order : {"C", "F"}, optional
-        Memory order of the 784 stimulus values. Registered datasets know
-        theirs; a user's file defaults to ``"C"`` (row-major).
+        Memory order of flat stimulus rows. Registered datasets know theirs;
+        a user's file defaults to ``"C"`` (row-major).
     stimulus_scale : float, optional
         Value of white (a finite number > 0). Registered datasets know theirs;
         for a user's file it is inferred from the data type and range (see
@@ -199,6 +217,16 @@ def load_dataset(
     download : bool
         Fetch a registered dataset that is not present. Either way, a
         registered file's sha256 is verified before it is read.
+    image_shape : tuple of int, optional
+        ``(H, W)`` or ``(H, W, 3)`` of one stimulus. For a user's file whose
+        stimuli are flat rows it says how a row is shaped (without it, rows
+        are square grayscale images of side sqrt(n_pixels)); for image
+        arrays it is the shape they must have. Stimuli may be (n, H, W),
+        (n, H, W, C) or channel-first (n, C, H, W) with C = 1 or 3 and H, W
+        in [8, 256] (see :func:`cortexflow.data.validation.validate_stimuli`).
+        A registered dataset knows its shape; a different one is refused
+        (miyawaki's native 10 x 10 grid is the registered dataset
+        ``miyawaki-10x10``).
 
     Returns
     -------
@@ -231,6 +259,7 @@ def load_dataset(
         name = info.name
         pixel_order = pixel_order or info.pixel_order
         stimulus_scale = info.stimulus_scale if stimulus_scale is None else stimulus_scale
+        image_shape = _registered_image_shape(info, image_shape)
     else:
         path = Path(name_or_path)
         if not path.exists() and not path.is_symlink():
@@ -259,8 +288,13 @@ def load_dataset(
     )
     if not allow_degenerate and np.array_equal(X_train.min(axis=0), X_train.max(axis=0)):
         raise DataValidationError(f"{source}: key 'fmriTrn' is constant across all rows")
-    Y_train = validate_stimuli(arrays["stimTrn"], source=source, key="stimTrn", scale=stimulus_scale, pixel_order=pixel_order)
-    Y_test = validate_stimuli(arrays["stimTest"], source=source, key="stimTest", scale=stimulus_scale, pixel_order=pixel_order)
+    Y_train = validate_stimuli(arrays["stimTrn"], source=source, key="stimTrn", scale=stimulus_scale,
+                               pixel_order=pixel_order, image_shape=image_shape)
+    Y_test = validate_stimuli(arrays["stimTest"], source=source, key="stimTest", scale=stimulus_scale,
+                              pixel_order=pixel_order, image_shape=image_shape or Y_train.shape[1:])
+    if info is not None and info.native_shape is not None:
+        Y_train = recover_grid(Y_train, info.native_shape, source=source, key="stimTrn")
+        Y_test = recover_grid(Y_test, info.native_shape, source=source, key="stimTest")
     check_same_rows(X_train, Y_train, source=source, key_a="fmriTrn", key_b="stimTrn")
     check_same_rows(X_test, Y_test, source=source, key_a="fmriTest", key_b="stimTest")
     labels_train = _labels(arrays, "labelTrn", len(X_train), source)
@@ -270,6 +304,8 @@ def load_dataset(
         "source": source,
         "sha256": cached_sha256(path),
         "pixel_order": pixel_order,
+        "image_shape": list(Y_train.shape[1:]),
+        **({"native_grid": list(info.native_shape)} if info is not None and info.native_shape is not None else {}),
         "modality": info.modality if info else "unknown",
         "registered": info is not None,
         "caveats": list(info.caveats) if info else [],
@@ -278,3 +314,19 @@ def load_dataset(
     if info is not None and info.format_tests_only:
         logger.warning("dataset %r is for format and pipeline tests only: %s", name, "; ".join(info.caveats))
     return BrainDataset(name, X_train, Y_train, X_test, Y_test, labels_train, labels_test, metadata)
+
+
+def _registered_image_shape(info: DatasetInfo, image_shape) -> tuple[int, ...]:
+    """The stored image shape of a registered dataset's file; refuse an ``image_shape`` that is not its own."""
+    loaded = tuple(info.native_shape or info.image_shape)
+    if image_shape is not None:
+        wanted = normalize_image_shape(image_shape, source=f"dataset {info.name!r}")
+        if wanted != loaded:
+            variants = [d.name for d in DATASETS.values() if d.directory == info.directory and d.name != info.name
+                        and d.native_shape is not None and tuple(d.native_shape) == wanted]
+            hint = f"; load the registered dataset {variants[0]!r} for its {wanted} grid" if variants else ""
+            raise DataValidationError(
+                f"dataset {info.name!r} has images of shape {loaded}; image_shape={tuple(image_shape)!r} is not "
+                f"its shape{hint}"
+            )
+    return tuple(info.image_shape)

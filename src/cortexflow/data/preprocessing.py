@@ -70,14 +70,28 @@ class SignalScaler(TransformerMixin, BaseEstimator):
 class ImageScaler(TransformerMixin, BaseEstimator):
     """Min-max scale flattened target images into [0, 1] with training statistics.
 
-    Input is (n, 28, 28) or (n, 784); output of ``transform`` is (n, 784).
-    ``inverse_transform`` returns (n, 28, 28) (square images; other target
-    sizes come back flat, (n, n_pixels)). The range is global (one min and
-    one max for all pixels), so image contrast is preserved.
+    Input is images of any shape, (n, H, W) or (n, H, W, C), or flat rows
+    (n, P); output of ``transform`` is (n, P), each image flattened in C
+    order. ``inverse_transform`` returns the image shape seen by ``fit``
+    (``image_shape_``); after a fit on flat rows, or for a scaler restored
+    from an older state without ``image_shape_``, square sizes come back as
+    (n, side, side) and other sizes flat, (n, P). The range is global (one
+    min and one max for all pixels and channels), so image contrast is
+    preserved.
+
+    Attributes
+    ----------
+    n_pixels_ : int
+        Values per image (H x W x C).
+    image_shape_ : tuple of int or None
+        Shape of one image given to ``fit``; None after a fit on flat rows.
+    data_min_, data_max_, data_range_ : float
     """
 
     def fit(self, Y, y=None):
-        Y = np.asarray(Y, dtype=np.float64).reshape(len(Y), -1)
+        Y = np.asarray(Y, dtype=np.float64)
+        self.image_shape_ = tuple(int(v) for v in Y.shape[1:]) if Y.ndim > 2 else None
+        Y = Y.reshape(len(Y), -1)
         self.n_pixels_ = Y.shape[1]
         self.data_min_ = float(Y.min())
         self.data_max_ = float(Y.max())
@@ -96,6 +110,9 @@ class ImageScaler(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "data_min_")
         Z = np.asarray(Z, dtype=np.float64).reshape(len(Z), -1)
         out = Z * self.data_range_ + self.data_min_
+        shape = getattr(self, "image_shape_", None)
+        if shape is not None and int(np.prod(shape)) == self.n_pixels_:
+            return out.reshape((len(Z),) + tuple(shape)).astype(np.float32)
         side = int(round(np.sqrt(self.n_pixels_)))
         if side * side != self.n_pixels_:  # not a square image: keep the flat (n, n_pixels) layout
             return out.astype(np.float32)
@@ -104,7 +121,10 @@ class ImageScaler(TransformerMixin, BaseEstimator):
     def get_state(self) -> dict[str, Any]:
         """Fitted statistics as a JSON-serialisable dict."""
         check_is_fitted(self, "data_min_")
-        return {"n_pixels_": self.n_pixels_, "data_min_": self.data_min_, "data_max_": self.data_max_}
+        state = {"n_pixels_": self.n_pixels_, "data_min_": self.data_min_, "data_max_": self.data_max_}
+        if getattr(self, "image_shape_", None) is not None:
+            state["image_shape_"] = list(self.image_shape_)
+        return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "ImageScaler":
@@ -113,6 +133,8 @@ class ImageScaler(TransformerMixin, BaseEstimator):
         obj.n_pixels_ = int(state["n_pixels_"])
         obj.data_min_ = float(state["data_min_"])
         obj.data_max_ = float(state["data_max_"])
+        shape = state.get("image_shape_")
+        obj.image_shape_ = None if shape is None else tuple(int(v) for v in shape)
         rng = obj.data_max_ - obj.data_min_
         obj.data_range_ = rng if rng > 0 else 1.0
         return obj

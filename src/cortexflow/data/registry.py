@@ -7,7 +7,7 @@ file is good for. ``register_dataset`` adds a user's own entry.
 from __future__ import annotations
 
 import difflib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Iterable, Literal
 
 from cortexflow.exceptions import ConfigError
@@ -60,6 +60,14 @@ class DatasetInfo:
         EEG channels (``"eeg-raw"`` only).
     sfreq : float or None
         Sampling rate in Hz (``"eeg-raw"`` only).
+    image_shape : tuple of int
+        Shape of one stimulus as the file stores it (its flat rows are
+        reshaped to it with ``pixel_order``): ``(28, 28)`` for every file here.
+    native_shape : tuple of int or None
+        When set, the stored images are exact nearest-neighbour upscalings
+        of a grid of this shape (:mod:`cortexflow.data.grids`), and
+        ``load_dataset`` returns that grid, refusing the file if any image
+        does not round-trip exactly.
     """
 
     name: str
@@ -83,6 +91,8 @@ class DatasetInfo:
     folder: str = ""
     n_channels: int | None = None
     sfreq: float | None = None
+    image_shape: tuple[int, ...] = (28, 28)
+    native_shape: tuple[int, ...] | None = None
 
     @property
     def directory(self) -> str:
@@ -98,6 +108,8 @@ class DatasetInfo:
         """Return a JSON-serialisable dict (with ``url``)."""
         d = asdict(self)
         d["caveats"] = list(self.caveats)
+        d["image_shape"] = list(self.image_shape)
+        d["native_shape"] = None if self.native_shape is None else list(self.native_shape)
         d["url"] = self.url
         return d
 
@@ -192,6 +204,17 @@ register_dataset(
         ),
     )
 )
+
+#: miyawaki at its native resolution: the same file, each 28 x 28 stimulus turned back into the 10 x 10 binary
+#: pattern it upscales (exact on all 119 trials; see cortexflow.data.grids).
+register_dataset(replace(
+    DATASETS["miyawaki"],
+    name="miyawaki-10x10",
+    folder="miyawaki",
+    native_shape=(10, 10),
+    description="miyawaki's 10x10 binary geometric and letter patterns at their native resolution (the 28x28 "
+                "stimuli of the file, each turned back into its exact 10x10 grid); fMRI voxels. Labels = condition 2..5.",
+))
 
 register_dataset(
     DatasetInfo(

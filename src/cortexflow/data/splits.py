@@ -140,7 +140,7 @@ def iter_splits(data: Any, kind: str, n_folds: int = 10, seed: int = 0) -> Itera
     ----------
     data : Dataset or ndarray
         A dataset (with ``Y_train`` and ``Y_test``), or the official training
-        images (n, 28, 28) for ``kfold`` and ``novel-stimulus``.
+        images (n, H, W) or (n, H, W, C) for ``kfold`` and ``novel-stimulus``.
     kind : {"official", "kfold", "novel-stimulus"}
     n_folds : int
         Folds of ``kfold`` and ``novel-stimulus`` (ignored by ``official``).

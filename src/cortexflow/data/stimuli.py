@@ -8,6 +8,10 @@ it renders its own with DejaVu Sans Bold, the font that matplotlib installs
 or reads a user's folder of images named after the classes (``0.png`` ..
 ``9.png``, ``a.png`` .. ``v.png``), the layout of the translated files' own
 stimulus folders.
+
+:func:`recover_grid` and :func:`upscale_grid` (from :mod:`cortexflow.data.grids`)
+turn stimuli that are nearest-neighbour upscalings of a coarse grid (miyawaki's
+10 x 10 patterns stored at 28 x 28) back into the grid, exactly.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 from cortexflow.data.eeg.crell import CRELL_LETTERS
 from cortexflow.data.eeg.epochs import targets_for_labels
 from cortexflow.data.eeg.mindbigdata import DIGIT_CLASSES
+from cortexflow.data.grids import grid_index, recover_grid, upscale_grid
 from cortexflow.exceptions import DataValidationError
 
 __all__ = [
@@ -34,6 +39,9 @@ __all__ = [
     "load_stimulus_folder",
     "class_images",
     "targets_for_labels",
+    "grid_index",
+    "upscale_grid",
+    "recover_grid",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")

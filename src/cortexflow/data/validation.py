@@ -13,12 +13,21 @@ __all__ = [
     "validate_stimuli",
     "infer_stimulus_scale",
     "check_same_rows",
+    "normalize_image_shape",
     "N_PIXELS",
     "IMAGE_SHAPE",
+    "MIN_SIDE",
+    "MAX_SIDE",
+    "CHANNELS",
 ]
 
+#: Image shape of the registered data sets' files (flat rows of 784 values); other shapes are accepted.
 IMAGE_SHAPE = (28, 28)
 N_PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+#: Smallest and largest image height and width that the library supports (SSIM's smallest window is 7 px).
+MIN_SIDE, MAX_SIDE = 8, 256
+#: Allowed channel counts: 1 (grayscale) and 3 (RGB), channel-last.
+CHANNELS = (1, 3)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Whole-number stimuli are read as 8-bit images only when their brightest pixel is in the upper half of
 # [0, 255]; a maximum of 2 or 17 is more likely another coding (labels, levels) than a dark 8-bit image.
@@ -129,6 +138,62 @@ def validate_signals(
     return X
 
 
+def _check_side(shape: tuple[int, ...], source: str, key: str) -> None:
+    h, w = shape[0], shape[1]
+    if not (MIN_SIDE <= h <= MAX_SIDE and MIN_SIDE <= w <= MAX_SIDE):
+        raise DataValidationError(
+            f"{source}: key {key!r} has images of {h} x {w} pixels; height and width must each be between "
+            f"{MIN_SIDE} and {MAX_SIDE}"
+        )
+
+
+def normalize_image_shape(image_shape, *, source: str = "<array>") -> tuple[int, ...]:
+    """Check an ``image_shape`` argument and return it as ``(H, W)`` (grayscale) or ``(H, W, 3)`` (RGB).
+
+    ``(H, W, 1)`` is the same as ``(H, W)``. H and W must lie in
+    [:data:`MIN_SIDE`, :data:`MAX_SIDE`].
+
+    Raises
+    ------
+    DataValidationError
+        Not 2 or 3 positive whole numbers, a channel count other than 1 or 3,
+        or a side outside the supported range.
+    """
+    try:
+        shape = tuple(int(v) for v in image_shape)
+        ok = all(float(v) == int(v) for v in image_shape) and len(shape) in (2, 3)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise DataValidationError(
+            f"{source}: image_shape={image_shape!r} is not (H, W) or (H, W, C) with whole numbers"
+        )
+    if len(shape) == 3:
+        if shape[2] not in CHANNELS:
+            raise DataValidationError(
+                f"{source}: image_shape={image_shape!r} has {shape[2]} channels; expected 1 (grayscale) or 3 (RGB)"
+            )
+        if shape[2] == 1:
+            shape = shape[:2]
+    _check_side(shape, source, "image_shape")
+    return shape
+
+
+def _images_to_channel_last(Y: np.ndarray, source: str, key: str) -> np.ndarray:
+    """(n, H, W, C) or channel-first (n, C, H, W) with C in {1, 3} -> (n, H, W) or (n, H, W, 3)."""
+    if Y.shape[-1] in CHANNELS:
+        out = Y
+    elif Y.shape[1] in CHANNELS:  # channel-first (PyTorch layout): move the channels last
+        out = np.moveaxis(Y, 1, -1)
+    else:
+        raise DataValidationError(
+            f"{source}: key {key!r} has shape {Y.shape}; a 4-D stimulus array must be (n, H, W, C) or "
+            f"(n, C, H, W) with C = 1 (grayscale) or 3 (RGB), but neither axis 1 ({Y.shape[1]}) nor axis 3 "
+            f"({Y.shape[3]}) is 1 or 3"
+        )
+    return out[..., 0] if out.shape[-1] == 1 else out
+
+
 def validate_stimuli(
     Y,
     *,
@@ -136,38 +201,84 @@ def validate_stimuli(
     key: str = "Y",
     scale: float | None = None,
     pixel_order: str = "C",
+    image_shape: tuple[int, ...] | None = None,
 ) -> np.ndarray:
-    """Check stimuli and return float32 images of shape (n, 28, 28) in [0, 1].
+    """Check stimuli and return float32 images in [0, 1].
+
+    Grayscale images come back as (n, H, W), RGB images as (n, H, W, 3)
+    (channel-last); H and W lie in [:data:`MIN_SIDE`, :data:`MAX_SIDE`].
 
     Parameters
     ----------
     Y : array-like
-        Either (n, 784) rows or (n, 28, 28) images.
+        One of
+
+        * (n, H, W): grayscale images;
+        * (n, H, W, C) with C = 1 or 3: channel-last images (C = 1 is
+          returned as (n, H, W));
+        * (n, C, H, W) with C = 1 or 3: channel-first images (the PyTorch
+          layout), converted to channel-last;
+        * (n, P): flat rows of P values; they need an image shape, from
+          ``image_shape`` or, without it, a square grayscale image of side
+          sqrt(P) (P = 784 gives 28 x 28).
     scale : float, optional
         The value that stands for white; a finite number > 0. ``None`` infers
         it with :func:`infer_stimulus_scale` and refuses ranges it cannot
         explain.
     pixel_order : {"C", "F"}
-        Memory order of rows of 784 values; ``"F"`` is column-major (MATLAB).
+        Memory order of flat rows; ``"F"`` is column-major (MATLAB: a row is
+        an (H, W) or (H, W, C) array stored column by column). Not used for
+        arrays that are already images.
+    image_shape : tuple of int, optional
+        ``(H, W)`` or ``(H, W, C)`` of one image: how flat rows are shaped,
+        and, for image arrays, the shape they must have.
 
     Raises
     ------
     DataValidationError
-        Wrong shape, NaN/Inf, complex values, an invalid ``scale``, values
-        outside ``[0, scale]``, or a range whose scale cannot be inferred.
+        Wrong shape (sides outside [8, 256], a channel count other than 1 or
+        3, flat rows that fit no image shape), NaN/Inf, complex values, an
+        invalid ``scale``, values outside ``[0, scale]``, or a range whose
+        scale cannot be inferred.
     """
     if pixel_order not in ("C", "F"):
         raise DataValidationError(f"{source}: pixel_order {pixel_order!r} is not one of 'C', 'F'")
+    wanted = None if image_shape is None else normalize_image_shape(image_shape, source=source)
     Y = _as_numeric(Y, source, key)
-    if Y.ndim == 3:
-        if Y.shape[1:] != IMAGE_SHAPE:
-            raise DataValidationError(f"{source}: key {key!r} has images of shape {Y.shape[1:]}; expected {IMAGE_SHAPE}")
-        Y = Y.reshape(len(Y), N_PIXELS, order=pixel_order)
-    if Y.ndim != 2:
-        raise DataValidationError(f"{source}: key {key!r} has shape {Y.shape}; expected (n, {N_PIXELS}) or (n, 28, 28)")
-    if Y.shape[1] != N_PIXELS:
+    if Y.ndim in (3, 4):
+        if Y.ndim == 4:
+            Y = _images_to_channel_last(Y, source, key)
+        shape = tuple(int(v) for v in Y.shape[1:])
+        _check_side(shape, source, key)
+        if wanted is not None and shape != wanted:
+            raise DataValidationError(
+                f"{source}: key {key!r} has images of shape {shape}; expected {wanted} (image_shape)"
+            )
+        Y = Y.reshape(len(Y), -1)
+        order = "C"
+    elif Y.ndim == 2:
+        n_pix = int(Y.shape[1])
+        if wanted is not None:
+            shape = wanted
+            if math.prod(shape) != n_pix:
+                raise DataValidationError(
+                    f"{source}: key {key!r} has {n_pix} pixels per row; expected {math.prod(shape)} "
+                    f"({' x '.join(str(v) for v in shape)}, image_shape={shape})"
+                )
+        else:
+            side = math.isqrt(n_pix)
+            if side * side != n_pix:
+                raise DataValidationError(
+                    f"{source}: key {key!r} has {n_pix} pixels per row, which is not a square grayscale image "
+                    f"(784 = 28 x 28 is); pass image_shape=(H, W) or (H, W, 3) to say how a row is shaped"
+                )
+            shape = (side, side)
+            _check_side(shape, source, key)
+        order = pixel_order
+    else:
         raise DataValidationError(
-            f"{source}: key {key!r} has {Y.shape[1]} pixels per row; expected {N_PIXELS} (28 x 28)"
+            f"{source}: key {key!r} has shape {Y.shape}; expected (n, P) flat rows, (n, H, W), (n, H, W, C) "
+            "or (n, C, H, W) with C = 1 or 3"
         )
     _check_finite(Y, source, key)
     if scale is None:
@@ -185,7 +296,7 @@ def validate_stimuli(
             f"(stimulus_scale={float(scale):g})"
         )
     Y = _to_float32(Y, source, key) / np.float32(scale)
-    return Y.reshape(len(Y), 28, 28, order=pixel_order).astype(np.float32, copy=False)
+    return Y.reshape((len(Y),) + shape, order=order).astype(np.float32, copy=False)
 
 
 def infer_stimulus_scale(Y, *, source: str = "<array>", key: str = "Y") -> float:

@@ -3,7 +3,11 @@
 Encoder  : Linear(d_in, 1024)+LN+SiLU+Dropout(d) -> Linear(1024, 1024)+LN+SiLU+Dropout(0.7 d)
            -> Linear(1024, 512)+LN+SiLU+Dropout(0.5 d) -> Linear(512, 512)+LN+Tanh -> L2 norm
 Enhancer : e + alpha * Tanh(Linear(256, 512)(SiLU(Linear(512, 256)(e)))) -> L2 norm
-Decoder  : Linear(512, 512)+LN+SiLU+Dropout(dd) -> Linear(512, n_pixels)+Sigmoid -> (1, H, W)
+Decoder  : Linear(512, 512)+LN+SiLU+Dropout(dd) -> Linear(512, n_pixels)+Sigmoid -> output_shape
+
+The decoder's last layer has ``prod(output_shape)`` outputs for any image shape
+(H x W for grayscale, H x W x C for RGB; the estimator builds it with the flat
+``(prod,)`` and reshapes); for 28 x 28 grayscale that is the 784 of the design.
 """
 
 from __future__ import annotations

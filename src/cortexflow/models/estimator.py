@@ -141,7 +141,9 @@ class CCCV1Decoder(BaseDecoder):
         The int seed used by ``fit``: ``random_state`` itself when it is an
         int, else drawn from it (``None`` or a ``numpy.random.RandomState``).
     output_shape_ : tuple of int
-        Shape of one target (``(28, 28)`` for images).
+        Shape of one target: the training images' ``(H, W)`` or ``(H, W, C)``
+        (``(28, 28)`` for the registered data sets); the network's decoder has
+        ``prod(output_shape_)`` outputs, reshaped (C order) to it.
     """
 
     #: the inner validation split is carved out of the training rows
@@ -173,7 +175,7 @@ class CCCV1Decoder(BaseDecoder):
         Parameters
         ----------
         X : array-like, shape (n, n_features)
-        Y : array-like, shape (n, 28, 28), (n, d) or (n,)
+        Y : array-like, shape (n, H, W), (n, H, W, C), (n, d) or (n,)
             Targets (images in [0, 1]); any shape is flattened and min-max
             scaled with training statistics.
         metadata : dict, optional
@@ -296,7 +298,7 @@ class CCCV1Decoder(BaseDecoder):
         return out
 
     def predict(self, X) -> np.ndarray:
-        """Reconstruct targets; images come back as (n, 28, 28) float32 in [0, 1]."""
+        """Reconstruct targets; images come back in the training images' shape, float32 in [0, 1]."""
         out = self._forward(X, "forward")
         Y = self.target_scaler_.inverse_transform(out.reshape(len(out), -1)).reshape(len(out), -1)
         return Y.reshape((len(out),) + self.output_shape_).astype(np.float32)

@@ -26,12 +26,37 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def save_image(img: np.ndarray, path: str | os.PathLike, scale: int = 4) -> Path:
-    """Save one (H, W) image in [0, 1] as a grayscale PNG, upscaled ``scale`` times."""
+def _displayable(img) -> np.ndarray:
+    """An (H, W) or (H, W, 3) image in [0, 1] for matplotlib; (H, W, 1) becomes (H, W)."""
     img = np.clip(np.asarray(img, dtype=np.float64), 0, 1)
-    img = np.kron(img, np.ones((scale, scale)))
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim == 1:  # a flat square image
+        side = int(round(np.sqrt(img.size)))
+        if side * side == img.size:
+            img = img.reshape(side, side)
+    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[-1] == 3)):
+        raise ValueError(f"an image must be (H, W) grayscale or (H, W, 3) RGB; got shape {img.shape}")
+    return img
+
+
+def _show(ax, img) -> None:
+    img = _displayable(img)
+    if img.ndim == 2:
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(img)
+
+
+def save_image(img: np.ndarray, path: str | os.PathLike, scale: int = 4) -> Path:
+    """Save one (H, W) grayscale or (H, W, 3) RGB image in [0, 1] as a PNG, upscaled ``scale`` times."""
+    img = _displayable(img)
+    img = np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
     buf = io.BytesIO()
-    plt.imsave(buf, img, cmap="gray", vmin=0, vmax=1, format="png")
+    if img.ndim == 2:
+        plt.imsave(buf, img, cmap="gray", vmin=0, vmax=1, format="png")
+    else:
+        plt.imsave(buf, img, format="png")
     return atomic_write_bytes(path, buf.getvalue())
 
 
@@ -48,9 +73,10 @@ def reconstruction_grid(
 
     Parameters
     ----------
-    stimuli : ndarray (n, H, W) or None
-        Ground truth; omitted row when None.
-    reconstructions : mapping of row label to ndarray (n, H, W)
+    stimuli : ndarray (n, H, W), (n, H, W, 3) or None
+        Ground truth (grayscale, or RGB channel-last; any H and W); omitted
+        row when None.
+    reconstructions : mapping of row label to ndarray (n, H, W) or (n, H, W, 3)
     path : path-like
         PNG destination.
     """
@@ -59,11 +85,14 @@ def reconstruction_grid(
         rows.append(("stimulus", np.asarray(stimuli)))
     rows += [(k, np.asarray(v)) for k, v in reconstructions.items()]
     n = min(max_images, min(len(r) for _, r in rows))
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.0 * n + 1.2, 1.05 * len(rows) + (0.4 if title else 0)), squeeze=False)
+    h, w = rows[0][1].shape[1:3] if rows[0][1].ndim >= 3 else (1, 1)
+    aspect = float(h) / float(w)  # panel height per unit width: non-square images keep their proportions
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.0 * n + 1.2, 1.05 * aspect * len(rows) + (0.4 if title else 0)),
+                             squeeze=False)
     for r, (label, imgs) in enumerate(rows):
         for c in range(n):
             ax = axes[r, c]
-            ax.imshow(np.clip(imgs[c], 0, 1), cmap="gray", vmin=0, vmax=1)
+            _show(ax, imgs[c])
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:

@@ -36,7 +36,7 @@ METRICS = ("mse", "pearson", "ssim", "psnr", "two_way")
 METRIC_LABELS = {
     "mse": "MSE (lower is better)",
     "pearson": "Pearson r",
-    "ssim": "SSIM",
+    "ssim": "SSIM (Gaussian sigma 1.5, native size)",
     "psnr": "PSNR dB (capped at 100)",
     "two_way": "two-way identification (chance 0.5)",
 }
