@@ -14,7 +14,9 @@ import numpy as np
 import scipy.io
 
 from cortexflow.data.fetch import cached_sha256, fetch_dataset, verify_registered_file
+from cortexflow.data.readers.arrays import is_hdf5, read_hdf5_arrays
 from cortexflow.data.registry import DATASETS, DatasetInfo, did_you_mean
+from cortexflow.data.spec import is_spec_path, read_spec_data
 from cortexflow.data.validation import check_same_rows, validate_signals, validate_stimuli
 from cortexflow.exceptions import DataValidationError
 
@@ -135,8 +137,11 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if kind == "a .npy array":
         raise DataValidationError(
             f"{path}: is a single .npy array; a dataset file holds the named arrays {list(REQUIRED_KEYS)} "
-            "(.mat or .npz)"
+            "(.mat, .npz or HDF5), or describe it (with its stimuli) in a spec file: see docs/datasets.md "
+            "'Your own data'"
         )
+    if suffix != ".npz" and is_hdf5(path):  # HDF5, or MATLAB v7.3 (transposed back to MATLAB's shapes)
+        return read_hdf5_arrays(path)
     try:
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
@@ -240,6 +245,8 @@ def load_dataset(
             )
         name = path.stem
         pixel_order = pixel_order or "C"
+    if info is None and is_spec_path(path):
+        return _dataset_from_spec(path, allow_degenerate=allow_degenerate)
     source = str(path)
     arrays = read_arrays(path)
     missing = [k for k in REQUIRED_KEYS if k not in arrays]
@@ -278,3 +285,21 @@ def load_dataset(
     if info is not None and info.format_tests_only:
         logger.warning("dataset %r is for format and pipeline tests only: %s", name, "; ".join(info.caveats))
     return BrainDataset(name, X_train, Y_train, X_test, Y_test, labels_train, labels_test, metadata)
+
+
+def _dataset_from_spec(path: Path, *, allow_degenerate: bool = False) -> BrainDataset:
+    """A :class:`BrainDataset` from a spec file (:mod:`cortexflow.data.spec`); without a split column every
+    trial is a training row and the test arrays have 0 rows (``metadata["has_official_split"]`` is False)."""
+    d = read_spec_data(path, allow_degenerate=allow_degenerate)
+    test = d.is_test if d.is_test is not None else np.zeros(len(d.X), dtype=bool)
+    tr, te = np.flatnonzero(~test), np.flatnonzero(test)
+    if len(tr) < MIN_TRAIN_ROWS:
+        raise DataValidationError(f"{path}: {len(tr)} training row(s); a training split needs at least {MIN_TRAIN_ROWS}")
+    md = dict(d.metadata, train_rows=tr, test_rows=te)
+    for part, rows in (("train", tr), ("test", te)):
+        if d.groups is not None:
+            md[f"groups_{part}"] = d.groups[rows]
+        if d.trial_ids is not None:
+            md[f"trial_ids_{part}"] = [d.trial_ids[i] for i in rows]
+    lab = (None, None) if d.labels is None else (d.labels[tr], d.labels[te])
+    return BrainDataset(d.name, d.X[tr], d.Y[tr], d.X[te], d.Y[te], lab[0], lab[1], md)
