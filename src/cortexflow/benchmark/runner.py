@@ -33,6 +33,7 @@ from cortexflow.benchmark.store import ResultStore, check_output_dir
 from cortexflow.benchmark.tasks import ID_COLUMNS, METRIC_COLUMNS, Task, load_task_data, stimulus_ids
 from cortexflow.data.splits import SPLIT_KINDS, iter_splits, resolve_folds, scored_images, scored_slice
 from cortexflow.evaluation.stats import paired_comparisons
+from cortexflow.data.spec import no_official_split_message
 from cortexflow.exceptions import ConfigError
 from cortexflow.reporting.report import write_report
 from cortexflow.tracking import log_benchmark, make_tracker
@@ -280,6 +281,8 @@ def build_tasks(config: BenchmarkConfig) -> BenchmarkPlan:
             plan.notes.append(f"{name}: this dataset is for format and pipeline tests only; its numbers are no quality claim")
         plan.datasets[name] = d
         for split in parse_list(config.splits):
+            if split == "official" and len(ds.Y_test) == 0:  # a spec without a split column
+                raise ConfigError(no_official_split_message(name))
             k, notes = resolve_folds(ds.Y_train, split, config.n_folds, name)
             plan.notes.extend(notes)
             plan.folds[(name, split)] = k or 1

@@ -243,10 +243,13 @@ def load_dataset(
                 f"{key!r} is neither a registered dataset{did_you_mean(key, DATASETS)} "
                 f"({', '.join(sorted(DATASETS))}) nor an existing file"
             )
+        if is_spec_path(path):
+            if pixel_order is not None or stimulus_scale is not None:
+                raise DataValidationError(f"{path}: a spec declares its stimuli's pixel_order and scale in "
+                                          "[stimuli]; pixel_order/stimulus_scale arguments do not apply to it")
+            return _dataset_from_spec(path, allow_degenerate=allow_degenerate)
         name = path.stem
         pixel_order = pixel_order or "C"
-    if info is None and is_spec_path(path):
-        return _dataset_from_spec(path, allow_degenerate=allow_degenerate)
     source = str(path)
     arrays = read_arrays(path)
     missing = [k for k in REQUIRED_KEYS if k not in arrays]

@@ -605,6 +605,7 @@ def read_spec_data(
         if arrays is not None:
             meta = json.loads(str(arrays.pop("__metadata__")))
             meta.update({k: arrays.pop(k) for k in _ARRAY_META if k in arrays})
+            meta.update(name=name, source=str(spec["_path"]))  # the same files may be named by another spec path
             logger.info("spec %s read from the cache (%s)", path, entry)
             opt = {k: arrays.get(k) for k in ("is_test", "labels", "groups")}
             return SpecData(name=name, X=arrays["X"], Y=arrays["Y"], **opt, trial_ids=meta.pop("trial_ids", None),

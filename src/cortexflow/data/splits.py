@@ -155,6 +155,9 @@ def iter_splits(data: Any, kind: str, n_folds: int = 10, seed: int = 0) -> Itera
     if kind == "official":
         if not hasattr(data, "Y_test"):
             raise ConfigError("the official split needs a dataset (with Y_train and Y_test), not an image array")
+        if len(data.Y_test) == 0:  # a spec without a split column (cortexflow.data.spec)
+            raise ConfigError(f"{getattr(data, 'name', 'the dataset')} has no official test rows (no split column in "
+                              "its trial table): only the kfold and novel-stimulus splits can be used")
         yield Split("official", 0, np.arange(len(data.Y_train)), np.arange(len(data.Y_test)))
     elif kind == "kfold":
         yield from kfold_splits(len(_train_images(data)), n_folds, seed)
