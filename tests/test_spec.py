@@ -235,3 +235,55 @@ def test_each_error_is_one_line_exit_2_and_nothing_is_written(tmp_path, cache, c
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), res.output
     assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_the_docs_hdf5_and_mat73_example(tmp_path, cache):
+    h5py = pytest.importorskip("h5py")
+    from test_readers import write_mat73
+
+    X = RNG.normal(size=(6, 9)).astype(np.float32)
+    imgs = RNG.random((3, 64, 64))
+    with h5py.File(tmp_path / "sub01_betas.h5", "w") as f:
+        f.create_dataset("visual/betas", data=X)
+    write_mat73(tmp_path / "stimuli.mat", {"images": imgs.reshape(3, -1, order="F")})
+    write_table(tmp_path / "trials.csv", ["image_index", "split", "session"],
+                [[i % 3, "test" if i == 5 else "train", i // 3] for i in range(6)])
+    spec = write_spec(tmp_path, '[signals]\npath = "sub01_betas.h5"\nkey = "visual/betas"\n'
+                      '[stimuli]\npath = "stimuli.mat"\nkey = "images"\nsize = [64, 64]\npixel_order = "column-major"\n'
+                      '[trials]\ntable = "trials.csv"\nstimulus = "image_index"\nsplit = "split"\ngroup = "session"\n')
+    ds = load_dataset(spec)
+    assert np.array_equal(ds.X_test, X[[5]]) and ds.Y_train.shape == (5, 64, 64)
+    assert np.array_equal(ds.Y_test[0], imgs[2].astype(np.float32))
+    assert ds.metadata["groups_test"].tolist() == [1]
+
+
+def test_mne_epochs_with_stimuli_flatten_into_rows(tmp_path, cache):
+    mne = pytest.importorskip("mne")
+    data = RNG.normal(size=(4, 2, 10)) * 1e-5
+    events = np.column_stack([np.arange(4) * 20, np.zeros(4, int), [1, 2, 1, 2]])
+    mne.EpochsArray(data, mne.create_info(["a", "b"], 100.0, "eeg"), events=events, event_id={"p": 1, "q": 2},
+                    verbose="error").save(tmp_path / "s-epo.fif", verbose="error")
+    (tmp_path / "img").mkdir()
+    for name in ("p", "q"):
+        Image.fromarray(RNG.integers(0, 256, (16, 16), dtype=np.uint8)).save(tmp_path / "img" / f"{name}.png")
+    write_table(tmp_path / "t.csv", ["cls"], [["p"], ["q"], ["p"], ["q"]])
+    spec = write_spec(tmp_path, '[signals]\npath = "s-epo.fif"\n[stimuli]\npath = "img"\n'
+                      '[trials]\ntable = "t.csv"\nstimulus = "cls"\nlabel = "cls"\n')
+    ds = load_dataset(spec)
+    assert ds.X_train.shape == (4, 20) and np.array_equal(ds.X_train, data.reshape(4, -1).astype(np.float32))
+    assert ds.labels_train.tolist() == [0, 1, 0, 1] and ds.metadata["modality"] == "eeg"
+    assert np.array_equal(ds.Y_train[0], ds.Y_train[2]) and not np.array_equal(ds.Y_train[0], ds.Y_train[1])
+
+
+def test_pixel_order_on_the_command_line(tmp_path):
+    imgs = np.zeros((3, 28, 28), dtype=np.float32)
+    imgs[:, :, :5] = 1  # a vertical bar: transposed it would be horizontal
+    np.savez(tmp_path / "d.npz", fmriTrn=RNG.normal(size=(3, 4)), fmriTest=RNG.normal(size=(1, 4)),
+             stimTrn=imgs.reshape(3, -1, order="F"), stimTest=imgs[:1].reshape(1, -1, order="F"))
+    res = CliRunner().invoke(cli, ["datasets", "info", str(tmp_path / "d.npz"), "--pixel-order", "column-major",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["pixel_order"] == "F"
+    assert np.array_equal(load_dataset(tmp_path / "d.npz", pixel_order="F").Y_train, imgs)
+    res = CliRunner().invoke(cli, ["datasets", "info", str(tmp_path / "d.npz"), "--pixel-order", "diagonal"])
+    assert res.exit_code == 2 and "'diagonal' is not one of" in res.output

@@ -188,7 +188,9 @@ def load_dataset(
     name_or_path : str or path-like
         A registered name (``"vangerven"``, ``"miyawaki"``, ...) or a file
         holding ``fmriTrn``, ``stimTrn``, ``fmriTest``, ``stimTest`` and
-        optionally ``labelTrn``, ``labelTest``.
+        optionally ``labelTrn``, ``labelTest`` (.mat v4-7.3, .npz, .h5/.hdf5), or a data set spec
+        (``.toml``, see :mod:`cortexflow.data.spec`; ``pixel_order`` and ``stimulus_scale`` are then
+        declared in the spec).
     data_dir : path-like, optional
         Data folder for registered datasets (see :func:`get_data_dir`).
     pixel_order : {"C", "F"}, optional
