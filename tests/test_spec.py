@@ -206,6 +206,8 @@ def _case(tmp_path: Path, case: str) -> Path:
     if case == "bad split value":
         write_table(tmp_path / "t.csv", ["s", "sp"], [[0, "train"], [1, "Train"], [2, "validation"], [3, "test"]])
         return write_spec(tmp_path, sig + '[stimuli]\npath = "s.npz"\n' + table + 'split = "sp"\n')
+    if case == "bad toml":
+        return write_spec(tmp_path, '[signals]\npath = X.npy\n')
     if case == "unknown key":
         return write_spec(tmp_path, sig + '[stimuli]\npath = "s.npz"\ncolour = "rgb"\n')
     raise AssertionError(case)
@@ -220,6 +222,7 @@ ERRORS = {
     "too big": (DataValidationError, r"big.png is 300x300 px; images must be 8..256 px per side"),
     "mixed colour": (DataValidationError, r"b.png is rgb but a.png is grayscale; grayscale and RGB images are mixed"),
     "bad split value": (DataValidationError, r"row 4, column 'sp': 'validation' is not a split; allowed: train, test"),
+    "bad toml": (ConfigError, r"spec.toml: not a valid TOML file \(Invalid value"),
     "unknown key": (ConfigError, r"unknown key\(s\) \['colour'\] in \[stimuli\]; allowed: .*color"),
 }
 
@@ -287,3 +290,10 @@ def test_pixel_order_on_the_command_line(tmp_path):
     assert np.array_equal(load_dataset(tmp_path / "d.npz", pixel_order="F").Y_train, imgs)
     res = CliRunner().invoke(cli, ["datasets", "info", str(tmp_path / "d.npz"), "--pixel-order", "diagonal"])
     assert res.exit_code == 2 and "'diagonal' is not one of" in res.output
+
+
+def test_a_nifti_or_epochs_file_given_directly_points_to_a_spec(tmp_path):
+    for name in ("betas.nii.gz", "sub01-epo.fif"):
+        (tmp_path / name).write_bytes(b"\x00" * 64)
+        with pytest.raises(DataValidationError, match="describe it with its mask, stimuli and trials in a spec file"):
+            load_dataset(tmp_path / name)

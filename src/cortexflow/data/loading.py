@@ -15,6 +15,8 @@ import scipy.io
 
 from cortexflow.data.fetch import cached_sha256, fetch_dataset, verify_registered_file
 from cortexflow.data.readers.arrays import is_hdf5, read_hdf5_arrays
+from cortexflow.data.readers.mne_epochs import is_mne_epochs_path
+from cortexflow.data.readers.nifti import is_nifti_path
 from cortexflow.data.registry import DATASETS, DatasetInfo, did_you_mean
 from cortexflow.data.spec import is_spec_path, read_spec_data
 from cortexflow.data.validation import check_same_rows, validate_signals, validate_stimuli
@@ -245,6 +247,11 @@ def load_dataset(
                 f"{key!r} is neither a registered dataset{did_you_mean(key, DATASETS)} "
                 f"({', '.join(sorted(DATASETS))}) nor an existing file"
             )
+        if is_nifti_path(path) or is_mne_epochs_path(path):
+            raise DataValidationError(
+                f"{path}: a {'NIfTI image' if is_nifti_path(path) else 'file of MNE epochs'} holds signals only; "
+                "describe it with its mask, stimuli and trials in a spec file (.toml): see docs/datasets.md "
+                "'Your own data'")
         if is_spec_path(path):
             if pixel_order is not None or stimulus_scale is not None:
                 raise DataValidationError(f"{path}: a spec declares its stimuli's pixel_order and scale in "
