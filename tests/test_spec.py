@@ -133,10 +133,11 @@ def test_the_cache_is_used_verified_and_rebuilt(arrays_spec, cache):
     # a damaged entry (valid npz, wrong content) is detected by its own checksum and rebuilt
     with np.load(entries[0]) as z:
         content = {k: z[k] for k in z.files}
-    content["X"] = content["X"] + 1
+    content["Y"] = content["Y"] * 0.5
     np.savez(entries[0], **content)
     third = read_spec_data(spec)
-    assert not third.from_cache and np.array_equal(third.X, X)
+    assert not third.from_cache and np.array_equal(third.Y, first.Y)
+    assert read_spec_data(spec).from_cache  # rebuilt and valid again
     # a changed source file gives another key
     np.save(spec.parent / "X.npy", X * 2)
     fourth = read_spec_data(spec)
@@ -297,3 +298,13 @@ def test_a_nifti_or_epochs_file_given_directly_points_to_a_spec(tmp_path):
         (tmp_path / name).write_bytes(b"\x00" * 64)
         with pytest.raises(DataValidationError, match="describe it with its mask, stimuli and trials in a spec file"):
             load_dataset(tmp_path / name)
+
+
+def test_npy_signals_are_not_copied_into_the_cache(arrays_spec, cache):
+    spec, X, _, _ = arrays_spec
+    read_spec_data(spec)
+    (entry,) = cache.glob("*.npz")
+    with np.load(entry) as z:
+        assert "X" not in z.files and "Y" in z.files
+    again = read_spec_data(spec)
+    assert again.from_cache and np.array_equal(again.X, X)

@@ -52,6 +52,7 @@ cached (``<cache root>/specs/<key>.npz``, the cache root being
 spec and of every source file it reads; the entry stores the sha256 of its
 own arrays and is rebuilt when that does not match, so a second load neither
 re-reads NIfTI images nor image folders, and never trusts a damaged entry.
+``.npy`` signals are not copied into the cache: they are memory-mapped again.
 """
 
 from __future__ import annotations
@@ -475,10 +476,10 @@ def _stimuli(spec: dict, table: _Table | None, n_rows: int, facts: dict) -> tupl
 
 
 # -------------------------------------------------------------------- cache
-def _cache_key(spec: dict) -> str:
-    """sha256 of the spec and of every file it reads (paths, sizes and contents)."""
+def _cache_key(spec: dict, allow_degenerate: bool = False) -> str:
+    """sha256 of the spec and of every file it reads (paths and contents), and of the load options."""
     h = hashlib.sha256()
-    h.update(f"cortexflow-spec-cache/{CACHE_FORMAT}\n".encode())
+    h.update(f"cortexflow-spec-cache/{CACHE_FORMAT}/allow_degenerate={bool(allow_degenerate)}\n".encode())
     h.update(Path(spec["_path"]).read_bytes())
     files: list[Path] = []
     for section, keys in (("signals", ("path", "mask", "atlas")), ("stimuli", ("path",)), ("trials", ("table",))):
@@ -598,8 +599,10 @@ def read_spec_data(
     spec = read_spec(path)
     name = str(spec.get("name") or Path(path).stem)
     use_cache = spec.get("cache", True) if cache is None else cache
-    key = _cache_key(spec)
+    key = _cache_key(spec, allow_degenerate)
     entry = spec_cache_dir(cache_dir) / f"{key}.npz"
+    # .npy signals are memory-mapped at every load, never copied into the cache (they may be large)
+    mapped = str(_file(spec, "signals")).lower().endswith(".npy")
     if use_cache:
         arrays = _read_cache(entry)
         if arrays is not None:
@@ -608,7 +611,10 @@ def read_spec_data(
             meta.update(name=name, source=str(spec["_path"]))  # the same files may be named by another spec path
             logger.info("spec %s read from the cache (%s)", path, entry)
             opt = {k: arrays.get(k) for k in ("is_test", "labels", "groups")}
-            return SpecData(name=name, X=arrays["X"], Y=arrays["Y"], **opt, trial_ids=meta.pop("trial_ids", None),
+            X = arrays["X"] if "X" in arrays else validate_signals(
+                _signals(spec, None, {})[0], source=str(_file(spec, "signals")), key="signals",
+                allow_degenerate=allow_degenerate)
+            return SpecData(name=name, X=X, Y=arrays["Y"], **opt, trial_ids=meta.pop("trial_ids", None),
                             stimulus_names=meta.pop("stimulus_names", None), metadata=meta, from_cache=True)
     facts: dict[str, Any] = {}
     table = _read_table(spec)
@@ -641,8 +647,10 @@ def read_spec_data(
                     trial_ids=table.ids if table is not None else None, stimulus_names=names,
                     metadata={**meta, **extra})
     if use_cache:
-        arrays = {"X": X, "Y": Y, "__metadata__": np.array(json.dumps(
+        arrays = {"Y": Y, "__metadata__": np.array(json.dumps(
             {**meta, "trial_ids": data.trial_ids, "stimulus_names": names}))}
+        if not mapped:
+            arrays["X"] = X
         arrays.update({k: v for k, v in (("is_test", is_test), ("labels", labels), ("groups", data.groups))
                        if v is not None})
         arrays.update({k: extra[k] for k in _ARRAY_META if k in extra})
