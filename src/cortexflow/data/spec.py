@@ -428,12 +428,16 @@ def _stimuli(spec: dict, table: _Table | None, n_rows: int, facts: dict) -> tupl
             names = files
         else:
             present = set(files)
-            stems = {}
+            stems: dict[str, list[str]] = {}
             for f in files:
-                stems.setdefault(Path(f).stem, f)
+                stems.setdefault(Path(f).stem, []).append(f)
             names = []
             for i, v in enumerate(table.stimulus):
-                name = v if v in present else stems.get(v)
+                if v not in present and len(stems.get(v, [])) > 1:
+                    raise DataValidationError(
+                        f"{_file(spec, 'trials', 'table')}: row {i + 2} names stimulus {v!r}, which matches "
+                        f"{stems[v]} in {path}; give the file name with its suffix")
+                name = v if v in present else (stems.get(v) or [None])[0]
                 if name is None:
                     raise DataValidationError(
                         f"{_file(spec, 'trials', 'table')}: row {i + 2} names stimulus {v!r}, which is not an image "
