@@ -31,9 +31,9 @@ from cortexflow.benchmark.executors import BACKENDS, make_executor
 from cortexflow.benchmark.methods import REFERENCE_METHOD, check_options, get_method, resolve_methods
 from cortexflow.benchmark.store import ResultStore, check_output_dir
 from cortexflow.benchmark.tasks import ID_COLUMNS, METRIC_COLUMNS, Task, load_task_data, stimulus_ids
+from cortexflow.data.spec import no_official_split_message
 from cortexflow.data.splits import SPLIT_KINDS, iter_splits, resolve_folds, scored_images, scored_slice
 from cortexflow.evaluation.stats import paired_comparisons
-from cortexflow.data.spec import no_official_split_message
 from cortexflow.exceptions import ConfigError
 from cortexflow.reporting.report import write_report
 from cortexflow.tracking import log_benchmark, make_tracker
