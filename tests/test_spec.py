@@ -308,3 +308,22 @@ def test_npy_signals_are_not_copied_into_the_cache(arrays_spec, cache):
         assert "X" not in z.files and "Y" in z.files
     again = read_spec_data(spec)
     assert again.from_cache and np.array_equal(again.X, X)
+
+
+def test_kfold_keeps_the_groups_of_the_trial_table_apart(arrays_spec, tmp_path):
+    spec = arrays_spec[0]
+    ds = load_dataset(spec)
+    groups = ds.metadata["groups_train"]
+    folds = list(iter_splits(ds, "kfold", n_folds=2, seed=0))
+    assert len(folds) == 2
+    for f in folds:
+        assert not set(groups[f.train]) & set(groups[f.test])
+    with pytest.raises(ConfigError, match="keeps runs/sessions .* apart, and there are 2; use between 2 and 2 folds"):
+        list(iter_splits(ds, "kfold", n_folds=3))
+    res = CliRunner().invoke(cli, ["benchmark", "--datasets", str(spec), "--methods", "mean-image", "--split", "kfold",
+                                   "--folds", "3", "--seeds", "1", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "use between 2 and 2 folds" in res.output
+    res = CliRunner().invoke(cli, ["benchmark", "--datasets", str(spec), "--methods", "mean-image", "--split", "kfold",
+                                   "--folds", "2", "--seeds", "1", "--out", str(tmp_path / "ok")])
+    assert res.exit_code == 0, res.output
+    assert "group K-fold" in (tmp_path / "ok" / "summary.md").read_text()

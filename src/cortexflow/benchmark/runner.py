@@ -284,6 +284,9 @@ def build_tasks(config: BenchmarkConfig) -> BenchmarkPlan:
             if split == "official" and len(ds.Y_test) == 0:  # a spec without a split column
                 raise ConfigError(no_official_split_message(name))
             k, notes = resolve_folds(ds.Y_train, split, config.n_folds, name)
+            if split == "kfold" and ds.metadata.get("groups_train") is not None:  # grouped folds: checked now
+                next(iter_splits(ds, split, k, int(config.split_seed)))
+                notes.append(f"{name}: kfold keeps the runs/sessions of its group column apart (group K-fold)")
             plan.notes.extend(notes)
             plan.folds[(name, split)] = k or 1
             for seed in seed_list:
