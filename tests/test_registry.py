@@ -135,7 +135,7 @@ def test_the_builder_hands_every_scored_stimulus(tmp_path, cache):
     ({"knn": 0}, "knn=0 is below its minimum 1"),
     ({"knn": "ten"}, "knn='ten' is a str; allowed: int"),
     ({"decoding": "telepathy"}, "decoding='telepathy' is not allowed; allowed: 'hybrid', 'prior', 'corpus-knn'"),
-    ({"knnn": 3}, "has no option 'knnn' (did you mean knn?)"),
+    ({"knnn": 3}, r"has no option 'knnn' \(did you mean knn\?\)"),
     ({"prior": ["mnist-t10k"]}, "prior=\\['mnist-t10k'\\] is a list; allowed: str"),
 ])
 def test_options_are_checked_by_type_range_and_choice(options, message):

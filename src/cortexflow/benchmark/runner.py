@@ -31,6 +31,7 @@ from cortexflow.benchmark.executors import BACKENDS, make_executor
 from cortexflow.benchmark.methods import REFERENCE_METHOD, check_options, get_method, resolve_methods
 from cortexflow.benchmark.store import ResultStore, check_output_dir
 from cortexflow.benchmark.tasks import ID_COLUMNS, METRIC_COLUMNS, Task, load_task_data, stimulus_ids
+from cortexflow.data.spec import no_official_split_message
 from cortexflow.data.splits import SPLIT_KINDS, iter_splits, resolve_folds, scored_images, scored_slice
 from cortexflow.evaluation.stats import paired_comparisons
 from cortexflow.exceptions import ConfigError
@@ -280,7 +281,12 @@ def build_tasks(config: BenchmarkConfig) -> BenchmarkPlan:
             plan.notes.append(f"{name}: this dataset is for format and pipeline tests only; its numbers are no quality claim")
         plan.datasets[name] = d
         for split in parse_list(config.splits):
+            if split == "official" and len(ds.Y_test) == 0:  # a spec without a split column
+                raise ConfigError(no_official_split_message(name))
             k, notes = resolve_folds(ds.Y_train, split, config.n_folds, name)
+            if split == "kfold" and ds.metadata.get("groups_train") is not None:  # grouped folds: checked now
+                next(iter_splits(ds, split, k, int(config.split_seed)))
+                notes.append(f"{name}: kfold keeps the runs/sessions of its group column apart (group K-fold)")
             plan.notes.extend(notes)
             plan.folds[(name, split)] = k or 1
             for seed in seed_list:

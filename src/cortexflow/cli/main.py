@@ -17,12 +17,14 @@ from cortexflow.benchmark.cli import benchmark, methods
 from cortexflow.methods.build import check_scored_stimuli, make_estimator, scored_stimuli
 from cortexflow.methods.registry import check_options, decoder_label, get_method, list_methods, suggest
 from cortexflow.cli._common import parse_sets
+from cortexflow.cli.datasets_check import check as datasets_check
 from cortexflow.cli.eeg import eeg
 from cortexflow.cli.prior import prior
 from cortexflow.data.eeg.registered import describe_eeg, is_raw_eeg_dataset, load_eeg
 from cortexflow.data.fetch import fetch_dataset
 from cortexflow.data.loading import load_dataset, read_arrays
 from cortexflow.data.registry import DATASETS, get_dataset_info
+from cortexflow.data.spec import no_official_split_message
 from cortexflow.data.summary import describe_dataset
 from cortexflow.data.validation import validate_signals
 from cortexflow.evaluation.metrics import evaluate_reconstructions, summarize
@@ -68,7 +70,7 @@ class _Group(click.Group):
 
 
 SEED = click.IntRange(0, 2**31 - 1)  # the range of cortexflow.models.base.seed_from_random_state
-_FLAGS = {"allow_degenerate": "--allow-degenerate", "stimulus_scale": "--stimulus-scale"}
+_FLAGS = {"allow_degenerate": "--allow-degenerate", "stimulus_scale": "--stimulus-scale", "pixel_order": "--pixel-order"}
 
 _stimulus_scale_option = click.option(
     "--stimulus-scale", type=float, default=None,
@@ -76,11 +78,23 @@ _stimulus_scale_option = click.option(
 )
 
 
+_pixel_order_option = click.option(
+    "--pixel-order", type=click.Choice(["row-major", "column-major", "C", "F"]), default=None,
+    callback=lambda ctx, param, v: {"row-major": "C", "column-major": "F"}.get(v, v),
+    help="Order of the flat stimulus rows of a file of your own: row-major (C, default) or column-major (F, MATLAB).",
+)
+
+
 def _load(name_or_path: str, data_dir, **kwargs):
     """``load_dataset`` for a command: an error that names a Python argument also names its command-line flag."""
 
+    official = kwargs.pop("official", False)
     try:
-        return load_dataset(name_or_path, data_dir, **kwargs)
+        ds = load_dataset(name_or_path, data_dir, **kwargs)
+        if official and len(ds.X_test) == 0:  # a spec without a split column
+            raise ConfigError(no_official_split_message(ds.name) + " (train and evaluate use the official split; "
+                              "cortexflow benchmark runs the others)")
+        return ds
     except DataValidationError as exc:
         flags = [flag for arg, flag in _FLAGS.items() if arg in str(exc) and flag not in str(exc)]
         if flags:
@@ -100,6 +114,9 @@ def cli(verbose: int) -> None:
 @cli.group(cls=_Group)
 def datasets() -> None:
     """List, fetch and describe datasets."""
+
+
+datasets.add_command(datasets_check)  # `cortexflow datasets check SPEC.toml` (cli/datasets_check.py)
 
 
 @datasets.command("list")
@@ -147,7 +164,9 @@ def datasets_fetch(name: str, data_dir, mirror, no_progress: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--allow-degenerate", is_flag=True, help="Describe even a signal whose rows are all identical.")
 @_stimulus_scale_option
-def datasets_info(name_or_path: str, data_dir, as_json: bool, allow_degenerate: bool, stimulus_scale) -> None:
+@_pixel_order_option
+def datasets_info(name_or_path: str, data_dir, as_json: bool, allow_degenerate: bool, stimulus_scale,
+                  pixel_order) -> None:
     """Shapes, unique stimuli, train/test overlap and checksum status of a dataset or file."""
 
     if is_raw_eeg_dataset(name_or_path):
@@ -155,7 +174,8 @@ def datasets_info(name_or_path: str, data_dir, as_json: bool, allow_degenerate: 
                     ("name", "source", "checksum", "modality", "format", "device", "n_epochs", "n_channels",
                      "n_times", "sfreq", "class_counts", "size_mismatch"))
         return
-    ds = _load(name_or_path, data_dir, stimulus_scale=stimulus_scale, allow_degenerate=allow_degenerate)
+    ds = _load(name_or_path, data_dir, stimulus_scale=stimulus_scale, allow_degenerate=allow_degenerate,
+               pixel_order=pixel_order)
     _print_info(describe_dataset(ds), as_json,
                 ("name", "source", "checksum", "n_train", "n_test", "n_features", "n_unique_stimuli",
                  "n_test_seen_in_train", "labels", "pixel_order", "modality"))
@@ -264,8 +284,9 @@ class _MethodChoice(click.ParamType):
 @click.option("--deterministic", is_flag=True, help="Deterministic algorithms (CUDA: also CUBLAS_WORKSPACE_CONFIG).")
 @click.option("--no-progress", is_flag=True, help="Hide the per-epoch progress bar.")
 @_stimulus_scale_option
+@_pixel_order_option
 def train(dataset: str, method: str, seed: int, out_dir: str, overwrite: bool, config: str, sets, data_dir, device: str,
-          amp: str, deterministic: bool, no_progress: bool, stimulus_scale) -> None:
+          amp: str, deterministic: bool, no_progress: bool, stimulus_scale, pixel_order) -> None:
     """Train a decoder (CCCV1 by default) on the official split; write checkpoint, metrics.json and a PNG grid."""
 
     # Every option is checked before any work: the overrides against the chosen (or a stand-in) preset
@@ -287,7 +308,7 @@ def train(dataset: str, method: str, seed: int, out_dir: str, overwrite: bool, c
         check_replaceable_checkpoint(out / "checkpoint")
         if deterministic:
             set_deterministic(True)
-        ds = _load(dataset, data_dir, stimulus_scale=stimulus_scale)
+        ds = _load(dataset, data_dir, stimulus_scale=stimulus_scale, pixel_order=pixel_order, official=True)
         metadata = {k: ds.metadata[k] for k in ("name", "sha256", "source", "modality")}
         if preset:
             cfg = get_config(config, n_train=len(ds.X_train), dataset=ds.name, **overrides)
@@ -333,7 +354,8 @@ def train(dataset: str, method: str, seed: int, out_dir: str, overwrite: bool, c
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Also write metrics.json and a grid here.")
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty --out folder that CortexFlow did not make.")
 @_stimulus_scale_option
-def evaluate(checkpoint: str, dataset: str, data_dir, out_dir, overwrite: bool, stimulus_scale) -> None:
+@_pixel_order_option
+def evaluate(checkpoint: str, dataset: str, data_dir, out_dir, overwrite: bool, stimulus_scale, pixel_order) -> None:
     """Score a checkpoint on a dataset's official test split."""
 
     out = None
@@ -341,7 +363,7 @@ def evaluate(checkpoint: str, dataset: str, data_dir, out_dir, overwrite: bool, 
         if out_dir:
             out, _ = prepare_output_dir(out_dir, "evaluate", EVALUATE_OUTPUTS + [OUTPUT_MARKER], overwrite=overwrite)
         model = load_decoder(_checkpoint_dir(checkpoint))
-        ds = _load(dataset, data_dir, stimulus_scale=stimulus_scale)
+        ds = _load(dataset, data_dir, stimulus_scale=stimulus_scale, pixel_order=pixel_order, official=True)
         check_scored_stimuli(model, ds.Y_test, source=f"data set {ds.name!r} (official test split)")
         pred = model.predict(ds.X_test)
         per_image = evaluate_reconstructions(true=ds.Y_test, pred=pred)

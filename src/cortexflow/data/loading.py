@@ -14,8 +14,12 @@ import numpy as np
 import scipy.io
 
 from cortexflow.data.fetch import cached_sha256, fetch_dataset, verify_registered_file
+from cortexflow.data.readers.arrays import is_hdf5, read_hdf5_arrays
+from cortexflow.data.readers.mne_epochs import is_mne_epochs_path
+from cortexflow.data.readers.nifti import is_nifti_path
 from cortexflow.data.registry import DATASETS, DatasetInfo, did_you_mean
 from cortexflow.data.grids import recover_grid
+from cortexflow.data.spec import is_spec_path, read_spec_data
 from cortexflow.data.validation import check_same_rows, normalize_image_shape, validate_signals, validate_stimuli
 from cortexflow.exceptions import DataValidationError
 
@@ -152,8 +156,11 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if kind == "a .npy array":
         raise DataValidationError(
             f"{path}: is a single .npy array; a dataset file holds the named arrays {list(REQUIRED_KEYS)} "
-            "(.mat or .npz)"
+            "(.mat, .npz or HDF5), or describe it (with its stimuli) in a spec file: see docs/datasets.md "
+            "'Your own data'"
         )
+    if suffix != ".npz" and is_hdf5(path):  # HDF5, or MATLAB v7.3 (transposed back to MATLAB's shapes)
+        return read_hdf5_arrays(path)
     try:
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
@@ -201,7 +208,9 @@ def load_dataset(
     name_or_path : str or path-like
         A registered name (``"vangerven"``, ``"miyawaki"``, ...) or a file
         holding ``fmriTrn``, ``stimTrn``, ``fmriTest``, ``stimTest`` and
-        optionally ``labelTrn``, ``labelTest``.
+        optionally ``labelTrn``, ``labelTest`` (.mat v4-7.3, .npz, .h5/.hdf5), or a data set spec
+        (``.toml``, see :mod:`cortexflow.data.spec`; ``pixel_order`` and ``stimulus_scale`` are then
+        declared in the spec).
     data_dir : path-like, optional
         Data folder for registered datasets (see :func:`get_data_dir`).
     pixel_order : {"C", "F"}, optional
@@ -267,6 +276,16 @@ def load_dataset(
                 f"{key!r} is neither a registered dataset{did_you_mean(key, DATASETS)} "
                 f"({', '.join(sorted(DATASETS))}) nor an existing file"
             )
+        if is_nifti_path(path) or is_mne_epochs_path(path):
+            raise DataValidationError(
+                f"{path}: a {'NIfTI image' if is_nifti_path(path) else 'file of MNE epochs'} holds signals only; "
+                "describe it with its mask, stimuli and trials in a spec file (.toml): see docs/datasets.md "
+                "'Your own data'")
+        if is_spec_path(path):
+            if pixel_order is not None or stimulus_scale is not None:
+                raise DataValidationError(f"{path}: a spec declares its stimuli's pixel_order and scale in "
+                                          "[stimuli]; pixel_order/stimulus_scale arguments do not apply to it")
+            return _dataset_from_spec(path, allow_degenerate=allow_degenerate)
         name = path.stem
         pixel_order = pixel_order or "C"
     source = str(path)
@@ -330,3 +349,21 @@ def _registered_image_shape(info: DatasetInfo, image_shape) -> tuple[int, ...]:
                 f"its shape{hint}"
             )
     return tuple(info.image_shape)
+
+
+def _dataset_from_spec(path: Path, *, allow_degenerate: bool = False) -> BrainDataset:
+    """A :class:`BrainDataset` from a spec file (:mod:`cortexflow.data.spec`); without a split column every
+    trial is a training row and the test arrays have 0 rows (``metadata["has_official_split"]`` is False)."""
+    d = read_spec_data(path, allow_degenerate=allow_degenerate)
+    test = d.is_test if d.is_test is not None else np.zeros(len(d.X), dtype=bool)
+    tr, te = np.flatnonzero(~test), np.flatnonzero(test)
+    if len(tr) < MIN_TRAIN_ROWS:
+        raise DataValidationError(f"{path}: {len(tr)} training row(s); a training split needs at least {MIN_TRAIN_ROWS}")
+    md = dict(d.metadata, train_rows=tr, test_rows=te)
+    for part, rows in (("train", tr), ("test", te)):
+        if d.groups is not None:
+            md[f"groups_{part}"] = d.groups[rows]
+        if d.trial_ids is not None:
+            md[f"trial_ids_{part}"] = [d.trial_ids[i] for i in rows]
+    lab = (None, None) if d.labels is None else (d.labels[tr], d.labels[te])
+    return BrainDataset(d.name, d.X[tr], d.Y[tr], d.X[te], d.Y[te], lab[0], lab[1], md)

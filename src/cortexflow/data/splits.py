@@ -109,6 +109,17 @@ def novel_stimulus_splits(images: np.ndarray, n_splits: int = 10, seed: int = 0)
         yield Split("novel-stimulus", fold, tr, te)
 
 
+def _group_kfold_splits(groups: np.ndarray, n_splits: int, seed: int) -> Iterator[Split]:
+    """``kfold`` of a data set whose trials carry a run/session group: no group is split across train and test."""
+    n_groups = len(np.unique(groups))
+    if not 2 <= n_splits <= n_groups:
+        raise ConfigError(f"--folds {n_splits}: the kfold split keeps runs/sessions (the spec's group column) apart, "
+                          f"and there are {n_groups}; use between 2 and {n_groups} folds")
+    gkf = GroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    for fold, (tr, te) in enumerate(gkf.split(np.zeros(len(groups)), groups=groups)):
+        yield Split("kfold", fold, tr, te)
+
+
 def inner_validation_split(n_samples: int, fraction: float = 0.15, seed: int = 0, min_val: int = 2):
     """Carve a validation subset out of training rows with a fixed seed.
 
@@ -155,8 +166,15 @@ def iter_splits(data: Any, kind: str, n_folds: int = 10, seed: int = 0) -> Itera
     if kind == "official":
         if not hasattr(data, "Y_test"):
             raise ConfigError("the official split needs a dataset (with Y_train and Y_test), not an image array")
+        if len(data.Y_test) == 0:  # a spec without a split column (cortexflow.data.spec)
+            raise ConfigError(f"{getattr(data, 'name', 'the dataset')} has no official test rows (no split column in "
+                              "its trial table): only the kfold and novel-stimulus splits can be used")
         yield Split("official", 0, np.arange(len(data.Y_train)), np.arange(len(data.Y_test)))
     elif kind == "kfold":
+        groups = (getattr(data, "metadata", None) or {}).get("groups_train")  # a spec's group column
+        if groups is not None:
+            yield from _group_kfold_splits(np.asarray(groups), n_folds, seed)
+            return
         yield from kfold_splits(len(_train_images(data)), n_folds, seed)
     else:
         yield from novel_stimulus_splits(_train_images(data), n_folds, seed)

@@ -11,16 +11,24 @@ info`` prints for such a data set.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from cortexflow.data.eeg.epochs import EEGEpochs
 from cortexflow.data.eeg.mindbigdata import read_mindbigdata
 from cortexflow.data.fetch import fetch_dataset, verify_registered_file
+from cortexflow.data.readers.mne_epochs import is_mne_epochs_path, read_mne_epochs
 from cortexflow.data.registry import DATASETS, get_dataset_info
+from cortexflow.data.spec import is_spec_path, read_spec_epochs
 from cortexflow.exceptions import DataValidationError
 
-__all__ = ["raw_eeg_datasets", "is_raw_eeg_dataset", "load_eeg", "describe_eeg"]
+__all__ = ["raw_eeg_datasets", "is_raw_eeg_dataset", "load_eeg", "describe_eeg", "read_epochs_file"]
+
+
+def read_epochs_file(path: str | os.PathLike, *, picks=None) -> EEGEpochs:
+    """MNE epochs (``-epo.fif``) as :class:`EEGEpochs` (see :func:`cortexflow.data.readers.read_mne_epochs`)."""
+    return EEGEpochs(**read_mne_epochs(path, picks=picks))
 
 
 def raw_eeg_datasets() -> list[str]:
@@ -46,15 +54,19 @@ def load_eeg(
     Parameters
     ----------
     name_or_path : str or path-like
-        A name from :func:`raw_eeg_datasets` (``"mindbigdata-mw-sample"``) or
-        the path of a MindBigData ``.txt``/``.txt.gz``/``.csv`` file.
+        A name from :func:`raw_eeg_datasets` (``"mindbigdata-mw-sample"``),
+        the path of a MindBigData ``.txt``/``.txt.gz``/``.csv`` file, of MNE
+        epochs (``sub01-epo.fif``, read with :func:`mne.read_epochs`), or of
+        a spec file (``.toml``) whose signals are MNE epochs (see
+        :func:`cortexflow.data.spec.read_spec_epochs`).
     data_dir : path-like, optional
         Data folder of registered recordings (see :func:`cortexflow.data.fetch.get_data_dir`).
     download : bool
         Fetch a registered recording that is not present (checksum-verified).
         With ``False`` the file must be there, and its checksum is verified too.
     **read_kwargs
-        Passed to :func:`read_mindbigdata` (``n_times``, ``max_per_class``, ...).
+        Passed to :func:`read_mindbigdata` (``n_times``, ``max_per_class``, ...);
+        for MNE epochs and spec files only ``device=None`` is accepted (and ignored).
 
     Returns
     -------
@@ -88,6 +100,17 @@ def load_eeg(
             f"{key!r} is neither a registered raw EEG data set ({', '.join(raw_eeg_datasets())}) nor a "
             f"MindBigData file: it is {what}"
         )
+    if is_mne_epochs_path(path) or is_spec_path(path):
+        given = sorted(k for k, v in read_kwargs.items() if v is not None)
+        if given:
+            raise DataValidationError(f"{path}: option(s) {given} apply to MindBigData files, not to MNE epochs or "
+                                      "spec files (choose channels with picks = [...] in the spec)")
+        if is_spec_path(path):
+            return EEGEpochs(**read_spec_epochs(path))
+        ep = read_epochs_file(path)
+        ep.metadata.update(name=re.sub(r"[-_]epo\.fif(\.gz)?$", "", path.name, flags=re.I),
+                           registered=False)
+        return ep
     ep = read_mindbigdata(path, **read_kwargs)
     ep.metadata.update(name=path.stem, registered=False)
     return ep
