@@ -9,6 +9,12 @@ kind                  class
 ``cccv1-ensemble``    :class:`~cortexflow.models.ensemble.CCCV1EnsembleDecoder`
 ``ridge-prior``       :class:`~cortexflow.priors.ridge_prior.RidgePriorDecoder`
 ``cccv1-prior``       :class:`~cortexflow.priors.cccv1_prior.CCCV1PriorDecoder`
+``mean-image``        :class:`~cortexflow.baselines.mean_image.MeanImageDecoder`
+``ridge``             :class:`~cortexflow.baselines.ridge.RidgeDecoder`
+``brain-diffuser-lite`` :class:`~cortexflow.baselines.brain_diffuser_lite.BrainDiffuserLite`
+``mindvis-lite``      :class:`~cortexflow.baselines.mindvis_lite.MindVisLite`
+``brain-diffuser-prior`` :class:`~cortexflow.priors.baselines.BrainDiffuserPrior`
+``mindvis-prior``     :class:`~cortexflow.priors.baselines.MindVisPrior`
 ====================  ==============================================================
 
 A checkpoint written before the ``kind`` field existed holds one CCCV1-family
@@ -21,11 +27,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from cortexflow.baselines import BrainDiffuserLite, MeanImageDecoder, MindVisLite, RidgeDecoder
 from cortexflow.exceptions import CheckpointError
 from cortexflow.models.checkpoint import checkpoint_kind, read_checkpoint_meta
 from cortexflow.models.eeg_estimator import EEGDecoder
 from cortexflow.models.ensemble import CCCV1EnsembleDecoder
 from cortexflow.models.estimator import CCCV1Decoder
+from cortexflow.priors.baselines import BrainDiffuserPrior, MindVisPrior
 from cortexflow.priors.cccv1_prior import CCCV1PriorDecoder
 from cortexflow.priors.ridge_prior import RidgePriorDecoder
 from cortexflow.semantic.decoder import CCCV1SemanticDecoder
@@ -36,7 +44,8 @@ __all__ = ["DECODER_KINDS", "load_decoder", "decoder_class"]
 DECODER_KINDS: dict[str, type] = {
     cls.checkpoint_kind: cls
     for cls in (CCCV1Decoder, CCCV1SemanticDecoder, EEGDecoder, CCCV1EnsembleDecoder, RidgePriorDecoder,
-                CCCV1PriorDecoder)
+                CCCV1PriorDecoder, MeanImageDecoder, RidgeDecoder, BrainDiffuserLite, MindVisLite, BrainDiffuserPrior,
+                MindVisPrior)
 }
 _LEGACY_CLASSES = {cls.__name__: cls for cls in (CCCV1Decoder, CCCV1SemanticDecoder, EEGDecoder)}
 
