@@ -80,6 +80,7 @@ __all__ = [
     "check_state",
     "fitted_attributes",
     "restore_estimator",
+    "one_line",
     "save_estimator",
     "load_estimator",
 ]
@@ -874,6 +875,12 @@ def restore_estimator(cls: type, params: dict[str, Any], state: dict[str, Any], 
     return obj
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``exc`` as one line of at most ``limit`` characters (PyTorch's size-mismatch reports span many)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _build_module(obj: Any, name: str, field: StateField, pending: PendingModule, where: Path, prefix: str):
     if field.build is None:
         raise CheckpointError(f"checkpoint {where}: state entry '{prefix}{name}' holds a network, but "
@@ -884,7 +891,7 @@ def _build_module(obj: Any, name: str, field: StateField, pending: PendingModule
         module.load_state_dict(pending.state, strict=True)
     except (RuntimeError, ValueError, TypeError, KeyError, AttributeError, CortexFlowError) as exc:
         raise CheckpointError(f"checkpoint {where}: the weights of '{prefix}{name}' do not match the stored "
-                              f"parameters and state ({type(exc).__name__}: {exc})") from exc
+                              f"parameters and state ({type(exc).__name__}: {one_line(exc)})") from exc
     return module.eval()
 
 

@@ -30,6 +30,7 @@ from cortexflow.models.checkpoint import (
     check_replaceable_checkpoint,
     check_scalers,
     checkpoint_kind,
+    one_line,
     read_checkpoint_meta,
     read_checkpoint_weights,
     save_checkpoint_dir,
@@ -392,9 +393,6 @@ class CCCV1Decoder(BaseDecoder):
                 "cortexflow.models.loader.load_decoder"
             )
         check_body(meta, meta_path)
-        if "image_shape" in meta and meta["image_shape"] != meta["output_shape"]:
-            raise CheckpointError(f"checkpoint {meta_path}: field 'image_shape' is {meta['image_shape']!r}, but "
-                                  f"'output_shape' is {meta['output_shape']!r}; they must be equal")
         obj = cls._from_checkpoint_body(meta, meta_path, w_path, device,
                                         lambda: read_checkpoint_weights(w_path, meta, fmt))
         obj.checkpoint_meta_ = meta
@@ -432,6 +430,9 @@ class CCCV1Decoder(BaseDecoder):
             raise CheckpointError(f"checkpoint {meta_path}: corrupt or incomplete metadata ({type(exc).__name__}: {exc})") from exc
         n_in, out_shape = int(body["n_features_in"]), tuple(int(v) for v in body["output_shape"])
         check_scalers(sig, tgt, n_in, out_shape, meta_path)
+        if "image_shape" in body and body["image_shape"] != list(out_shape):
+            raise CheckpointError(f"checkpoint {meta_path}: field 'image_shape' is {body['image_shape']!r}, but "
+                                  f"'output_shape' is {list(out_shape)}; they must be equal")
         params = cls._upgrade_checkpoint_params(dict(body.get("params", {})))
         restorable = set(cls._get_param_names()) - {"config", "loss_terms"}
         unknown = sorted(set(params) - restorable)
@@ -451,7 +452,8 @@ class CCCV1Decoder(BaseDecoder):
                 model = obj._build_network(n_in, (math.prod(out_shape) or 1,), cfg)
             model.load_state_dict(state, strict=True)
         except (RuntimeError, ValueError, TypeError, CortexFlowError) as exc:
-            raise CheckpointError(f"checkpoint {w_path}: weights do not match the stored configuration ({exc})") from exc
+            raise CheckpointError(f"checkpoint {w_path}: weights do not match the stored configuration "
+                                  f"({one_line(exc)})") from exc
         model.eval()
         obj.model_, obj.config_, obj.n_features_in_, obj.output_shape_ = model, cfg, n_in, out_shape
         obj.image_shape_ = out_shape
