@@ -1,20 +1,32 @@
-"""Checkpoint folders of the decoders: layout, atomic replacement and the metadata schema.
+"""Checkpoint folders of every CortexFlow estimator: layout, atomic replacement, and value-by-value validation.
 
-A checkpoint is a folder holding ``model.safetensors`` (the weights) and
-``checkpoint.json`` (configuration, preprocessing statistics, training facts
-and, from format 2 on, the sha256 of the weights file). :func:`check_meta`
-and :func:`check_scalers` validate the metadata before anything is built from
-it, so that an edited or damaged file gives a :class:`CheckpointError` naming
-the field rather than a traceback or silent NaN output.
+A checkpoint is a folder holding ``model.safetensors`` (the weights and arrays)
+and ``checkpoint.json`` (strict JSON: format, kind, parameters, fitted state,
+image shape, and the sha256 of the weights file). Format 2 is the only format
+read: a format-1 checkpoint has no hash, so its weights cannot be verified, and
+it is refused. The ``kind`` field names the estimator a checkpoint holds (see
+:func:`cortexflow.models.loader.load_decoder`); a checkpoint without it (written
+before the field existed) holds a single CCCV1-family network.
 
-The ``kind`` field names the decoder a checkpoint holds (``"cccv1"``,
-``"cccv1-ensemble"``, ``"ridge-prior"``, ``"cccv1-prior"``, ...; see
-:func:`cortexflow.models.loader.load_decoder`); a checkpoint without it
-(written before the field existed) holds a single CCCV1-family network.
-:func:`write_checkpoint`, :func:`read_checkpoint_meta` and
-:func:`read_checkpoint_weights` are the shared write and read steps of every
-kind: atomic folder replacement, the sha256 of the weights, and the checks of
-the weights file.
+Shared by every kind: :func:`write_checkpoint` (atomic folder replacement, the
+sha256), :func:`read_checkpoint_meta` (:func:`check_header`) and
+:func:`read_checkpoint_weights` (hash, readable file, finite network weights).
+
+The generic estimator checkpoint (:func:`save_estimator`, :func:`load_estimator`,
+used by :meth:`cortexflow.models.base.BaseDecoder.save` / ``load`` and the
+prior-backed decoders) stores ``get_params(deep=False)`` (minus
+:data:`FIT_ONLY_PARAMS`) and the fitted attributes that the class declares in its
+``checkpoint_schema`` (``{name: StateField}``). Loading builds ``cls(**params)``
+(unknown names refused), runs the estimator's own ``_check_params``, checks each
+state entry against the schema (undeclared names refused, never set; types,
+ranges, allowed strings, finiteness, scaler scales > 0, and array shapes against
+``n_features_in``, the image shape and each other), then sets the entries by name
+and rebuilds declared networks. Every failure is a one-line
+:class:`CheckpointError` naming the file, the key and the allowed values.
+
+The CCCV1 family (``cccv1``, ``cccv1-semantic``, ``cccv1-eeg``, ``cccv1-ensemble``)
+writes the same header and files with its network's body (:func:`check_body`,
+:func:`check_scalers`); its parameters are validated the same way.
 """
 
 from __future__ import annotations

@@ -1,21 +1,21 @@
 """Load any CortexFlow checkpoint: its ``kind`` field picks the decoder class.
 
-====================  ==============================================================
-kind                  class
-====================  ==============================================================
-``cccv1``             :class:`~cortexflow.models.estimator.CCCV1Decoder`
-``cccv1-semantic``    :class:`~cortexflow.semantic.decoder.CCCV1SemanticDecoder`
-``cccv1-eeg``         :class:`~cortexflow.models.eeg_estimator.EEGDecoder`
-``cccv1-ensemble``    :class:`~cortexflow.models.ensemble.CCCV1EnsembleDecoder`
-``ridge-prior``       :class:`~cortexflow.priors.ridge_prior.RidgePriorDecoder`
-``cccv1-prior``       :class:`~cortexflow.priors.cccv1_prior.CCCV1PriorDecoder`
-``mean-image``        :class:`~cortexflow.baselines.mean_image.MeanImageDecoder`
-``ridge``             :class:`~cortexflow.baselines.ridge.RidgeDecoder`
-``brain-diffuser-lite`` :class:`~cortexflow.baselines.brain_diffuser_lite.BrainDiffuserLite`
-``mindvis-lite``      :class:`~cortexflow.baselines.mindvis_lite.MindVisLite`
-``brain-diffuser-prior`` :class:`~cortexflow.priors.baselines.BrainDiffuserPrior`
-``mindvis-prior``     :class:`~cortexflow.priors.baselines.MindVisPrior`
-====================  ==============================================================
+==========================  ====================================================================
+kind                        class
+==========================  ====================================================================
+``cccv1``                   :class:`~cortexflow.models.estimator.CCCV1Decoder`
+``cccv1-semantic``          :class:`~cortexflow.semantic.decoder.CCCV1SemanticDecoder`
+``cccv1-eeg``               :class:`~cortexflow.models.eeg_estimator.EEGDecoder`
+``cccv1-ensemble``          :class:`~cortexflow.models.ensemble.CCCV1EnsembleDecoder`
+``ridge-prior``             :class:`~cortexflow.priors.ridge_prior.RidgePriorDecoder`
+``cccv1-prior``             :class:`~cortexflow.priors.cccv1_prior.CCCV1PriorDecoder`
+``mean-image``              :class:`~cortexflow.baselines.mean_image.MeanImageDecoder`
+``ridge``                   :class:`~cortexflow.baselines.ridge.RidgeDecoder`
+``brain-diffuser-lite``     :class:`~cortexflow.baselines.brain_diffuser_lite.BrainDiffuserLite`
+``mindvis-lite``            :class:`~cortexflow.baselines.mindvis_lite.MindVisLite`
+``brain-diffuser-prior``    :class:`~cortexflow.priors.baselines.BrainDiffuserPrior`
+``mindvis-prior``           :class:`~cortexflow.priors.baselines.MindVisPrior`
+==========================  ====================================================================
 
 A checkpoint written before the ``kind`` field existed holds one CCCV1-family
 network; its ``estimator`` field (when present) names the class, else it loads

@@ -53,6 +53,7 @@ from cortexflow.models.checkpoint import (
 )
 from cortexflow.priors.models import ImagePrior, PriorConfig
 from cortexflow.priors.training import FittedPrior
+from cortexflow.training.config import CCCV1Config
 
 __all__ = [
     "StatePacker",
@@ -148,11 +149,14 @@ CCCV1_PRIOR_SCHEMA: dict[str, StateField] = {
     **COMMON_STATE,
     **PRIOR_STATE,
     "output_shape_": StateField("shape"),
-    "config_": StateField("any"),
+    "config_": StateField("any", check=lambda v: None if isinstance(v, CCCV1Config) else
+                          f"is a {type(v).__name__}, not a CCCV1Config"),
     "signal_scaler_": StateField("scaler"),
     "target_scaler_": StateField("scaler"),
     "ridge_alpha_": StateField("float", required=False, nullable=True, low=0, low_open=True),
-    "posterior_": StateField("any", nullable=True),  # a RidgePriorDecoder, validated by its own schema
+    # a RidgePriorDecoder (the loader's classes), validated by its own schema on the way in
+    "posterior_": StateField("any", nullable=True, check=lambda v: None if getattr(v, "checkpoint_kind", None) ==
+                             "ridge-prior" else f"is a {type(v).__name__}, not a ridge-prior decoder"),
     "histories_": StateField("any", required=False, check=_is_list),
     "history_": StateField("any", required=False, check=_is_list),
     "metadata_": StateField("any", required=False, check=_is_dict),
