@@ -147,12 +147,32 @@ def test_format_field_is_checked(saved, fmt, message):
         CCCV1Decoder.load(saved)
 
 
-def test_format_1_without_hash_still_loads_with_a_warning(saved, data, fitted, caplog):
-    _edit(saved, format=1, weights_sha256=...)
-    with caplog.at_level("WARNING"):
-        loaded = CCCV1Decoder.load(saved, device="cpu")
-    assert "cannot be verified" in caplog.text
-    np.testing.assert_array_equal(loaded.predict(data[0]), fitted.predict(data[0]))
+@pytest.mark.parametrize("sha", [..., "keep"])
+def test_format_1_is_refused_its_weights_cannot_be_verified(saved, sha):
+    _edit(saved, format=1, **({"weights_sha256": ...} if sha is ... else {}))
+    with pytest.raises(CheckpointError, match="'format' is 1: a format-1 checkpoint has no weights hash, so its "
+                                              "weights cannot be verified; this CortexFlow reads formats \\[2\\]"):
+        CCCV1Decoder.load(saved, device="cpu")
+
+
+def test_image_shape_must_agree_with_output_shape(saved):
+    _edit(saved, image_shape=[14, 56])
+    with pytest.raises(CheckpointError, match="'image_shape' is \\[14, 56\\], but 'output_shape' is \\[28, 28\\]"):
+        CCCV1Decoder.load(saved)
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"bogus": 1}, "unknown parameter\\(s\\) 'bogus' for CCCV1Decoder; allowed: amp, dataset, device"),
+    ({"amp": "fp64"}, "'params' is invalid for CCCV1Decoder: amp='fp64' is not allowed; allowed: 'off'"),
+    ({"random_state": -3}, "'params' is invalid for CCCV1Decoder: random_state=-3 is out of range"),
+    ({"progress": "yes"}, "progress='yes' is not allowed; allowed: True, False"),
+])
+def test_stored_params_are_validated(saved, edit, message):
+    meta = json.loads((saved / CHECKPOINT_META).read_text())
+    meta["params"].update(edit)
+    (saved / CHECKPOINT_META).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=message):
+        CCCV1Decoder.load(saved)
 
 
 def test_weights_changed_after_saving_fail_the_hash(saved):

@@ -20,13 +20,14 @@ import cortexflow.priors.ridge_prior as ridge_prior_module
 import cortexflow.priors.training as prior_training
 from cortexflow.cli.main import cli
 from cortexflow.exceptions import CheckpointError
-from cortexflow.models.checkpoint import CHECKPOINT_META, CHECKPOINT_WEIGHTS
+from cortexflow.models.checkpoint import CHECKPOINT_META, CHECKPOINT_WEIGHTS, StateField
 from cortexflow.models.ensemble import CCCV1EnsembleDecoder
 from cortexflow.models.estimator import CCCV1Decoder
 from cortexflow.models.loader import DECODER_KINDS, load_decoder
 from cortexflow.priors import PriorConfig
 from cortexflow.priors.cccv1_prior import CCCV1PriorDecoder
 from cortexflow.priors.generators import miyawaki_patterns
+from cortexflow.priors.persistence import RIDGE_PRIOR_SCHEMA
 from cortexflow.priors.ridge_prior import RidgePriorDecoder
 from cortexflow.training.config import get_config
 from cortexflow.utils.io import sha256_file
@@ -156,17 +157,29 @@ def test_large_exact_arrays_are_stored_as_uint8_and_come_back_bit_for_bit(fitted
     np.testing.assert_array_equal(loaded.corpus_images_, est.corpus_images_)
 
 
-def test_new_fitted_attributes_are_captured_generically(tmp_path):
-    """An attribute the estimator gains later (a calibration array, a dict with float keys...) round-trips."""
+class _ExtendedRidgePrior(RidgePriorDecoder):
+    """A ridge-prior that declares more fitted attributes (as a subclass or a later version would)."""
+
+    checkpoint_schema = {**RIDGE_PRIOR_SCHEMA, "calibration_": StateField("array"), "table_": StateField("any"),
+                         "counts_": StateField("array", low=0), "mask_": StateField("array"),
+                         "names_": StateField("array"), "handle_": StateField("any", required=False)}
+
+
+def _extended(tmp_path):
     X, Y = _problem()
-    est = _ridge_prior(tmp_path / "cache", residual_scale=0.0).fit(X, Y)
+    return _ExtendedRidgePrior(**_ridge_prior(tmp_path / "cache", residual_scale=0.0).get_params()).fit(X, Y)
+
+
+def test_declared_fitted_attributes_of_any_storable_type_round_trip(tmp_path):
+    """Declared attributes of every storable type (a calibration array, a dict with float keys...) round-trip."""
+    est = _extended(tmp_path)
     rng = np.random.default_rng(1)
     est.calibration_ = rng.normal(size=(5, 3))  # float64
     est.table_ = {0.25: np.float32(1.5), "nested": [1, None, (2.0, "x")], "bad": float("nan")}
     est.counts_ = rng.integers(0, 9, size=7).astype(np.int32)
     est.mask_ = np.array([True, False])
     est.names_ = np.array(["a", "b"], dtype=object)
-    loaded = RidgePriorDecoder.load(est.save(tmp_path / "ckpt"))
+    loaded = _ExtendedRidgePrior.load(est.save(tmp_path / "ckpt"))
     np.testing.assert_array_equal(loaded.calibration_, est.calibration_)
     assert loaded.calibration_.dtype == np.float64 and loaded.counts_.dtype == np.int32
     assert loaded.table_[0.25] == np.float32(1.5) and isinstance(loaded.table_[0.25], np.float32)
@@ -179,9 +192,16 @@ def test_new_fitted_attributes_are_captured_generically(tmp_path):
     np.testing.assert_array_equal(loaded.scaler_.scale_, est.scaler_.scale_)
 
 
-def test_an_attribute_that_cannot_be_stored_is_named(tmp_path):
-    X, Y = _problem()
-    est = _ridge_prior(tmp_path / "cache", residual_scale=0.0).fit(X, Y)
+def test_undeclared_or_unstorable_attributes_are_refused_when_saving(tmp_path):
+    est = _extended(tmp_path)
+    plain = RidgePriorDecoder(**est.get_params())
+    plain.__dict__.update(vars(est))
+    plain.calibration_ = np.zeros(3)
+    with pytest.raises(CheckpointError, match="fitted attribute\\(s\\) calibration_ are not declared in its "
+                                              "checkpoint_schema \\(declared: alpha_, "):
+        plain.save(tmp_path / "ckpt")
+    est.calibration_, est.table_, est.counts_ = np.zeros(3), {}, np.zeros(2)
+    est.mask_, est.names_ = np.zeros(1, bool), np.array(["a"])
     est.handle_ = object()
     with pytest.raises(CheckpointError, match="cannot store state.handle_ of type object"):
         est.save(tmp_path / "ckpt")
@@ -352,7 +372,7 @@ def test_cli_train_cccv1_prior_with_two_members(tmp_path, monkeypatch):
 def test_cli_train_rejects_unknown_method_and_options(tmp_path):
     data, _ = _user_file(tmp_path)
     res = CliRunner().invoke(cli, ["train", "--dataset", str(data), "--method", "diffusion", "--out", str(tmp_path / "a")])
-    assert res.exit_code == 2 and "'cccv1', 'cccv1-ensemble', 'ridge-prior', 'cccv1-prior'" in res.output
+    assert res.exit_code == 2 and "methods with a checkpoint: mean-image, ridge, cccv1" in res.output
     res = CliRunner().invoke(cli, ["train", "--dataset", str(data), "--method", "ridge-prior", "--config", "small",
                                    "--out", str(tmp_path / "b")])
     assert res.exit_code == 2 and "--config applies to --method cccv1" in res.output

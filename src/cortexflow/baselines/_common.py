@@ -15,11 +15,12 @@ import numpy as np
 from sklearn.linear_model import RidgeCV
 from torch import nn
 
+from cortexflow.exceptions import ConfigError
 from cortexflow.training.config import TrainingConfig
 from cortexflow.training.seeding import seeded_generator
 from cortexflow.training.trainer import LossFn, LossTerm, TrainResult, train_model
 
-__all__ = ["train_network", "default_alphas", "fit_ridge_cv", "seeded_generator"]
+__all__ = ["train_network", "default_alphas", "fit_ridge_cv", "seeded_generator", "check_alphas"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,3 +105,15 @@ def fit_ridge_cv(X: np.ndarray, Y: np.ndarray, alphas: np.ndarray | None = None,
     """
     alphas = default_alphas() if alphas is None else np.asarray(alphas, dtype=float)
     return RidgeCV(alphas=alphas, cv=cv).fit(X, Y)
+
+
+def check_alphas(alphas) -> None:
+    """Raise :class:`ConfigError` unless ``alphas`` is None or a non-empty 1-d grid of finite numbers > 0."""
+    if alphas is None:
+        return
+    try:
+        a = np.atleast_1d(np.asarray(alphas, dtype=float))
+    except (TypeError, ValueError):
+        a = np.array([np.nan])
+    if a.ndim != 1 or not len(a) or not np.all(np.isfinite(a)) or np.any(a <= 0):
+        raise ConfigError(f"alphas={alphas!r} is not allowed; allowed: None or a non-empty list of numbers > 0")

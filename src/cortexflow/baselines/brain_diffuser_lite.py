@@ -34,10 +34,11 @@ import torch.nn.functional as F
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from cortexflow.baselines._common import fit_ridge_cv, train_network
+from cortexflow.baselines._common import check_alphas, fit_ridge_cv, train_network
 from cortexflow.data.preprocessing import SignalScaler
 from cortexflow.exceptions import ConfigError, DataValidationError
-from cortexflow.models.base import BaseDecoder
+from cortexflow.models.base import COMMON_STATE, BaseDecoder, check_number
+from cortexflow.models.checkpoint import StateField
 from cortexflow.training.devices import resolve_device
 from cortexflow.training.seeding import isolated_rng, seeded_generator, seeded_init
 from cortexflow.methods.registry import register_method
@@ -203,6 +204,21 @@ class BrainDiffuserLite(BaseDecoder):
     """
 
     _min_train_rows = 6
+    checkpoint_kind = "brain-diffuser-lite"
+    checkpoint_schema = {
+        **COMMON_STATE,
+        "output_shape_": StateField("shape"),
+        "seed_": StateField("int", low=0),
+        "vae_": StateField("module", build=lambda est: est._image_model_for_checkpoint()),
+        "scaler_": StateField("scaler"),
+        "latent_ridge_": StateField("ridge", shape=("latent",)),
+        "feature_mean_": StateField("array", shape=("cond",)),
+        "feature_scale_": StateField("array", shape=("cond",), low=0, low_open=True),
+        "feature_ridge_": StateField("ridge", shape=("cond",)),
+        "denoiser_": StateField("module", build=lambda est: ConditionalDenoiser(
+            math.prod(est.output_shape_), len(est.feature_mean_))),
+        "timings_": StateField("any", required=False),
+    }
 
     def __init__(
         self,
@@ -231,6 +247,23 @@ class BrainDiffuserLite(BaseDecoder):
         self.random_state = random_state
         self.device = device
         self.progress = progress
+
+    def _check_params(self) -> None:
+        """Check every parameter (``ConfigError`` naming the value and the allowed ones); run on every load."""
+        super()._check_params()
+        check_number(self, "latent_dim", low=1, integer=True)
+        for name in ("vae_epochs", "denoiser_epochs", "patience"):
+            check_number(self, name, low=0, integer=True)
+        check_number(self, "kl_weight", low=0)
+        check_number(self, "strength", low=0, low_open=True, high=1)
+        check_number(self, "steps", low=1, integer=True)
+        if self.features is not None and not callable(self.features):
+            raise ConfigError(f"features={self.features!r} is not allowed; allowed: None or a callable")
+        check_alphas(self.alphas)
+
+    def _image_model_for_checkpoint(self) -> nn.Module:
+        """The untrained stage-1 image model whose weights a checkpoint holds (a hook, like :meth:`_fit_image_model`)."""
+        return ImageVAE(math.prod(self.output_shape_), 256, self.latent_dim)
 
     def _features(self, images: np.ndarray) -> np.ndarray:
         if self.features is not None:

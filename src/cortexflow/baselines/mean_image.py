@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from cortexflow.models.base import BaseDecoder
+from cortexflow.models.base import COMMON_STATE, BaseDecoder
+from cortexflow.models.checkpoint import StateField
 from cortexflow.methods.registry import register_method
 from cortexflow.methods.sklearn_notes import FLOAT32
 
@@ -29,6 +30,9 @@ class MeanImageDecoder(BaseDecoder):
     mean_image_ : ndarray, shape of one training image ((H, W) or (H, W, C))
     n_features_in_ : int
     """
+
+    checkpoint_kind = "mean-image"
+    checkpoint_schema = {**COMMON_STATE, "mean_image_": StateField("array", shape=("*image",))}
 
     def __init__(self, random_state: int = 0):
         self.random_state = random_state

@@ -37,7 +37,8 @@ from cortexflow.baselines._common import train_network
 from cortexflow.data.preprocessing import SignalScaler
 from cortexflow.data.validation import validate_signals
 from cortexflow.exceptions import ConfigError, DataValidationError
-from cortexflow.models.base import BaseDecoder
+from cortexflow.models.base import COMMON_STATE, BaseDecoder, check_number
+from cortexflow.models.checkpoint import StateField
 from cortexflow.training.devices import resolve_device
 from cortexflow.training.seeding import isolated_rng, seeded_generator, seeded_init
 from cortexflow.methods.registry import register_method
@@ -183,6 +184,16 @@ class MindVisLite(BaseDecoder):
     """
 
     _min_train_rows = 6
+    checkpoint_kind = "mindvis-lite"
+    checkpoint_schema = {
+        **COMMON_STATE,
+        "output_shape_": StateField("shape"),
+        "scaler_": StateField("scaler"),
+        "model_": StateField("module", build=lambda est: est._image_decoder_for_checkpoint()),
+        "pretrain_result_": StateField("any", required=False),
+        "finetune_result_": StateField("any", required=False),
+        "timings_": StateField("any", required=False),
+    }
 
     def __init__(
         self,
@@ -260,6 +271,30 @@ class MindVisLite(BaseDecoder):
         self.timings_ = timings
         logger.info("mindvis-lite fit: %s", {k: round(v, 2) for k, v in timings.items()})
         return self
+
+    def _check_params(self) -> None:
+        """Check every parameter (``ConfigError`` naming the value and the allowed ones); run on every load."""
+        super()._check_params()
+        check_number(self, "patch_size", low=1, integer=True, none=True)
+        for name in ("dim", "depth", "heads"):
+            check_number(self, name, low=1, integer=True)
+        if self.dim % self.heads:
+            raise ConfigError(f"dim={self.dim!r} is not a multiple of heads={self.heads!r}; allowed: dim % heads == 0")
+        check_number(self, "mask_ratio", low=0, low_open=True, high=1)
+        if self.mask_ratio == 1:
+            raise ConfigError(f"mask_ratio={self.mask_ratio!r} must lie in (0, 1)")
+        for name in ("pretrain_epochs", "finetune_epochs", "patience"):
+            check_number(self, name, low=0, integer=True)
+
+    def _masked_model_for_checkpoint(self) -> MaskedSignalModel:
+        """The signal encoder of this decoder's shape (weights are loaded into it from a checkpoint)."""
+        n = int(self.n_features_in_)
+        patch = self.patch_size or max(1, math.ceil(n / 64))
+        return MaskedSignalModel(n, patch, self.dim, self.depth, self.heads, self.mask_ratio)
+
+    def _image_decoder_for_checkpoint(self) -> nn.Module:
+        """The untrained image decoder whose weights a checkpoint holds (see :meth:`_image_decoder`)."""
+        return ConditionedImageDecoder(self._masked_model_for_checkpoint(), math.prod(self.output_shape_))
 
     def _image_decoder(self, mae: MaskedSignalModel, n_pixels: int, Y: np.ndarray) -> nn.Module:
         """The image decoder fine-tuned on the encoder (a hook; ``Y`` holds the training images).

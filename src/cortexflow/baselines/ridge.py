@@ -7,9 +7,11 @@ import logging
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from cortexflow.baselines._common import default_alphas, fit_ridge_cv
+from cortexflow.baselines._common import check_alphas, default_alphas, fit_ridge_cv
 from cortexflow.data.preprocessing import SignalScaler
-from cortexflow.models.base import BaseDecoder
+from cortexflow.exceptions import ConfigError
+from cortexflow.models.base import COMMON_STATE, BaseDecoder
+from cortexflow.models.checkpoint import StateField
 from cortexflow.methods.registry import register_method
 from cortexflow.methods.sklearn_notes import CLIPPED, FLOAT32
 
@@ -46,14 +48,31 @@ class RidgeDecoder(BaseDecoder):
     """
 
     _min_train_rows = 3
+    checkpoint_kind = "ridge"
+    checkpoint_schema = {
+        **COMMON_STATE,
+        "output_shape_": StateField("shape"),
+        "scaler_": StateField("scaler"),
+        "ridge_": StateField("ridge", shape=("n_pixels",)),
+        "alpha_": StateField("float", low=0, low_open=True),
+    }
 
     def __init__(self, alphas=None, cv: int | None = None, random_state: int = 0):
         self.alphas = alphas
         self.cv = cv
         self.random_state = random_state
 
+    def _check_params(self) -> None:
+        """Check ``alphas`` and ``cv`` (``ConfigError`` naming the value and the allowed ones)."""
+        super()._check_params()
+        check_alphas(self.alphas)
+        if self.cv is not None and (isinstance(self.cv, bool) or not isinstance(self.cv, (int, np.integer))
+                                    or self.cv < 2):
+            raise ConfigError(f"cv={self.cv!r} is not allowed; allowed: None (efficient leave-one-out) or an integer >= 2")
+
     def fit(self, X, Y) -> "RidgeDecoder":
         """Fit the scaler and the ridge on the training rows."""
+        self._check_params()
         X, Y = self._validate_fit_input(X, Y)
         Y = Y.astype(np.float64)
         self.output_shape_ = tuple(Y.shape[1:])

@@ -18,8 +18,8 @@ raises :class:`~cortexflow.exceptions.ConfigError` naming the methods that
 module declares; nothing is swallowed.
 
 >>> from cortexflow.methods import get_method
->>> get_method("ridge-prior").checkpoint_kind
-'ridge-prior'
+>>> get_method("ridge").checkpoint_kind
+'ridge'
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ import numpy as np
 from cortexflow.data.eeg.preprocessing import EEGRobustScaler
 from cortexflow.data.validation import validate_signals
 from cortexflow.exceptions import ConfigError, DataValidationError
+from cortexflow.models.base import check_number
 from cortexflow.models.estimator import CCCV1Decoder
 from cortexflow.models.frontends import FRONTENDS, build_eeg_model
 from cortexflow.training.config import CCCV1Config
@@ -96,6 +97,16 @@ class EEGDecoder(CCCV1Decoder):
         self.n_channels = n_channels
         self.sfreq = sfreq
         self.clip = clip
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.frontend not in FRONTENDS:
+            raise ConfigError(f"unknown EEG front-end {self.frontend!r}; allowed: {', '.join(sorted(FRONTENDS))}")
+        if self.frontend_params is not None and not isinstance(self.frontend_params, dict):
+            raise ConfigError(f"frontend_params={self.frontend_params!r} is not allowed; allowed: None or a dict")
+        check_number(self, "n_channels", low=1, integer=True, none=True)
+        check_number(self, "sfreq", low=0, low_open=True, none=True)
+        check_number(self, "clip", low=0, low_open=True, none=True)
 
     # ------------------------------------------------------------- hooks
     def _validate_X(self, X, *, reset: bool) -> np.ndarray:

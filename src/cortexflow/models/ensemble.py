@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from cortexflow.exceptions import CheckpointError, ConfigError
+from cortexflow.exceptions import CheckpointError, ConfigError, CortexFlowError
 from cortexflow.models.checkpoint import (
     check_body,
     checkpoint_kind,
@@ -80,6 +80,10 @@ class CCCV1EnsembleDecoder(CCCV1Decoder):
         self.train_result_ = getattr(first, "train_result_", None)
         self.metadata_ = dict(metadata or {})
 
+    def _check_params(self) -> None:
+        super()._check_params()
+        member_seeds(0, self.n_members)  # n_members: an integer >= 1
+
     def predict(self, X) -> np.ndarray:
         """Mean of the members' reconstructions, (n, 28, 28) float32."""
         check_is_fitted(self, "members_")
@@ -106,6 +110,7 @@ class CCCV1EnsembleDecoder(CCCV1Decoder):
             **self._checkpoint_header(),
             "params": self._checkpoint_params(),
             "n_features_in": int(self.n_features_in_),
+            "image_shape": list(self.output_shape_),
             "output_shape": list(self.output_shape_),
             "dataset": self.metadata_,
             "members": [m._checkpoint_body() for m in self.members_],
@@ -145,9 +150,25 @@ class CCCV1EnsembleDecoder(CCCV1Decoder):
             raise CheckpointError(f"checkpoint {w_path}: {len(state)} tensor(s) belong to no member "
                                   f"({', '.join(sorted(state)[:5])})")
         restorable = set(cls._get_param_names()) - {"config"}
-        params = {k: v for k, v in meta.get("params", {}).items() if k in restorable}
-        obj = cls(**{**params, "n_members": len(members), "device": device}, config=members[0].config_)
+        params = dict(meta.get("params", {}))
+        unknown = sorted(set(params) - restorable)
+        if unknown:
+            raise CheckpointError(f"checkpoint {meta_path}: field 'params' has unknown parameter(s) "
+                                  f"{', '.join(map(repr, unknown))} for {cls.__name__}; allowed: {', '.join(sorted(restorable))}")
+        if params.get("n_members", len(members)) != len(members):
+            raise CheckpointError(f"checkpoint {meta_path}: field 'params.n_members' is {params['n_members']!r}, but the "
+                                  f"checkpoint holds {len(members)} member(s)")
+        try:
+            obj = cls(**{**params, "n_members": len(members), "device": device}, config=members[0].config_)
+            obj._check_params()
+        except (TypeError, ValueError, CortexFlowError) as exc:
+            raise CheckpointError(f"checkpoint {meta_path}: field 'params' is invalid for {cls.__name__}: {exc}") from exc
+        shapes = {tuple(m.output_shape_) for m in members}
+        if len(shapes) != 1 or ("image_shape" in meta and tuple(meta["image_shape"]) not in shapes):
+            raise CheckpointError(f"checkpoint {meta_path}: the members' image shapes {sorted(shapes)} and field "
+                                  f"'image_shape' {meta.get('image_shape')!r} do not agree")
         obj._set_from_members(members, meta.get("dataset", {}))
+        obj.image_shape_ = members[0].output_shape_
         obj.n_features_in_ = members[0].n_features_in_
         obj.checkpoint_meta_ = meta
         return obj

@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 from cortexflow._version import __version__
 from cortexflow.data.preprocessing import ImageScaler, SignalScaler
 from cortexflow.data.splits import inner_validation_split
-from cortexflow.exceptions import CheckpointError, CortexFlowError
+from cortexflow.exceptions import CheckpointError, ConfigError, CortexFlowError
 from cortexflow.models.base import BaseDecoder, seed_from_random_state
 from cortexflow.models.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -30,6 +30,7 @@ from cortexflow.models.checkpoint import (
     check_replaceable_checkpoint,
     check_scalers,
     checkpoint_kind,
+    one_line,
     read_checkpoint_meta,
     read_checkpoint_weights,
     save_checkpoint_dir,
@@ -37,7 +38,7 @@ from cortexflow.models.checkpoint import (
 )
 from cortexflow.models.registry import build_model
 from cortexflow.training.config import CCCV1Config, get_config
-from cortexflow.training.devices import resolve_device
+from cortexflow.training.devices import AMP_MODES, resolve_device
 from cortexflow.training.seeding import attach_dropout_generator, dropout_generator, isolated_rng, seeded_init
 from cortexflow.training.trainer import TrainResult, train_model
 from cortexflow.utils.io import json_safe
@@ -351,6 +352,7 @@ class CCCV1Decoder(BaseDecoder):
             "params": self._checkpoint_params(),
             "config": self.config_.to_dict(),
             "n_features_in": int(self.n_features_in_),
+            "image_shape": list(self.output_shape_),
             "output_shape": list(self.output_shape_),
             "preprocessing": {"signal": self.signal_scaler_.get_state(), "target": self.target_scaler_.get_state()},
             "dataset": self.metadata_,
@@ -398,6 +400,23 @@ class CCCV1Decoder(BaseDecoder):
         obj.checkpoint_meta_ = meta
         return obj
 
+    def _check_params(self) -> None:
+        """Check the parameters other than ``config`` (checked when resolved); run on every load."""
+        super()._check_params()
+        if self.dataset is not None and not isinstance(self.dataset, str):
+            raise ConfigError(f"dataset={self.dataset!r} is not allowed; allowed: None or a data set name")
+        if not isinstance(self.device, str) or not self.device:
+            raise ConfigError(f"device={self.device!r} is not allowed; allowed: 'auto', 'cpu', 'cuda', 'cuda:N'")
+        if not isinstance(self.progress, (bool, np.bool_)):
+            raise ConfigError(f"progress={self.progress!r} is not allowed; allowed: True, False")
+        if self.amp not in AMP_MODES:
+            raise ConfigError(f"amp={self.amp!r} is not allowed; allowed: {', '.join(map(repr, AMP_MODES))}")
+
+    @classmethod
+    def _upgrade_checkpoint_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Hook: rename the parameters of checkpoints written by earlier versions (here: none)."""
+        return params
+
     @classmethod
     def _from_checkpoint_body(cls, body: dict, meta_path: Path, w_path: Path, device: str, weights) -> "CCCV1Decoder":
         """A fitted decoder from checked metadata (:func:`check_body`) and ``weights()``, its tensors.
@@ -413,20 +432,33 @@ class CCCV1Decoder(BaseDecoder):
             raise CheckpointError(f"checkpoint {meta_path}: corrupt or incomplete metadata ({type(exc).__name__}: {exc})") from exc
         n_in, out_shape = int(body["n_features_in"]), tuple(int(v) for v in body["output_shape"])
         check_scalers(sig, tgt, n_in, out_shape, meta_path)
-        state = weights()
-        params = dict(body.get("params", {}))
-        params["device"] = device
+        if "image_shape" in body and body["image_shape"] != list(out_shape):
+            raise CheckpointError(f"checkpoint {meta_path}: field 'image_shape' is {body['image_shape']!r}, but "
+                                  f"'output_shape' is {list(out_shape)}; they must be equal")
+        params = cls._upgrade_checkpoint_params(dict(body.get("params", {})))
         restorable = set(cls._get_param_names()) - {"config", "loss_terms"}
-        obj = cls(config=cfg, **{k: v for k, v in params.items() if k in restorable})
+        unknown = sorted(set(params) - restorable)
+        if unknown:
+            raise CheckpointError(f"checkpoint {meta_path}: field 'params' has unknown parameter(s) "
+                                  f"{', '.join(map(repr, unknown))} for {cls.__name__}; allowed: {', '.join(sorted(restorable))}")
+        params["device"] = device
+        try:
+            obj = cls(config=cfg, **params)
+            obj._check_params()
+        except (TypeError, ValueError, CortexFlowError) as exc:
+            raise CheckpointError(f"checkpoint {meta_path}: field 'params' is invalid for {cls.__name__}: {exc}") from exc
+        state = weights()
         obj.signal_scaler_ = sig
         try:
             with torch.random.fork_rng(devices=[]):  # its random initial weights are overwritten: keep the global stream
                 model = obj._build_network(n_in, (math.prod(out_shape) or 1,), cfg)
             model.load_state_dict(state, strict=True)
         except (RuntimeError, ValueError, TypeError, CortexFlowError) as exc:
-            raise CheckpointError(f"checkpoint {w_path}: weights do not match the stored configuration ({exc})") from exc
+            raise CheckpointError(f"checkpoint {w_path}: weights do not match the stored configuration "
+                                  f"({one_line(exc)})") from exc
         model.eval()
         obj.model_, obj.config_, obj.n_features_in_, obj.output_shape_ = model, cfg, n_in, out_shape
+        obj.image_shape_ = out_shape
         obj.signal_scaler_, obj.target_scaler_ = sig, tgt
         obj.metadata_ = body.get("dataset", {})
         obj.history_ = []

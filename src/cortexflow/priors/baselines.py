@@ -30,6 +30,8 @@ from torch import nn
 
 from cortexflow.baselines.brain_diffuser_lite import BrainDiffuserLite
 from cortexflow.baselines.mindvis_lite import ConditionedImageDecoder, MaskedSignalModel, MindVisLite
+from cortexflow.models.base import check_number
+from cortexflow.priors.persistence import PRIOR_STATE
 from cortexflow.priors.cccv1_prior import fitted_prior_of, prior_decoder
 from cortexflow.priors.guard import DEFAULT_THRESHOLD
 from cortexflow.priors.ridge_prior import FAST_PRIOR_CONFIG, prior_report_info
@@ -101,6 +103,16 @@ class BrainDiffuserPrior(BrainDiffuserLite):
                          patience=patience, kl_weight=kl_weight, strength=strength, steps=steps, features=features,
                          alphas=alphas, random_state=random_state, device=device, progress=progress)
 
+    checkpoint_kind = "brain-diffuser-prior"
+    checkpoint_schema = {**BrainDiffuserLite.checkpoint_schema, **PRIOR_STATE}
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_number(self, "threshold", low=0)
+
+    def _image_model_for_checkpoint(self) -> nn.Module:
+        return PriorImageModel(self.prior_).eval()
+
     def _fit_image_model(self, Yf: np.ndarray, seed: int) -> nn.Module:
         self.prior_ = fitted_prior_of(self, Yf.reshape(len(Yf), 28, 28))
         self.report_info_ = prior_report_info(self.prior_)
@@ -138,6 +150,17 @@ class MindVisPrior(MindVisLite):
         super().__init__(patch_size=patch_size, dim=dim, depth=depth, heads=heads, mask_ratio=mask_ratio,
                          pretrain_epochs=pretrain_epochs, finetune_epochs=finetune_epochs, patience=patience,
                          unlabelled=unlabelled, random_state=random_state, device=device, progress=progress)
+
+    checkpoint_kind = "mindvis-prior"
+    checkpoint_schema = {**MindVisLite.checkpoint_schema, **PRIOR_STATE}
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_number(self, "threshold", low=0)
+
+    def _image_decoder_for_checkpoint(self) -> nn.Module:
+        return PriorConditionedDecoder(self._masked_model_for_checkpoint(), prior_decoder(self.prior_),
+                                       self.prior_.embed_dim)
 
     def _image_decoder(self, mae: MaskedSignalModel, n_pixels: int, Y: np.ndarray) -> nn.Module:
         self.prior_ = fitted_prior_of(self, Y.reshape(len(Y), 28, 28))

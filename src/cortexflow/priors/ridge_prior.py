@@ -313,6 +313,16 @@ class RidgePriorDecoder(BaseDecoder):
         """The guarded corpus images this fitted model draws neighbours from (None when its decoding uses none)."""
         return getattr(self, "corpus_images_", None)
 
+    def _check_params(self) -> None:
+        """The parameter checks that need no data (run by every checkpoint load, see cortexflow.models.checkpoint)."""
+        super()._check_params()
+        check_decoding(self.decoding, self.knn, self.pixel_blend)
+        self._alphas()
+        if self.residual_scale != "auto" and not (isinstance(self.residual_scale, (int, float, np.number))
+                                                   and not isinstance(self.residual_scale, bool)
+                                                   and np.isfinite(self.residual_scale) and self.residual_scale >= 0):
+            raise ConfigError(f"residual_scale={self.residual_scale!r} must be 'auto' or a number >= 0")
+
     def _alphas(self) -> np.ndarray:
         if self.alpha is None:
             return default_alphas()

@@ -170,17 +170,26 @@ class CCCV1SemanticDecoder(CCCV1Decoder):
         finally:
             self.encoder = enc
 
+    def _check_params(self) -> None:
+        super()._check_params()
+        if not isinstance(self.encoder, (str, ImageEncoder)):
+            raise ConfigError(f"encoder={self.encoder!r} is not allowed; allowed: an encoder name or an ImageEncoder")
+        if isinstance(self.head_dim, bool) or not isinstance(self.head_dim, (int, np.integer)) or self.head_dim < 1:
+            raise ConfigError(f"head_dim={self.head_dim!r} is not allowed; allowed: an integer >= 1")
+        if self.layers is not None and not isinstance(self.layers, (str, Mapping, Sequence)):
+            raise ConfigError(f"layers={self.layers!r} is not allowed; allowed: None, a layer name, a list of names "
+                              "or a dict of names to weights")
+
+    @classmethod
+    def _upgrade_checkpoint_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        if "hidden_dim" in params and "head_dim" not in params:  # checkpoints written before the rename
+            params["head_dim"] = params.pop("hidden_dim")
+        return params
+
     @classmethod
     def load(cls, path, device: str = "auto") -> "CCCV1SemanticDecoder":
         """Load a checkpoint written by :meth:`save` (the reconstruction network and preprocessing)."""
-        obj = super().load(path, device=device)
-        params = dict(obj.checkpoint_meta_.get("params", {}))
-        if "hidden_dim" in params and "head_dim" not in params:  # checkpoints written before the rename
-            params["head_dim"] = params.pop("hidden_dim")
-        for k in ("encoder", "layers", "head_dim", "cache_dir"):
-            if k in params and isinstance(params[k], (str, int, float, dict, list, type(None))):
-                setattr(obj, k, params[k])
-        return obj
+        return super().load(path, device=device)
 
 
 # ---------------------------------------------------------------- registration
