@@ -258,3 +258,46 @@ def test_a_failing_module_or_plugin_raises_with_the_method_names(monkeypatch, tm
         METHODS.clear()
         METHODS.update(saved)
         registry._LOADED = True
+
+
+# ---------------------------------------------------------------- the contract over every registered method
+#: test-data settings a method needs on the 20-row problem (not fitting settings: those are the fast ones)
+_CONTRACT_OPTIONS = {"cccv1-semantic": {"encoder": "pixels"}}
+
+
+@pytest.fixture(scope="module")
+def contract_prior(tmp_path_factory):
+    from cortexflow.priors import PriorConfig, get_prior
+
+    prior = get_prior("miyawaki-patterns", config=PriorConfig(embed_dim=8, widths=(4, 8, 8), epochs=1, batch_size=32,
+                                                              max_images=120),
+                      cache_dir=tmp_path_factory.mktemp("contract-prior"))
+    prior.corpus_images = load_corpus("miyawaki-patterns").images[:200]
+    return prior
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_every_registered_method_fits_saves_loads_and_predicts_the_same(name, contract_prior, tmp_path):
+    from cortexflow.models.loader import load_decoder
+
+    spec = get_method(name)
+    rng = np.random.default_rng(0)
+    Y, _ = miyawaki_patterns(n_random=26, n_shapes=0, seed=5)
+    X = (Y.reshape(26, -1) @ rng.normal(size=(784, 30)) + 0.1 * rng.normal(size=(26, 30))).astype(np.float32)
+    opts = dict(_CONTRACT_OPTIONS.get(name, {}))
+    if "eeg" in spec.needs:
+        opts.update(n_channels=3)
+    if "prior" in spec.needs:
+        opts["prior_config"] = {"embed_dim": 8, "widths": [4, 8, 8], "epochs": 1, "max_images": 120}
+    est = make_estimator(name, 0, "synthetic", 20, fast=True, stimuli=Y, resolve=False, **opts)
+    if "prior" in spec.needs:
+        est.set_params(prior=contract_prior)
+    if "device" in est.get_params(deep=False):
+        est.set_params(device="cpu")
+    assert isinstance(est, spec.estimator)
+    P = est.fit(X[:20], Y[:20]).predict(X[20:])
+    assert P.shape == (6, 28, 28) and P.dtype == np.float32 and np.isfinite(P).all(), name
+    est.save(tmp_path / "ckpt")
+    loaded = load_decoder(tmp_path / "ckpt", device="cpu")
+    assert type(loaded) is spec.estimator and loaded.checkpoint_kind == spec.checkpoint_kind
+    assert np.abs(loaded.predict(X[20:]) - P).max() == 0, name

@@ -102,10 +102,22 @@ def default_loss(model: nn.Module, batch: dict, *, config: TrainingConfig,
     return loss, pix
 
 
-def _batches(n: int, batch_size: int, gen: torch.Generator):
+def _batches(n: int, batch_size: int, gen: torch.Generator, merge_single: bool = False):
+    """Shuffled mini-batches of ``range(n)``; with ``merge_single`` a final batch of one row joins the one before.
+
+    BatchNorm cannot normalise a batch of one row in training mode, so models with BatchNorm layers (the EEG
+    front-ends) train with ``merge_single=True``; every other model keeps the plain split (same draws, same batches).
+    """
     perm = torch.randperm(n, generator=gen)
-    for start in range(0, n, batch_size):
-        yield perm[start : start + batch_size]
+    starts = list(range(0, n, batch_size))
+    if merge_single and len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    for i, start in enumerate(starts):
+        yield perm[start : starts[i + 1] if i + 1 < len(starts) else n]
+
+
+def _has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def train_model(
@@ -199,6 +211,7 @@ def train_model(
         return default_loss(model, batch, config=config, loss_terms=loss_terms, autocast_ctx=(dev, amp_dtype))
 
     result = TrainResult(device=str(dev))
+    merge_single = _has_batch_norm(model)
     best_state = copy.deepcopy((model.state_dict(), term_modules.state_dict()))
     bad_epochs = 0
     bar = progress_bar(range(1, config.epochs + 1), progress=progress, desc="train", unit="epoch")
@@ -206,7 +219,7 @@ def train_model(
         model.train()
         term_modules.train()
         running, count = torch.zeros((), device=dev), 0  # summed on the device: no per-step host sync
-        for b in _batches(len(tr), config.batch_size, gen):
+        for b in _batches(len(tr), config.batch_size, gen, merge_single=merge_single):
             idx = tr[b.to(dev)]
             opt.zero_grad(set_to_none=True)
             loss, _ = total_loss(idx)
