@@ -23,12 +23,11 @@ from cortexflow.data.spec import is_spec_path, read_spec_data
 from cortexflow.data.validation import check_same_rows, normalize_image_shape, validate_signals, validate_stimuli
 from cortexflow.exceptions import DataValidationError
 
-__all__ = ["BrainDataset", "load_dataset", "read_arrays", "check_data_file", "stimulus_keys", "REQUIRED_KEYS"]
+__all__ = ["BrainDataset", "load_dataset", "read_arrays", "check_data_file", "REQUIRED_KEYS"]
 
 logger = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("fmriTrn", "stimTrn", "fmriTest", "stimTest")
-LABEL_KEYS = ("labelTrn", "labelTest")
 # Fewer training rows than this cannot say whether a feature varies across trials.
 MIN_TRAIN_ROWS = 2
 # What the first bytes of a file say it is.
@@ -173,11 +172,6 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
             f"({type(exc).__name__}: {exc})"
         ) from exc
     return {k: v for k, v in data.items() if not k.startswith("__")}
-
-
-def stimulus_keys() -> tuple[str, ...]:
-    """The variable names that every dataset file must hold."""
-    return REQUIRED_KEYS
 
 
 def _labels(arrays: dict, key: str, n: int, source: str) -> np.ndarray | None:

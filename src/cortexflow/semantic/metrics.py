@@ -19,7 +19,6 @@ Both are per-image arrays, like the pixel metrics.
 from __future__ import annotations
 
 import os
-from typing import Callable
 
 import numpy as np
 
@@ -96,13 +95,6 @@ class SemanticMetrics:
         # two_way_identification converts its inputs (new arrays), so match by content, not identity
         two_way = two_way_identification(true=t, pred=p, features=lambda a: fp if np.array_equal(a, p) else ft)
         return {"semantic_two_way": two_way, "semantic_cosine": centred_cosine(ep, et, self.center_)}
-
-    def metric_functions(self) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
-        """``{name: fn(pred, true) -> per-image array}`` for the benchmark's extra metrics."""
-        return {
-            "semantic_two_way": lambda pred, true: self(pred, true)["semantic_two_way"],
-            "semantic_cosine": lambda pred, true: self(pred, true)["semantic_cosine"],
-        }
 
 
 def semantic_two_way(pred, true, train_images, encoder: str | ImageEncoder = DEFAULT_ENCODER, **kw) -> np.ndarray:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any, ContextManager
 
 import torch
@@ -36,7 +35,6 @@ from cortexflow.exceptions import ConfigError
 
 __all__ = [
     "AMP_MODES",
-    "DeviceSettings",
     "resolve_device",
     "resolve_amp",
     "autocast",
@@ -45,7 +43,6 @@ __all__ = [
     "default_num_threads",
     "configure_threads",
     "set_deterministic",
-    "apply_device_settings",
 ]
 
 logger = logging.getLogger(__name__)
@@ -200,44 +197,3 @@ def set_deterministic(enabled: bool = True) -> None:
     torch.backends.cudnn.deterministic = bool(enabled)
     if enabled:
         torch.backends.cudnn.benchmark = False
-
-
-@dataclass(frozen=True)
-class DeviceSettings:
-    """Where and how to train.
-
-    Attributes
-    ----------
-    device : str
-        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    amp : str
-        One of :data:`AMP_MODES`.
-    deterministic : bool
-        Use deterministic algorithms (slower on CUDA; no effect on speed on CPU).
-    num_threads : int or "auto"
-        CPU intra-op threads.
-    """
-
-    device: str = "auto"
-    amp: str = "off"
-    deterministic: bool = False
-    num_threads: "int | str" = "auto"
-
-    def __post_init__(self):
-        if self.amp not in AMP_MODES:
-            raise ConfigError(f"DeviceSettings.amp={self.amp!r}; allowed: {', '.join(AMP_MODES)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"device": self.device, "amp": self.amp, "deterministic": self.deterministic,
-                "num_threads": self.num_threads}
-
-
-def apply_device_settings(settings: DeviceSettings | None = None, *, workers: int | None = None) -> torch.device:
-    """Apply thread and determinism settings; return the resolved device."""
-    settings = settings or DeviceSettings()
-    dev = resolve_device(settings.device)
-    if dev.type == "cpu":
-        configure_threads(settings.num_threads, workers=workers)
-    if settings.deterministic:
-        set_deterministic(True)
-    return dev
