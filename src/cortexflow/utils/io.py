@@ -16,11 +16,14 @@ same permissions. JSON is written strictly: NaN and Infinity are not JSON, so
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import logging
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, IO, Iterator
 
@@ -28,6 +31,7 @@ import numpy as np
 
 from cortexflow.exceptions import CortexFlowError
 
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "atomic_write_bytes",
@@ -47,6 +51,10 @@ __all__ = [
     "NonFiniteJSONError",
     "sha256_bytes",
     "sha256_file",
+    "sha256_json",
+    "file_lock",
+    "LOCK_NAME",
+    "output_lock",
 ]
 
 
@@ -172,7 +180,7 @@ def prepare_output_dir(
         if target.is_dir():
             raise CortexFlowError(f"output file {target} is a folder; refusing to write there")
     marker = read_output_marker(folder) if folder.is_dir() else None
-    foreign = folder.is_dir() and any(folder.iterdir()) and (marker is None or marker.get("command") != command)
+    foreign = folder.is_dir() and any(p.name != LOCK_NAME for p in folder.iterdir()) and (marker is None or marker.get("command") != command)
     if foreign and not overwrite:
         raise CortexFlowError(
             f"output folder {folder} is not empty and was not written by `cortexflow {command}`; choose another "
@@ -347,3 +355,105 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: fh.read(chunk_size), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    """sha256 of ``obj`` as canonical JSON (sorted keys, no whitespace): a content hash of a JSON record."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default, allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _flock(fd: int, blocking: bool) -> bool:
+    """Take an exclusive ``flock`` on ``fd``; False when ``blocking`` is off and another process holds it."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        return True
+    except OSError as exc:
+        if not blocking and exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return False
+        raise
+
+
+def _open_lock(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, *, what: str = "cache entry") -> Iterator[Path]:
+    """Hold an exclusive lock on the file ``path`` (created if needed) for the block, waiting for it if needed.
+
+    One lock per cache entry: a second process that wants to build the same
+    entry waits here, then finds the first one's result. The lock is an
+    advisory ``flock``, released by the system when the process dies (a
+    killed training never leaves a stale lock). The lock file is kept.
+
+    Parameters
+    ----------
+    path : path-like
+        The lock file.
+    what : str
+        How the locked thing is named in the log message shown while waiting.
+
+    Raises
+    ------
+    CortexFlowError
+        The lock file cannot be created (read-only folder, a file in the way).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = _open_lock(path)
+    except OSError as exc:
+        raise CortexFlowError(f"cannot create the lock file {path} of the {what} ({exc.strerror or exc})") from exc
+    try:
+        if not _flock(fd, blocking=False):
+            logger.warning("%s %s is being written by another process; waiting for it", what, path.parent)
+            t0 = time.monotonic()
+            _flock(fd, blocking=True)
+            logger.info("waited %.1f s for %s %s", time.monotonic() - t0, what, path.parent)
+        yield path
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+#: Lock file of an output folder (see :func:`output_lock`); not counted as content of the folder.
+LOCK_NAME = ".cortexflow-lock"
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | os.PathLike, command: str) -> Iterator[Path]:
+    """One writer per output folder: hold ``<folder>/.cortexflow-lock`` for the block, or refuse at once.
+
+    Parameters
+    ----------
+    folder : path-like
+        The output folder (created if needed).
+    command : str
+        The command, named in the refusal.
+
+    Raises
+    ------
+    CortexFlowError
+        Another process (a second ``cortexflow`` run) holds the folder, or the
+        lock cannot be created there.
+    """
+    folder = Path(folder)
+    lock = folder / LOCK_NAME
+    if lock.is_symlink():
+        raise CortexFlowError(f"lock file {lock} is a symbolic link; refusing to use the folder (remove the link)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = _open_lock(lock)
+    except OSError as exc:
+        raise CortexFlowError(f"output folder {folder} is not writable ({exc.strerror or exc})") from exc
+    try:
+        if not _flock(fd, blocking=False):
+            raise CortexFlowError(
+                f"output folder {folder} is being written by another cortexflow process right now; wait for it "
+                f"to finish or choose another --out for `cortexflow {command}`"
+            )
+        yield folder
+    finally:
+        os.close(fd)
