@@ -187,6 +187,9 @@ def get_corpus_info(name: str) -> CorpusInfo:
     ConfigError
         ``name`` is not registered (the message lists the corpora).
     """
+    if not isinstance(name, str):
+        raise ConfigError(f"prior corpus {name!r} is a {type(name).__name__}; it must be one corpus name (a string, "
+                          f"e.g. prior=mnist-t10k), one of: {', '.join(list_corpora())}")
     try:
         return CORPORA[name]
     except KeyError:

@@ -55,6 +55,7 @@ __all__ = [
     "file_lock",
     "LOCK_NAME",
     "output_lock",
+    "atomic_npy_writer",
 ]
 
 
@@ -232,7 +233,7 @@ def removed_if_empty_on_error(folder: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def atomic_write_with(path: str | os.PathLike, writer: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write_with(path: str | os.PathLike, writer: Callable[[IO[bytes]], None], *, replace: bool = True) -> Path:
     """Write a file atomically by calling ``writer(fileobj)`` on a temporary file.
 
     Parameters
@@ -241,11 +242,20 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[IO[bytes]], Non
         Destination. Its folder is created if needed.
     writer : callable
         Receives a binary file object open for writing.
+    replace : bool
+        Replace an existing destination (default). With ``False`` the file is
+        put in place with a hard link, which fails if anything exists at
+        ``path`` by then: a user's file is never replaced, even by a race.
 
     Returns
     -------
     pathlib.Path
         The destination path.
+
+    Raises
+    ------
+    CortexFlowError
+        ``replace=False`` and ``path`` exists (or is a link).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -256,7 +266,15 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[IO[bytes]], Non
             writer(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise CortexFlowError(f"{path} exists; refusing to replace it (choose another name, or "
+                                      "pass --overwrite where the command offers it)") from None
+            os.unlink(tmp)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -449,11 +467,48 @@ def output_lock(folder: str | os.PathLike, command: str) -> Iterator[Path]:
     except OSError as exc:
         raise CortexFlowError(f"output folder {folder} is not writable ({exc.strerror or exc})") from exc
     try:
-        if not _flock(fd, blocking=False):
+        busy = not _flock(fd, blocking=False)
+        if not busy:  # the file locked must still be the one at the path (a finishing writer removes it)
+            try:
+                busy = os.fstat(fd).st_ino != os.stat(lock).st_ino
+            except FileNotFoundError:
+                busy = True
+        if busy:
             raise CortexFlowError(
                 f"output folder {folder} is being written by another cortexflow process right now; wait for it "
                 f"to finish or choose another --out for `cortexflow {command}`"
             )
-        yield folder
+        try:
+            yield folder
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(lock)  # while still held: the folder holds only what the command wrote
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_npy_writer(path: str | os.PathLike, shape: tuple[int, ...], dtype=np.float32) -> Iterator[np.ndarray]:
+    """A writable memory map of a new ``.npy`` file, renamed over ``path`` only when the block succeeds.
+
+    Lets a command write an array larger than memory chunk by chunk, with the
+    same guarantee as :func:`atomic_write_with`: a failure leaves the old
+    file (or none), never half of a new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        os.chmod(tmp, file_mode())
+        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape))
+        yield mm
+        mm.flush()
+        del mm
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
