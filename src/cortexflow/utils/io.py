@@ -52,6 +52,7 @@ __all__ = [
     "sha256_bytes",
     "sha256_file",
     "sha256_json",
+    "json_roundtrip",
     "file_lock",
     "LOCK_NAME",
     "output_lock",
@@ -373,6 +374,11 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: fh.read(chunk_size), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def json_roundtrip(obj: Any) -> Any:
+    """``obj`` as it reads back from the JSON that :func:`atomic_write_json` writes (tuples as lists, numpy as Python)."""
+    return json.loads(json.dumps(obj, default=_json_default))
 
 
 def sha256_json(obj: Any) -> str:
