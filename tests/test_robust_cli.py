@@ -18,7 +18,7 @@ from cortexflow.exceptions import ConfigError, CortexFlowError, DataValidationEr
 from cortexflow.models.estimator import CCCV1Decoder
 from cortexflow.priors.corpora import get_corpus_info
 from cortexflow.priors.guard import drop_near_duplicates, require_distinct_stimuli
-from cortexflow.utils.io import LOCK_NAME, atomic_write_with, output_lock
+from cortexflow.utils.io import LOCK_NAME, atomic_write_with
 
 
 def _err_line(res) -> str:
@@ -267,18 +267,57 @@ def test_reconstruct_streams_rows_and_caps_the_pngs(checkpoint, tmp_path):
     assert "reconstructions.npy" in marker["files"] and "recon_5.png" not in marker["files"]
 
 
-def test_second_writer_of_an_output_folder_is_refused(checkpoint, tmp_path):
+def _hold_lock_in_another_process(folder):
+    """A child process that holds the output lock of ``folder`` until it is killed."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time; from cortexflow.utils.io import acquire_output_lock; "
+            "acquire_output_lock(sys.argv[1], 'train'); print('held', flush=True); time.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert child.stdout.readline().strip() == "held"
+    return child
+
+
+@pytest.mark.parametrize("command", ["reconstruct", "train"])
+def test_second_writer_of_an_output_folder_is_refused(command, checkpoint, tmp_path, user_file):
     path, _ = checkpoint
     inp = tmp_path / "x.npy"
     np.save(inp, np.random.default_rng(0).normal(size=(3, 30)).astype(np.float32))
     out = tmp_path / "r"
-    with output_lock(out, "reconstruct"):  # another run is writing
-        line = _err_line(CliRunner().invoke(cli, ["reconstruct", "--checkpoint", str(path), "--input", str(inp),
-                                                  "--out", str(out)]))
+    args = {"reconstruct": ["reconstruct", "--checkpoint", str(path), "--input", str(inp), "--out", str(out)],
+            "train": ["train", "--dataset", str(user_file), "--out", str(out), "--set", "epochs=1", "--no-progress"]}
+    child = _hold_lock_in_another_process(out)
+    try:
+        line = _err_line(CliRunner().invoke(cli, args[command]))
+    finally:
+        child.kill()
+        child.wait()
     assert "another cortexflow process" in line
-    assert not (out / "reconstructions.npy").exists()
-    res = CliRunner().invoke(cli, ["reconstruct", "--checkpoint", str(path), "--input", str(inp), "--out", str(out)])
-    assert res.exit_code == 0, res.output
+    assert not (out / "reconstructions.npy").exists() and not (out / "checkpoint").exists()
+    if command == "reconstruct":  # the other writer has gone: this run may write
+        res = CliRunner().invoke(cli, args[command])
+        assert res.exit_code == 0, res.output
+        assert not (out / LOCK_NAME).exists()  # released when the command ended
+
+
+def test_a_failed_command_leaves_no_folder_behind_its_lock(checkpoint, tmp_path):
+    path, _ = checkpoint
+    inp = tmp_path / "x.npy"
+    np.save(inp, np.full((3, 30), np.nan, np.float32))
+    out = tmp_path / "r"
+    _err_line(CliRunner().invoke(cli, ["reconstruct", "--checkpoint", str(path), "--input", str(inp), "--out", str(out)]))
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def user_file(tmp_path_factory, make_synthetic):
+    X, Y, _ = make_synthetic(n=40, n_features=30, seed=1)
+    path = tmp_path_factory.mktemp("data") / "subject.npz"
+    np.savez(path, fmriTrn=X[:32], stimTrn=Y[:32], fmriTest=X[32:], stimTest=Y[32:])
+    return path
 
 
 @pytest.mark.parametrize("arrays, needle", [

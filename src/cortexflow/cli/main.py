@@ -40,7 +40,7 @@ from cortexflow.utils.io import (
     atomic_write_json,
     atomic_write_with,
     json_safe,
-    output_lock,
+    release_output_lock,
     prepare_output_dir,
     remove_stale_outputs,
     removed_if_empty_on_error,
@@ -62,8 +62,12 @@ class _Group(click.Group):
     """Turns every failure of plausible input into one clean line and exit code 2 (see :func:`error_boundary`)."""
 
     def invoke(self, ctx):
-        with error_boundary(ctx):
-            return super().invoke(ctx)
+        try:
+            with error_boundary(ctx):
+                return super().invoke(ctx)
+        finally:
+            if ctx.parent is None:
+                release_output_lock()  # the command has ended: its output folders have no writer any more
 
 
 SEED = click.IntRange(0, 2**31 - 1)  # the range of cortexflow.models.base.seed_from_random_state
@@ -427,7 +431,7 @@ def reconstruct(checkpoint: str, input_path: str, key, out_dir: str, overwrite: 
     width = len(str(max(n_png, 1) - 1))
     pngs = [f"recon_{i:0{width}d}.png" for i in range(n_png)]
     names = pngs + ["grid.png", "reconstructions.npy"]
-    with removed_if_empty_on_error(out_dir), output_lock(out_dir, "reconstruct"):
+    with removed_if_empty_on_error(out_dir):  # a failed run leaves no empty --out folder
         out, stale = prepare_output_dir(out_dir, "reconstruct", names + [OUTPUT_MARKER], overwrite=overwrite)
         first = None
         writer = None

@@ -56,6 +56,8 @@ __all__ = [
     "file_lock",
     "LOCK_NAME",
     "output_lock",
+    "acquire_output_lock",
+    "release_output_lock",
     "atomic_npy_writer",
 ]
 
@@ -162,7 +164,9 @@ def prepare_output_dir(
     * none of ``outputs`` (names relative to ``folder``) may be a symbolic
       link or a folder: writing would replace the link (or fail late).
 
-    Nothing is deleted here. The second value lists the files that the
+    The folder's lock is taken (:func:`acquire_output_lock`): a second
+    process that prepares the same folder is refused until this one releases
+    it. Nothing is deleted here. The second value lists the files that the
     earlier run of ``command`` recorded and this run will not write again
     (for example ``recon_11.png`` of a larger earlier input); the caller
     removes them with :func:`remove_stale_outputs` once its own files are
@@ -189,6 +193,7 @@ def prepare_output_dir(
             f"folder or pass --overwrite (CortexFlow then writes its files into it and deletes nothing it did not write)"
         )
     check_writable_dir(folder)
+    acquire_output_lock(folder, command)  # one writer per output folder, until the command ends
     previous = [str(f) for f in (marker or {}).get("files", []) if isinstance(f, str)] if not foreign else []
     stale = [f for f in previous if f not in set(outputs) and Path(f).name == f]  # plain names inside folder only
     return folder, stale
@@ -226,6 +231,7 @@ def removed_if_empty_on_error(folder: str | os.PathLike) -> Iterator[Path]:
     try:
         yield folder
     except BaseException:
+        release_output_lock(folder)  # its lock file would keep the folder from looking empty
         for path in created:  # deepest first; stops at the first folder that holds anything
             try:
                 path.rmdir()
@@ -446,24 +452,30 @@ def file_lock(path: str | os.PathLike, *, what: str = "cache entry") -> Iterator
 LOCK_NAME = ".cortexflow-lock"
 
 
-@contextlib.contextmanager
-def output_lock(folder: str | os.PathLike, command: str) -> Iterator[Path]:
-    """One writer per output folder: hold ``<folder>/.cortexflow-lock`` for the block, or refuse at once.
+#: Output folders whose lock this process holds: real path -> (lock path, descriptor).
+_HELD_OUTPUT_LOCKS: dict[str, tuple[Path, int]] = {}
 
-    Parameters
-    ----------
-    folder : path-like
-        The output folder (created if needed).
-    command : str
-        The command, named in the refusal.
+
+def acquire_output_lock(folder: str | os.PathLike, command: str) -> Path:
+    """Make this process the one writer of ``folder`` (``<folder>/.cortexflow-lock``) until it releases it.
+
+    Taken by :func:`prepare_output_dir`; released by :func:`release_output_lock`
+    (the command line does it when a command ends, and
+    :func:`removed_if_empty_on_error` when it fails), at the latest when the
+    process exits (the system drops an ``flock`` with its process, so a
+    killed command leaves no stale lock). Taking a lock this process holds
+    already is a no-op.
 
     Raises
     ------
     CortexFlowError
-        Another process (a second ``cortexflow`` run) holds the folder, or the
-        lock cannot be created there.
+        Another process holds the folder (a second ``cortexflow`` run writing
+        there), or the lock cannot be created.
     """
     folder = Path(folder)
+    real = os.path.realpath(folder)
+    if real in _HELD_OUTPUT_LOCKS:
+        return folder
     lock = folder / LOCK_NAME
     if lock.is_symlink():
         raise CortexFlowError(f"lock file {lock} is a symbolic link; refusing to use the folder (remove the link)")
@@ -479,18 +491,48 @@ def output_lock(folder: str | os.PathLike, command: str) -> Iterator[Path]:
                 busy = os.fstat(fd).st_ino != os.stat(lock).st_ino
             except FileNotFoundError:
                 busy = True
-        if busy:
-            raise CortexFlowError(
-                f"output folder {folder} is being written by another cortexflow process right now; wait for it "
-                f"to finish or choose another --out for `cortexflow {command}`"
-            )
-        try:
-            yield folder
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(lock)  # while still held: the folder holds only what the command wrote
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    if busy:
+        os.close(fd)
+        raise CortexFlowError(
+            f"output folder {folder} is being written by another cortexflow process right now; wait for it "
+            f"to finish or choose another --out for `cortexflow {command}`"
+        )
+    _HELD_OUTPUT_LOCKS[real] = (lock, fd)
+    return folder
+
+
+def release_output_lock(folder: str | os.PathLike | None = None) -> None:
+    """Release this process's lock of ``folder`` (every output lock it holds when ``folder`` is None)."""
+    keys = list(_HELD_OUTPUT_LOCKS) if folder is None else [os.path.realpath(folder)]
+    for key in keys:
+        held = _HELD_OUTPUT_LOCKS.pop(key, None)
+        if held is None:
+            continue
+        lock, fd = held
+        with contextlib.suppress(OSError):
+            os.unlink(lock)  # while still held: the folder keeps only what the command wrote
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | os.PathLike, command: str) -> Iterator[Path]:
+    """One writer per output folder for the block: :func:`acquire_output_lock`, released after it.
+
+    Raises
+    ------
+    CortexFlowError
+        Another process holds the folder, or the lock cannot be created there.
+    """
+    held_before = os.path.realpath(folder) in _HELD_OUTPUT_LOCKS
+    acquire_output_lock(folder, command)
+    try:
+        yield Path(folder)
+    finally:
+        if not held_before:
+            release_output_lock(folder)
 
 
 @contextlib.contextmanager
