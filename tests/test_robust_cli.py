@@ -334,3 +334,18 @@ def test_reconstruct_ambiguous_or_odd_inputs_are_one_line(arrays, needle, checkp
                                               str(tmp_path / "r")]))
     assert needle in line
     assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------- datasets info
+def test_datasets_info_reports_test_signals_copied_from_training(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(12, 20)).astype(np.float32)
+    Y = rng.random((12, 784)).astype(np.float32)
+    test_X = np.concatenate([X[:3], rng.normal(size=(2, 20)).astype(np.float32)])  # 3 rows copied from training
+    p = tmp_path / "leak.npz"
+    np.savez(p, fmriTrn=X, stimTrn=Y, fmriTest=test_X, stimTest=rng.random((5, 784)).astype(np.float32))
+    res = CliRunner().invoke(cli, ["datasets", "info", str(p), "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    assert info["n_test_signals_in_train"] == 3 and info["n_test_seen_in_train"] == 0
+    assert any("exact copies of training rows" in c for c in info["caveats"])

@@ -139,7 +139,11 @@ class FittedPrior:
         if z.ndim != 2 or z.shape[1] != self.embed_dim:
             raise DataValidationError(f"embeddings have shape {z.shape}; expected (n, {self.embed_dim})")
         if not np.isfinite(z).all():
-            raise DataValidationError("embeddings hold NaN or infinite values")
+            rows = np.flatnonzero(~np.isfinite(z).all(axis=1))
+            raise DataValidationError(
+                f"embeddings to decode with the {self.info.get('corpus')!r} prior hold NaN or infinite values in "
+                f"{len(rows)} of {len(z)} row(s) (first: row {int(rows[0])}); the predicted embeddings are not finite"
+            )
         with torch.no_grad():
             out = [self.model.decode(torch.from_numpy(z[i : i + batch_size])) for i in range(0, len(z), batch_size)]
         return torch.cat(out).numpy() if out else np.zeros((0, 28, 28), np.float32)
