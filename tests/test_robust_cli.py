@@ -349,3 +349,31 @@ def test_datasets_info_reports_test_signals_copied_from_training(tmp_path, caplo
     info = json.loads(res.stdout)
     assert info["n_test_signals_in_train"] == 3 and info["n_test_seen_in_train"] == 0
     assert any("exact copies of training rows" in c for c in info["caveats"])
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A 64 KiB tmpfs (root only): a real full disk."""
+    import subprocess
+
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (no privilege in this container)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_reconstruct_on_a_full_disk_is_one_line_and_half_writes_nothing(checkpoint, tmp_path, tiny_tmpfs):
+    path, _ = checkpoint
+    inp = tmp_path / "x.npy"
+    np.save(inp, np.random.default_rng(0).normal(size=(200, 30)).astype(np.float32))  # 627 KB of output
+    out = tiny_tmpfs / "r"
+    line = _err_line(CliRunner().invoke(cli, ["reconstruct", "--checkpoint", str(path), "--input", str(inp),
+                                              "--out", str(out), "--max-png", "0", "--chunk-size", "16"]))
+    assert "No space left on device" in line and "ENOSPC" in line
+    assert not out.exists() or not [p for p in out.iterdir() if p.suffix in (".npy", ".part")]

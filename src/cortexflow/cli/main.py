@@ -442,7 +442,7 @@ def reconstruct(checkpoint: str, input_path: str, key, out_dir: str, overwrite: 
                 pred = np.asarray(model.predict(rows), dtype=np.float32)
                 if writer is None:
                     writer = stack.enter_context(atomic_npy_writer(out / "reconstructions.npy", (n, *pred.shape[1:])))
-                writer[start:start + len(pred)] = pred
+                writer.append(pred)
                 if first is None:
                     first = pred[:20].copy()
                 for i in range(start, min(start + len(pred), n_png)):

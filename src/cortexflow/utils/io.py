@@ -59,6 +59,7 @@ __all__ = [
     "acquire_output_lock",
     "release_output_lock",
     "atomic_npy_writer",
+    "NpyAppender",
 ]
 
 
@@ -535,25 +536,48 @@ def output_lock(folder: str | os.PathLike, command: str) -> Iterator[Path]:
             release_output_lock(folder)
 
 
-@contextlib.contextmanager
-def atomic_npy_writer(path: str | os.PathLike, shape: tuple[int, ...], dtype=np.float32) -> Iterator[np.ndarray]:
-    """A writable memory map of a new ``.npy`` file, renamed over ``path`` only when the block succeeds.
+class NpyAppender:
+    """Rows appended in order to a ``.npy`` file opened by :func:`atomic_npy_writer`."""
 
-    Lets a command write an array larger than memory chunk by chunk, with the
-    same guarantee as :func:`atomic_write_with`: a failure leaves the old
-    file (or none), never half of a new one.
+    def __init__(self, fh: IO[bytes], shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self._fh, self.shape, self.dtype, self.n = fh, tuple(shape), np.dtype(dtype), 0
+
+    def append(self, rows: np.ndarray) -> None:
+        """Write ``rows`` (shape ``(k, *shape[1:])``) after the rows written so far."""
+        a = np.ascontiguousarray(rows, dtype=self.dtype)
+        if a.shape[1:] != self.shape[1:] or self.n + len(a) > self.shape[0]:
+            raise ValueError(f"rows of shape {a.shape} do not fit a .npy of shape {self.shape} after {self.n} rows")
+        self._fh.write(a.tobytes())
+        self.n += len(a)
+
+
+@contextlib.contextmanager
+def atomic_npy_writer(path: str | os.PathLike, shape: tuple[int, ...], dtype=np.float32) -> Iterator[NpyAppender]:
+    """A ``.npy`` file of known shape written row chunk by row chunk, renamed over ``path`` only when complete.
+
+    Lets a command write an array larger than memory with the guarantee of
+    :func:`atomic_write_with`: a failure (a full disk included: plain writes,
+    no memory map, so it is an ``OSError`` and not a crash) leaves the old
+    file or none, never half of a new one.
+
+    Yields
+    ------
+    NpyAppender
+        Call ``append(rows)`` until ``shape[0]`` rows are written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
     try:
         os.chmod(tmp, file_mode())
-        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape))
-        yield mm
-        mm.flush()
-        del mm
-        with open(tmp, "rb+") as fh:
+        with os.fdopen(fd, "wb") as fh:
+            np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                                      "fortran_order": False, "shape": tuple(int(v) for v in shape)})
+            appender = NpyAppender(fh, shape, dtype)
+            yield appender
+            if appender.n != shape[0]:
+                raise ValueError(f"{appender.n} rows written to {path}; expected {shape[0]}")
+            fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
