@@ -391,3 +391,21 @@ def test_prior_train_refuses_out_of_range_options(args, needle, cache):
 def test_prior_config_refuses_out_of_range_values(field, value):
     with pytest.raises(ConfigError, match=field):
         PriorConfig(**{field: value})
+
+
+def test_disk_full_while_caching_a_prior_keeps_the_trained_prior(clean_prior, data_dir, tmp_path, monkeypatch, caplog):
+    import errno
+
+    _, clean, _ = clean_prior
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(training, "atomic_write_bytes", full)
+    cache = tmp_path / "c"
+    with caplog.at_level(logging.WARNING, logger="cortexflow.priors.training"):
+        prior = get_prior("mnist-t10k", config=TINY, data_dir=data_dir, cache_dir=cache)
+    assert prior.path is None and not prior.info["from_cache"]
+    assert any("could not write prior cache entry" in r.getMessage() for r in caplog.records)
+    _assert_same_weights(_state(prior), clean)
+    assert not list(cache.rglob("weights.safetensors")) and not list(cache.rglob("*.part"))

@@ -407,7 +407,12 @@ def get_prior(
             logger.info("prior %s was trained by another process meanwhile; read from the cache", corpus)
             return hit
         model, info = _train(corpus, data, images, dropped, threshold, key, config, progress)
-        _save(path, model, info)
+        try:
+            _save(path, model, info)
+        except OSError as exc:  # e.g. the disk filled up during the training: the prior is still good
+            logger.warning("could not write prior cache entry %s (%s); the trained prior is used without caching it",
+                           path, exc.strerror or exc)
+            return FittedPrior(model, dict(info, from_cache=False), None)
     return FittedPrior(model, dict(info, from_cache=False), path)
 
 
