@@ -271,7 +271,6 @@ def _hold_lock_in_another_process(folder):
     """A child process that holds the output lock of ``folder`` until it is killed."""
     import subprocess
     import sys
-    import time
 
     code = ("import sys, time; from cortexflow.utils.io import acquire_output_lock; "
             "acquire_output_lock(sys.argv[1], 'train'); print('held', flush=True); time.sleep(60)")

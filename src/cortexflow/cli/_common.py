@@ -19,6 +19,7 @@ import zlib
 from typing import Iterator
 
 import click
+import torch
 
 from cortexflow.exceptions import ConfigError, CortexFlowError
 
@@ -200,7 +201,5 @@ def apply_num_threads() -> int | None:
     """Set PyTorch's intra-op threads from ``$CORTEXFLOW_NUM_THREADS`` (validated); return the value or None."""
     n = num_threads_from_env()
     if n is not None:
-        import torch
-
         torch.set_num_threads(n)
     return n

@@ -31,6 +31,11 @@ import numpy as np
 
 from cortexflow.exceptions import CortexFlowError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -396,8 +401,8 @@ def sha256_json(obj: Any) -> str:
 
 def _flock(fd: int, blocking: bool) -> bool:
     """Take an exclusive ``flock`` on ``fd``; False when ``blocking`` is off and another process holds it."""
-    import fcntl
-
+    if fcntl is None:  # pragma: no cover - not POSIX: no advisory locks, every writer proceeds
+        return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         return True
