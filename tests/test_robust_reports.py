@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from cortexflow.benchmark.runner import BenchmarkConfig, run_benchmark
+from cortexflow.exceptions import CortexFlowError
 from cortexflow.reporting.report import csv_cell, md_escape, strip_controls
 
 
@@ -82,11 +83,17 @@ def test_replaced_predictions_file_is_recomputed(tmp_path):
     assert _run(str(a), out)["computed"] == 1
 
 
-def test_refused_benchmark_leaves_no_empty_runs_folder(tmp_path):
+@pytest.mark.parametrize("existing_out", [False, True])
+def test_refused_benchmark_leaves_no_empty_runs_folder(tmp_path, existing_out):
+    bad = tmp_path / "broken.npz"
+    bad.write_bytes(b"PK\x03\x04 not really a zip file")  # exists (passes the option checks), fails to load
     out = tmp_path / "bench"
-    with pytest.raises(Exception):
-        _run(str(tmp_path / "missing.npz"), out)
-    assert not (out / "runs").exists() and not out.exists()
+    if existing_out:
+        out.mkdir()
+    with pytest.raises(CortexFlowError):
+        _run(str(bad), out)
+    assert not (out / "runs").exists()
+    assert out.exists() == existing_out
 
 
 INJECTION = "=cmd|' -c calc'!A0"
