@@ -89,7 +89,7 @@ def test_headset_flag_selects_the_device(tmp_path):
                                    "--test-fraction", "0.5"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["device"] == "EP"
-    res = CliRunner().invoke(cli, ["eeg", "mindbigdata", str(src), "--headset", "MW", "--out", str(out)])
+    res = CliRunner().invoke(cli, ["eeg", "mindbigdata", str(src), "--headset", "MW", "--out", str(out), "--overwrite"])
     assert res.exit_code == 2 and "no complete event" in res.output
 
 

@@ -35,10 +35,10 @@ from cortexflow.data.spec import no_official_split_message
 from cortexflow.data.splits import SPLIT_KINDS, iter_splits, resolve_folds, scored_images, scored_slice
 from cortexflow.evaluation.stats import paired_comparisons
 from cortexflow.exceptions import ConfigError
-from cortexflow.reporting.report import write_report
+from cortexflow.reporting.report import write_csv, write_report
 from cortexflow.tracking import log_benchmark, make_tracker
 from cortexflow.training.devices import AMP_MODES, set_deterministic
-from cortexflow.utils.io import atomic_write_json, atomic_write_text
+from cortexflow.utils.io import atomic_write_json, file_lock, removed_if_empty_on_error
 
 __all__ = [
     "BenchmarkConfig",
@@ -503,16 +503,24 @@ def run_benchmark(config: BenchmarkConfig, *, progress: bool | None = True, repo
     """
     t0 = time.perf_counter()
     config.validate()
-    out = check_output_dir(config.out)
-    tracker = make_tracker(config.track, out, config.tracking_uri)  # checks the choice before any work
-    with _deterministic(config.deterministic):
-        plan = build_tasks(config)
-        store = ResultStore(out)
-        counts = execute(plan, store, config, progress=progress)
+    with removed_if_empty_on_error(Path(config.out) / "runs"):  # a refused benchmark leaves no empty OUT/runs/
+        out = check_output_dir(config.out)
+        tracker = make_tracker(config.track, out, config.tracking_uri)  # checks the choice before any work
+        with _deterministic(config.deterministic):
+            plan = build_tasks(config)
+            store = ResultStore(out)
+            counts = execute(plan, store, config, progress=progress)
+    # benchmarks sharing a folder share its runs (per-run locks); the tables and the report have one writer at a time
+    with file_lock(out / "runs" / ".report.lock", what="benchmark output folder"):
+        return _write_outputs(config, plan, store, counts, out, tracker, t0, report, command)
+
+
+def _write_outputs(config, plan, store, counts, out, tracker, t0, report, command) -> dict[str, Any]:
+    """results.csv, the report and benchmark.json of a finished :func:`run_benchmark`."""
     wall = time.perf_counter() - t0
     results = collect_results(plan, store)
     paths: dict[str, str] = {}
-    atomic_write_text(out / "results.csv", results.to_csv(index=False))
+    write_csv(out / "results.csv", results)
     paths["results"] = str(out / "results.csv")
     fit_seconds: dict[str, list[float]] = {}
     fit_cpu: dict[str, list[float]] = {}

@@ -2,15 +2,19 @@
 
 Each finished task is written at once, atomically, to ``OUT/runs/<key>.npz``
 (predictions and test-row indices) and then ``OUT/runs/<key>.json`` (per-image
-metric rows, timings, the task; the marker of a finished task). The key is a
-hash of everything that determines the result (see
-:meth:`cortexflow.benchmark.tasks.Task.key_payload`), so a benchmark run again
-recomputes nothing that finished and nothing whose inputs did not change.
+metric rows, timings, the task; the marker of a finished task). The key
+(:func:`record_key`) hashes everything that determines the result (see
+:meth:`cortexflow.benchmark.tasks.Task.key_payload`, which holds the data
+set's content checksum) *and* the data set's name: two data sets with the same
+content (a byte copy under another name) get their own runs and rows. A
+benchmark run again recomputes nothing that finished and nothing whose inputs
+did not change.
 
 Records are validated when read: a record that does not parse, names another
-key, has no rows, holds non-numeric metrics, or whose predictions file is
-unreadable or does not match its rows is reported with a warning and its task
-is recomputed.
+key, has no rows, holds non-numeric metrics, does not match its content hash
+(``record_sha256``: a record edited by hand, for example to better numbers),
+or whose predictions file does not match its sha256 (``predictions_sha256``)
+or its rows is reported with a warning and its task is recomputed.
 
 Two benchmarks writing into one folder share the work through per-task lock
 files (``runs/<key>.lock`` holding the owner's pid and start time, created
@@ -36,9 +40,20 @@ import numpy as np
 from cortexflow import __version__
 from cortexflow.benchmark.tasks import ID_COLUMNS, METRIC_COLUMNS, Task, TaskResult
 from cortexflow.exceptions import ConfigError
-from cortexflow.utils.io import atomic_write_json, atomic_write_with
+from cortexflow.utils.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    json_roundtrip,
+    sha256_bytes,
+    sha256_file,
+    sha256_json,
+)
 
-__all__ = ["ResultStore", "InvalidRecord", "validate_record", "check_output_dir", "OUTPUT_FILES"]
+__all__ = ["ResultStore", "InvalidRecord", "validate_record", "check_output_dir", "OUTPUT_FILES", "record_key",
+           "RECORD_FORMAT"]
+
+#: Version of the run-record layout (2: keyed by data set name and content, with content hashes).
+RECORD_FORMAT = 2
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +69,17 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def record_key(task: Task) -> str:
+    """Name of a task's files: its result key (content of the data set, method, split, ...) and the data set's name."""
+    return sha256_json({"task": task.key, "dataset_name": task.dataset_name, "format": RECORD_FORMAT})[:24]
+
+
+def _record_hash(rec: dict) -> str:
+    return sha256_json({k: v for k, v in rec.items() if k != "record_sha256"})
+
+
 def validate_record(rec: Any, key: str) -> list[dict]:
-    """Check a parsed run record; return its rows.
+    """Check a parsed run record (its key and content hash, its rows); return its rows.
 
     Raises
     ------
@@ -66,6 +90,8 @@ def validate_record(rec: Any, key: str) -> list[dict]:
         raise InvalidRecord(f"expected a JSON object, found a {type(rec).__name__}")
     if rec.get("key") != key:
         raise InvalidRecord(f"its key is {rec.get('key')!r}, not {key!r}")
+    if rec.get("record_sha256") != _record_hash(rec):
+        raise InvalidRecord("its content does not match its sha256 (edited by hand or damaged)")
     rows = rec.get("rows")
     if not isinstance(rows, list) or not rows:
         raise InvalidRecord("it holds no result rows")
@@ -151,15 +177,15 @@ class ResultStore:
     # ------------------------------------------------------------ paths
     def json_path(self, task: Task) -> Path:
         """Path of a task's record."""
-        return self.runs / f"{task.key}.json"
+        return self.runs / f"{record_key(task)}.json"
 
     def npz_path(self, task: Task) -> Path:
         """Path of a task's predictions."""
-        return self.runs / f"{task.key}.npz"
+        return self.runs / f"{record_key(task)}.npz"
 
     def lock_path(self, task: Task) -> Path:
         """Path of a task's lock file."""
-        return self.runs / f"{task.key}.lock"
+        return self.runs / f"{record_key(task)}.lock"
 
     # ------------------------------------------------------------ read
     def has(self, task: Task) -> bool:
@@ -168,14 +194,17 @@ class ResultStore:
         An invalid record is reported with a warning (and the task is then
         recomputed by the runner).
         """
-        if task.key in self._valid:
+        key = record_key(task)
+        if key in self._valid:
             return True
         p = self.json_path(task)
         if not p.exists() and not self.npz_path(task).exists():
             return False
         try:
             rec = json.loads(p.read_text())
-            rows = validate_record(rec, task.key)
+            rows = validate_record(rec, key)
+            if sha256_file(self.npz_path(task)) != rec.get("predictions_sha256"):
+                raise InvalidRecord("its predictions file does not match the sha256 in the record")
             pred, idx = self.load_predictions(task)
             if len(pred) != len(rows) or len(idx) != len(rows):
                 raise InvalidRecord(f"{len(rows)} result rows but {len(pred)} predictions and {len(idx)} indices")
@@ -183,10 +212,10 @@ class ResultStore:
             logger.warning("incomplete result of %s (%s missing); it will be recomputed", task.label,
                            Path(exc.filename or "").name)
             return False
-        except (OSError, ValueError, KeyError, EOFError) as exc:  # JSONDecodeError, InvalidRecord, bad npz
+        except (OSError, ValueError, KeyError, EOFError, TypeError) as exc:  # JSONDecodeError, InvalidRecord, bad npz
             logger.warning("invalid result file %s (%s); run %s will be recomputed", p, exc, task.label)
             return False
-        self._valid.add(task.key)
+        self._valid.add(key)
         return True
 
     def load_record(self, task: Task) -> dict:
@@ -203,14 +232,15 @@ class ResultStore:
         """Write predictions (npz), then the rows (json, the marker of a finished task); release the lock."""
         task = result.task
 
-        def write_npz(fh):
-            buf = io.BytesIO()
-            np.savez_compressed(buf, predictions=result.predictions.astype(np.float32), test_index=result.test_index)
-            fh.write(buf.getvalue())
-
-        atomic_write_with(self.npz_path(task), write_npz)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, predictions=result.predictions.astype(np.float32), test_index=result.test_index)
+        blob = buf.getvalue()
+        atomic_write_bytes(self.npz_path(task), blob)
+        key = record_key(task)
         payload = {
-            "key": task.key,
+            "key": key,
+            "format": RECORD_FORMAT,
+            "predictions_sha256": sha256_bytes(blob),
             "task": task.to_dict(),
             "key_payload": task.key_payload(),
             "rows": result.rows,
@@ -221,8 +251,10 @@ class ResultStore:
             "cortexflow_version": __version__,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
+        payload = json_roundtrip(payload)  # hashed exactly as it will read back
+        payload["record_sha256"] = _record_hash(payload)
         path = atomic_write_json(self.json_path(task), payload)
-        self._valid.add(task.key)
+        self._valid.add(key)
         self.release(task)
         return path
 
@@ -247,7 +279,7 @@ class ResultStore:
                 except FileNotFoundError:
                     continue
                 if pid == os.getpid():
-                    self._held.add(task.key)
+                    self._held.add(record_key(task))
                     return True
                 if alive:
                     return False
@@ -256,14 +288,14 @@ class ResultStore:
                 continue
             with os.fdopen(fd, "w") as fh:
                 fh.write(f"{os.getpid()} {_start_time(os.getpid())}".strip())
-            self._held.add(task.key)
+            self._held.add(record_key(task))
             return True
         return False
 
     def release(self, task: Task) -> None:
         """Remove the task's lock if this store holds it."""
-        if task.key in self._held:
-            self._held.discard(task.key)
+        if record_key(task) in self._held:
+            self._held.discard(record_key(task))
             self.lock_path(task).unlink(missing_ok=True)
 
     def release_all(self) -> None:

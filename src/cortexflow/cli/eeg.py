@@ -35,7 +35,7 @@ from cortexflow.models.eeg_estimator import EEG_METHODS
 from cortexflow.cli._common import parse_sets
 from cortexflow.data.eeg import MINDBIGDATA_DEVICES, describe_eeg, load_eeg, preprocess_epochs
 from cortexflow.data.eeg import crell as crell_module
-from cortexflow.data.eeg.export import save_eeg_dataset
+from cortexflow.data.eeg.export import check_eeg_output, save_eeg_dataset
 from cortexflow.data.stimuli import CRELL_LETTERS, DIGIT_CLASSES, class_images
 from cortexflow.evaluation.eeg import (
     DEFAULT_PREPROCESS,
@@ -75,6 +75,7 @@ def _preprocess_options(f):
         click.option("--test-fraction", type=float, default=0.2, show_default=True),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/test split."),
         click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output .npz file."),
+        click.option("--overwrite", is_flag=True, help="Replace an existing --out file (by default it is never replaced)."),
     ]):
         f = opt(f)
     return f
@@ -91,9 +92,9 @@ def benchmark_hint(path: Path, n_channels: int, sfreq: float) -> str:
     return f"cortexflow benchmark --datasets {path} --methods {methods} " + " ".join(opts) + " --out runs/eeg"
 
 
-def _finish(ep, *, stimuli, test_fraction, seed, out, extra: dict) -> None:
+def _finish(ep, *, stimuli, test_fraction, seed, out, overwrite, extra: dict) -> None:
     images = class_images(ep.class_names, stimuli)
-    path = save_eeg_dataset(ep, images, out, test_fraction=test_fraction, seed=seed)
+    path = save_eeg_dataset(ep, images, out, test_fraction=test_fraction, seed=seed, overwrite=overwrite)
     summary = {
         "out": str(path),
         "n_epochs": ep.n_epochs,
@@ -124,11 +125,12 @@ def eeg() -> None:
 @click.option("--max-per-class", type=int, default=None, help="Keep at most N events per digit.")
 @_preprocess_options
 def mindbigdata_cmd(source, headset, data_dir, n_times, max_per_class, l_freq, h_freq, notch, reref, new_sfreq,
-                    reject, stimuli, test_fraction, seed, out) -> None:
+                    reject, stimuli, test_fraction, seed, out, overwrite) -> None:
     """Read a MindBigData file (text format or spreadsheet export, streamed), preprocess and save it.
 
     SOURCE is a file path or a registered raw EEG data set (mindbigdata-mw-sample).
     """
+    check_eeg_output(out, overwrite=overwrite)  # before reading a large recording
     ep = load_eeg(source, data_dir, device=headset.upper() if headset else None, n_times=n_times,
                   max_per_class=max_per_class)
     X, keep, rep = preprocess_epochs(
@@ -137,7 +139,7 @@ def mindbigdata_cmd(source, headset, data_dir, n_times, max_per_class, l_freq, h
         ch_names=ep.ch_names,
     )
     ep = ep.subset(np.flatnonzero(keep)).with_data(X, sfreq=rep.sfreq)
-    _finish(ep, stimuli=stimuli, test_fraction=test_fraction, seed=seed, out=out,
+    _finish(ep, stimuli=stimuli, test_fraction=test_fraction, seed=seed, out=out, overwrite=overwrite,
             extra={"device": ep.metadata["device"], "format": ep.metadata["format"],
                    "size_mismatch": ep.metadata.get("size_mismatch"), "preprocessing": rep.to_dict()["steps"],
                    "n_rejected": rep.rejection.n_rejected if rep.rejection else 0})
@@ -150,8 +152,9 @@ def mindbigdata_cmd(source, headset, data_dir, n_times, max_per_class, l_freq, h
 @click.option("--tmax", type=float, default=2.0, show_default=True, help="Window end (s); 2.0 = the fade-in.")
 @_preprocess_options
 def crell_cmd(subjects, data_dir, tmin, tmax, l_freq, h_freq, notch, reref, new_sfreq, reject, stimuli,
-              test_fraction, seed, out) -> None:
+              test_fraction, seed, out, overwrite) -> None:
     """Load BNCI 2024-001 with MOABB (downloads on first use), epoch the fade-in, save as a dataset."""
+    check_eeg_output(out, overwrite=overwrite)
     pre = {"l_freq": l_freq or None, "h_freq": h_freq or None, "notch": notch or None,
            "reference": None if reref == "none" else reref, "new_sfreq": new_sfreq}
     try:
@@ -160,7 +163,7 @@ def crell_cmd(subjects, data_dir, tmin, tmax, l_freq, h_freq, notch, reref, new_
         raise click.BadParameter(f"{subjects!r} is not a comma list of subject numbers", param_hint="--subjects")
     ep = crell_module.load_crell(subject_ids, data_dir=data_dir, tmin=tmin, tmax=tmax,
                                  preprocess={k: v for k, v in pre.items() if v is not None}, reject_ptp=reject)
-    _finish(ep, stimuli=stimuli, test_fraction=test_fraction, seed=seed, out=out,
+    _finish(ep, stimuli=stimuli, test_fraction=test_fraction, seed=seed, out=out, overwrite=overwrite,
             extra={"runs": ep.metadata.get("runs"), "window_s": [tmin, tmax]})
 
 
@@ -291,4 +294,6 @@ def simulate_cmd(frontends, seeds, n_classes, n_per_class, config, sets, no_cont
             click.echo(f"{fe:8s}  {'shuffled' if shuffle else 'true':8s}  {tw.mean():.3f} ± {sd_tw:.3f}       "
                        f"{ac.mean():.3f} ± {sd_ac:.3f}")
     if out:
+        if Path(out).is_symlink():
+            raise click.BadParameter(f"{out} is a symbolic link; refusing to write through it", param_hint="--out")
         atomic_write_json(out, rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -16,7 +17,7 @@ import numpy as np
 from cortexflow.benchmark.cli import benchmark, methods
 from cortexflow.methods.build import check_scored_stimuli, make_estimator, scored_stimuli
 from cortexflow.methods.registry import check_options, decoder_label, get_method, list_methods, suggest
-from cortexflow.cli._common import parse_sets
+from cortexflow.cli._common import apply_num_threads, error_boundary, one_line, parse_sets, workers_from_env
 from cortexflow.cli.datasets_check import check as datasets_check
 from cortexflow.cli.eeg import eeg
 from cortexflow.cli.prior import prior
@@ -37,10 +38,11 @@ from cortexflow.training.config import get_config
 from cortexflow.training.devices import resolve_device, set_deterministic
 from cortexflow.utils.io import (
     OUTPUT_MARKER,
+    atomic_npy_writer,
     atomic_write_json,
-    atomic_write_with,
     json_safe,
     prepare_output_dir,
+    release_output_lock,
     remove_stale_outputs,
     removed_if_empty_on_error,
     write_output_marker,
@@ -54,19 +56,19 @@ def _setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+_one_line = one_line
 
 
 class _Group(click.Group):
-    """Turns CortexFlow errors into one clean line and exit code 2."""
+    """Turns every failure of plausible input into one clean line and exit code 2 (see :func:`error_boundary`)."""
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
-        except CortexFlowError as exc:
-            click.echo(f"Error: {_one_line(exc)}", err=True)
-            ctx.exit(2)
+            with error_boundary(ctx):
+                return super().invoke(ctx)
+        finally:
+            if ctx.parent is None:
+                release_output_lock()  # the command has ended: its output folders have no writer any more
 
 
 SEED = click.IntRange(0, 2**31 - 1)  # the range of cortexflow.models.base.seed_from_random_state
@@ -105,9 +107,12 @@ def _load(name_or_path: str, data_dir, **kwargs):
 @click.group(cls=_Group)
 @click.version_option(package_name="cortexflow")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-def cli(verbose: int) -> None:
+@click.option("--debug", is_flag=True, help="Show the full traceback of a failure (also: CORTEXFLOW_DEBUG=1).")
+def cli(verbose: int, debug: bool) -> None:
     """CortexFlow: reconstruct what a person saw from brain signals."""
     _setup_logging(verbose)
+    apply_num_threads()  # $CORTEXFLOW_NUM_THREADS, validated: 0, -1 or 'abc' is a one-line error
+    workers_from_env()  # $CORTEXFLOW_WORKERS, validated likewise
 
 
 # ---------------------------------------------------------------- datasets
@@ -374,19 +379,58 @@ def evaluate(checkpoint: str, dataset: str, data_dir, out_dir, overwrite: bool, 
     _echo_json(_summary(per_image))
 
 
-def _read_input(path: Path, key: str | None) -> np.ndarray:
+#: Keys ``reconstruct`` looks for in a .mat/.npz input when --key is not given.
+_INPUT_KEYS = ("fmriTest", "X", "fmri", "signals")
+#: Per-row PNGs that ``reconstruct`` writes by default (every row is always in reconstructions.npy).
+RECONSTRUCT_MAX_PNG = 100
+#: Rows predicted at once by ``reconstruct`` (bounded memory whatever the input size).
+RECONSTRUCT_CHUNK = 1024
 
+
+def _read_input(path: Path, key: str | None) -> np.ndarray:
+    """The signal array of a ``reconstruct`` input (a .npy is memory-mapped, not read into memory)."""
     if path.suffix.lower() == ".npy":
         try:
-            return np.load(path, allow_pickle=False)
+            return np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise DataValidationError(f"{path}: cannot be read as a .npy array ({exc})") from exc
     arrays = read_arrays(path)
-    candidates = [key] if key else ["fmriTest", "X", "fmri", "signals"]
-    for k in candidates:
-        if k in arrays:
-            return arrays[k]
-    raise DataValidationError(f"{path}: none of the keys {candidates} found (keys present: {sorted(arrays)}); choose one with --key")
+    if key:
+        if key in arrays:
+            return arrays[key]
+        raise DataValidationError(f"{path}: key {key!r} not found (keys present: {sorted(arrays)}); choose one with --key")
+    folded: dict[str, list[str]] = {}
+    for k in arrays:
+        folded.setdefault(k.lower(), []).append(k)
+    clashes = [names for names in folded.values() if len(names) > 1 and names[0].lower() in {c.lower() for c in _INPUT_KEYS}]
+    if clashes:
+        raise DataValidationError(f"{path}: keys {sorted(clashes[0])} differ only in case; choose one with --key")
+    found = [k for k in _INPUT_KEYS if k in arrays]
+    if len(found) > 1:
+        raise DataValidationError(f"{path}: holds several signal arrays ({', '.join(found)}); choose one with --key")
+    if found:
+        return arrays[found[0]]
+    raise DataValidationError(f"{path}: none of the keys {list(_INPUT_KEYS)} found (keys present: {sorted(arrays)}); choose one with --key")
+
+
+def _check_input_shape(X: np.ndarray, source: str, n_features: int) -> None:
+    """Refuse an input of the wrong shape or type, saying what it looks like."""
+    if X.dtype == bool:
+        raise DataValidationError(f"{source}: input holds boolean values; signals must be numbers (one recording per row)")
+    if X.ndim != 2:
+        raise DataValidationError(
+            f"{source}: input is {X.ndim}-D with shape {X.shape}; expected a 2-D array (n_rows, n_features) with "
+            f"one recording per row and {n_features} features"
+        )
+    if X.shape[1] != n_features:
+        hint = (f"; it looks transposed (features in rows): pass the array's transpose, shape {X.shape[::-1]}"
+                if X.shape[0] == n_features else "")
+        raise DataValidationError(
+            f"{source}: input has {X.shape[1]} features per row (shape {X.shape}), but the checkpoint expects "
+            f"{n_features}{hint}"
+        )
+    if X.shape[0] == 0:
+        raise DataValidationError(f"{source}: input has no rows (shape {X.shape})")
 
 
 @cli.command()
@@ -395,39 +439,48 @@ def _read_input(path: Path, key: str | None) -> np.ndarray:
 @click.option("--key", default=None, help="Variable to read from a .mat/.npz (default: fmriTest, X, fmri or signals).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty --out folder that CortexFlow did not make.")
-def reconstruct(checkpoint: str, input_path: str, key, out_dir: str, overwrite: bool) -> None:
-    """Reconstruct one PNG per signal row of a new recording, plus a grid."""
+@click.option("--max-png", type=click.IntRange(min=0), default=RECONSTRUCT_MAX_PNG, show_default=True,
+              help="Write a PNG for the first N rows only (every row is always in reconstructions.npy).")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=RECONSTRUCT_CHUNK, show_default=True,
+              help="Rows predicted at once (bounds the memory used).")
+def reconstruct(checkpoint: str, input_path: str, key, out_dir: str, overwrite: bool, max_png: int,
+                chunk_size: int) -> None:
+    """Reconstruct every signal row of a new recording: reconstructions.npy, a grid, and PNGs of the first rows."""
 
     model = load_decoder(_checkpoint_dir(checkpoint))
-    X = np.asarray(_read_input(Path(input_path), key))
+    X = _read_input(Path(input_path), key)
     source = f"{input_path}" + (f" (key {key!r})" if key else "")
     if X.ndim == 1:
         X = X[None, :]
-    if X.ndim != 2:
-        raise DataValidationError(
-            f"{source}: input is {X.ndim}-D with shape {X.shape}; expected a 2-D array (n_rows, n_features) with "
-            f"one recording per row and {model.n_features_in_} features"
-        )
-    if X.shape[1] != model.n_features_in_:
-        raise DataValidationError(
-            f"{source}: input has {X.shape[1]} features per row (shape {X.shape}), but the checkpoint expects "
-            f"{model.n_features_in_}"
-        )
-    X = validate_signals(X, source=input_path, key=key or "input", allow_degenerate=True)
-    width = len(str(len(X) - 1))
-    names = [f"recon_{i:0{width}d}.png" for i in range(len(X))] + ["grid.png", "reconstructions.npy"]
+    _check_input_shape(X, source, model.n_features_in_)
+    n = len(X)
+    n_png = min(n, max_png)
+    width = len(str(max(n_png, 1) - 1))
+    pngs = [f"recon_{i:0{width}d}.png" for i in range(n_png)]
+    names = pngs + ["grid.png", "reconstructions.npy"]
     with removed_if_empty_on_error(out_dir):  # a failed run leaves no empty --out folder
         out, stale = prepare_output_dir(out_dir, "reconstruct", names + [OUTPUT_MARKER], overwrite=overwrite)
-        pred = model.predict(X)
-        for name, img in zip(names, pred):
-            save_image(img, out / name)
-        reconstruction_grid(None, {_label(model): pred}, out / "grid.png", max_images=min(len(pred), 20))
-        atomic_write_with(out / "reconstructions.npy", lambda fh: np.save(fh, pred))
+        first = None
+        writer = None
+        with contextlib.ExitStack() as stack:
+            for start in range(0, n, chunk_size):
+                rows = validate_signals(np.asarray(X[start:start + chunk_size]), source=input_path,
+                                        key=key or "input", allow_degenerate=True)
+                pred = np.asarray(model.predict(rows), dtype=np.float32)
+                if writer is None:
+                    writer = stack.enter_context(atomic_npy_writer(out / "reconstructions.npy", (n, *pred.shape[1:])))
+                writer.append(pred)
+                if first is None:
+                    first = pred[:20].copy()
+                for i in range(start, min(start + len(pred), n_png)):
+                    save_image(pred[i - start], out / pngs[i])
+        reconstruction_grid(None, {_label(model): first}, out / "grid.png", max_images=min(len(first), 20))
         write_output_marker(out, "reconstruct", names)
     removed = remove_stale_outputs(out, stale)  # files of an earlier run of this command that this run did not write
     if removed:
         logger.info("removed %d file(s) of an earlier run: %s", len(removed), ", ".join(removed))
-    click.echo(f"wrote {len(pred)} reconstructions to {out}")
+    more = f" (PNGs of the first {n_png}; all rows in reconstructions.npy)" if n_png < n else ""
+    click.echo(f"wrote {n} reconstructions to {out}{more}")
 
 
 for _command in (benchmark, methods, semantic, eeg, prior):

@@ -9,7 +9,7 @@ import click
 
 from cortexflow.priors.corpora import get_corpus_info, list_corpora, load_corpus
 from cortexflow.priors.guard import DEFAULT_THRESHOLD, dataset_stimuli
-from cortexflow.priors.models import PriorConfig
+from cortexflow.priors.models import MAX_EMBED_DIM, PriorConfig
 from cortexflow.priors.training import get_prior, list_cached_priors, prior_cache_dir
 
 __all__ = ["prior"]
@@ -31,10 +31,11 @@ def prior_list() -> None:
 @prior.command("train")
 @click.option("--corpus", required=True, help="Registered corpus (see `cortexflow prior list`).")
 @click.option("--kind", type=click.Choice(["ae", "vae"]), default="ae", show_default=True)
-@click.option("--embed-dim", type=int, default=PriorConfig.embed_dim, show_default=True)
-@click.option("--epochs", type=int, default=PriorConfig.epochs, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--max-images", type=int, default=None, help="Train on the first N kept corpus images only (quick tries).")
+@click.option("--embed-dim", type=click.IntRange(2, MAX_EMBED_DIM), default=PriorConfig.embed_dim, show_default=True,
+              help=f"Size of the embedding (2 to {MAX_EMBED_DIM}).")
+@click.option("--epochs", type=click.IntRange(1, 10_000), default=PriorConfig.epochs, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True)
+@click.option("--max-images", type=click.IntRange(1, None), default=None, help="Train on the first N kept corpus images only (quick tries).")
 @click.option("--for-dataset", default=None,
               help="Drop corpus images that nearly copy a stimulus of this registered data set (train and test).")
 @click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
@@ -74,7 +75,7 @@ def prior_train(corpus, kind, embed_dim, epochs, seed, max_images, for_dataset, 
 def prior_info(name, as_json, data_dir, cache_dir) -> None:
     """Describe corpus NAME and every prior trained on it that the cache holds."""
     info = get_corpus_info(name)
-    corpus = load_corpus(name, data_dir)
+    corpus = load_corpus(name, data_dir, cache_dir=cache_dir)
     entries = list_cached_priors(name, cache_dir)
     out = {
         "corpus": name,
@@ -86,15 +87,8 @@ def prior_info(name, as_json, data_dir, cache_dir) -> None:
         "priors": [
             {
                 "path": e["path"],
-                "kind": e["config"]["kind"],
-                "embed_dim": e["config"]["embed_dim"],
-                "epochs": e["config"]["epochs"],
-                "seed": e["config"]["seed"],
-                "n_images": e["info"]["n_images"],
-                "n_dropped": e["info"]["n_dropped"],
-                "threshold": e["info"]["threshold"],
-                "recon_mse": e["info"]["recon_mse"],
-                "train_time_s": e["info"]["train_time_s"],
+                **{k: e["config"].get(k) for k in ("kind", "embed_dim", "epochs", "seed")},
+                **{k: e["info"].get(k) for k in ("n_images", "n_dropped", "threshold", "recon_mse", "train_time_s")},
             }
             for e in entries
         ],
@@ -107,8 +101,14 @@ def prior_info(name, as_json, data_dir, cache_dir) -> None:
     if not out["priors"]:
         click.echo(f"  no trained prior in {out['cache_dir']}; run `cortexflow prior train --corpus {name}`")
     for p in out["priors"]:
+        mse, secs = _num(p["recon_mse"], ".4f"), _num(p["train_time_s"], ".1f")
         click.echo(
             f"  prior {p['kind']} {p['embed_dim']}-d, {p['epochs']} epochs, seed {p['seed']}: trained on "
             f"{p['n_images']} images, {p['n_dropped']} near-duplicates dropped, reconstruction MSE "
-            f"{p['recon_mse']:.4f}, {p['train_time_s']:.1f} s\n    {p['path']}"
+            f"{mse}, {secs} s\n    {p['path']}"
         )
+
+
+def _num(value, fmt: str) -> str:
+    """``value`` formatted with ``fmt``, or ``?`` when it is not a number."""
+    return format(value, fmt) if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"

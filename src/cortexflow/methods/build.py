@@ -84,7 +84,8 @@ def resolve_prior(est: Any, stimuli: np.ndarray, *, data_dir=None, cache_dir=Non
                        progress=progress, threshold=threshold)
     images = None
     if getattr(est, "decoding", None) in _CORPUS_DECODINGS and getattr(est, "ridge_skip", True):
-        images, _ = drop_near_duplicates(load_corpus(corpus, data_dir).images, stimuli, threshold=threshold)
+        images, _ = drop_near_duplicates(load_corpus(corpus, data_dir, cache_dir=cache_dir).images, stimuli,
+                                         threshold=threshold)
     fitted.corpus_images = images
     return fitted
 

@@ -52,6 +52,8 @@ __all__ = [
     "load_corpus",
     "corpus_dir",
     "read_idx",
+    "generated_checksum",
+    "content_checksum",
     "default_prior",
     "DEFAULT_PRIORS",
 ]
@@ -146,8 +148,9 @@ class Corpus:
     labels : ndarray of int64, shape (n,), or None
         Class of each image where the corpus has classes (digit, letter index, shape kind).
     checksum : str
-        sha256 identifying the content: of the pinned files' checksums, or of
-        the generator version and parameters.
+        sha256 identifying the content: of the pinned files' checksums (each
+        file is verified against its pin when read), or of the generated
+        images and labels themselves (:func:`content_checksum`).
     info : CorpusInfo
     """
 
@@ -184,6 +187,9 @@ def get_corpus_info(name: str) -> CorpusInfo:
     ConfigError
         ``name`` is not registered (the message lists the corpora).
     """
+    if not isinstance(name, str):
+        raise ConfigError(f"prior corpus {name!r} is a {type(name).__name__}; it must be one corpus name (a string, "
+                          f"e.g. prior=mnist-t10k), one of: {', '.join(list_corpora())}")
     try:
         return CORPORA[name]
     except KeyError:
@@ -296,22 +302,60 @@ def _load_mnist(info: CorpusInfo, data_dir, download: bool, progress) -> tuple[n
     return images.astype(np.float32) / 255.0, labels.astype(np.int64)
 
 
-def _generated(info: CorpusInfo, checksum: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images of a generated corpus, from ``<cache root>/corpora/`` when an intact copy is there."""
-    path = get_cache_dir() / "corpora" / f"{info.name}-{checksum[:24]}.npz"
-    if path.is_file():
+def content_checksum(images: np.ndarray, labels: np.ndarray | None) -> str:
+    """sha256 of a corpus' images (float32, shape included) and labels (int64): what a cached copy must match."""
+    h = hashlib.sha256()
+    im = np.ascontiguousarray(images, dtype=np.float32)
+    h.update(json.dumps({"images": list(im.shape)}).encode())
+    h.update(im.tobytes())
+    if labels is not None:
+        lab = np.ascontiguousarray(labels, dtype=np.int64)
+        h.update(json.dumps({"labels": list(lab.shape)}).encode())
+        h.update(lab.tobytes())
+    return h.hexdigest()
+
+
+def _read_generated(path: Path, info: CorpusInfo, checksum: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """The verified images, labels and content checksum of a cached generated corpus (ValueError if not intact)."""
+    with np.load(path, allow_pickle=False) as z:
+        if str(z["checksum"]) != checksum:
+            raise ValueError("it was generated with other parameters")
+        images, labels, stored = z["images"], z["labels"], str(z["content_sha256"])
+    if images.dtype != np.float32 or images.shape != (info.n_images, IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(f"images {images.dtype} {images.shape}; expected float32 ({info.n_images}, 28, 28)")
+    if labels.shape != (info.n_images,) or labels.dtype != np.int64:
+        raise ValueError(f"labels {labels.dtype} {labels.shape}; expected int64 ({info.n_images},)")
+    if content_checksum(images, labels) != stored:
+        raise ValueError("its images do not match the sha256 stored with them (edited or damaged)")
+    if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
+        raise ValueError("its images are not finite values in [0, 1]")
+    return images, labels, stored
+
+
+def _generated(info: CorpusInfo, checksum: str, cache_dir=None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Images, labels and content checksum of a generated corpus, from ``<cache root>/corpora/`` when an intact copy is there.
+
+    The cached ``.npz`` stores the sha256 of its images and labels
+    (:func:`content_checksum`), checked on every read: a copy that fails
+    (unreadable, truncated, other images) is logged and generated again.
+    """
+    path = get_cache_dir(cache_dir) / "corpora" / f"{info.name}-{checksum[:24]}.npz"
+    if path.exists():
         try:
-            with np.load(path, allow_pickle=False) as z:
-                if str(z["checksum"]) == checksum:
-                    return z["images"], z["labels"]
-        except (OSError, ValueError, KeyError, EOFError, zlib.error) as exc:
-            logger.warning("generated corpus cache %s is unreadable (%s); generating again", path, exc)
+            return _read_generated(path, info, checksum)
+        except Exception as exc:  # noqa: BLE001 - a damaged cache copy of any kind is regenerated, never used
+            logger.warning("generated corpus cache %s is damaged or unreadable (%s: %s); generating again",
+                           path, type(exc).__name__, str(exc)[:200])
     images, labels = _GENERATORS[info.name](**info.params)
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    content = content_checksum(images, labels)
     try:
-        atomic_write_with(path, lambda fh: np.savez(fh, images=images, labels=labels, checksum=np.array(checksum)))
+        atomic_write_with(path, lambda fh: np.savez(fh, images=images, labels=labels, checksum=np.array(checksum),
+                                                    content_sha256=np.array(content)))
     except OSError as exc:  # a read-only cache only costs time
         logger.warning("could not cache generated corpus %s at %s: %s", info.name, path, exc)
-    return images, labels
+    return images, labels, content
 
 
 def load_corpus(
@@ -320,6 +364,7 @@ def load_corpus(
     download: bool = True,
     *,
     progress: bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Corpus:
     """Load (fetching or generating) the images of corpus ``name``.
 
@@ -333,6 +378,9 @@ def load_corpus(
         Fetch a missing or mismatching file. With ``False`` such a file raises.
     progress : bool, optional
         Download progress bar.
+    cache_dir : path-like, optional
+        Cache root where generated corpora are kept (default ``$CORTEXFLOW_CACHE``,
+        else the user cache folder).
 
     Returns
     -------
@@ -353,8 +401,7 @@ def load_corpus(
         images, labels = _load_mnist(info, data_dir, download, progress)
         checksum = _files_checksum(info)
     else:
-        checksum = generated_checksum(info)
-        images, labels = _generated(info, checksum)
+        images, labels, checksum = _generated(info, generated_checksum(info), cache_dir)
     images = np.ascontiguousarray(images, dtype=np.float32)
     if images.shape != (info.n_images, IMAGE_SIZE, IMAGE_SIZE):
         raise DataValidationError(f"corpus {name!r}: got images {images.shape}; expected ({info.n_images}, 28, 28)")

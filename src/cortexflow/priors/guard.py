@@ -26,7 +26,8 @@ import numpy as np
 from cortexflow.data.loading import load_dataset
 from cortexflow.exceptions import DataValidationError
 
-__all__ = ["DEFAULT_THRESHOLD", "pairwise_mse", "nearest_mse", "drop_near_duplicates", "dataset_stimuli"]
+__all__ = ["DEFAULT_THRESHOLD", "pairwise_mse", "nearest_mse", "drop_near_duplicates", "dataset_stimuli",
+           "require_distinct_stimuli"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ def drop_near_duplicates(
     """
     if not np.isfinite(threshold) or threshold < 0:
         raise DataValidationError(f"threshold={threshold!r} must be a finite number >= 0")
+    require_distinct_stimuli(stimuli)
     images = np.asarray(corpus_images, dtype=np.float32)
     near = nearest_mse(images, stimuli)
     dropped = np.flatnonzero(near <= threshold).astype(np.int64)
@@ -95,6 +97,29 @@ def drop_near_duplicates(
     keep = np.ones(len(images), dtype=bool)
     keep[dropped] = False
     return images[keep], dropped
+
+
+def require_distinct_stimuli(stimuli, *, what: str = "stimuli") -> None:
+    """Refuse stimuli (two or more) that are all one and the same image.
+
+    An image prior is guarded against, fitted on and cross-validated over the
+    stimuli of a data set; when every one of them is the same image there is
+    nothing to learn and the inner cross-validation has no training rows (it
+    would fail deep inside scikit-learn with "Found array with 0 sample(s)").
+
+    Raises
+    ------
+    DataValidationError
+    """
+    a = np.asarray(stimuli)
+    if a.ndim < 2 or len(a) < 2:
+        return
+    flat = a.reshape(len(a), -1)
+    if np.array_equal(flat.min(axis=0), flat.max(axis=0)):
+        raise DataValidationError(
+            f"all {len(a)} {what} are one and the same image: an image prior cannot be fitted or cross-validated "
+            "on them (it needs at least 2 distinct stimuli); check the stimulus arrays of the data set"
+        )
 
 
 def dataset_stimuli(dataset_name: str, data_dir=None) -> np.ndarray:

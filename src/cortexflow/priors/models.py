@@ -16,13 +16,18 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn.functional as F
 from torch import nn
+import numpy as np
 
 from cortexflow.exceptions import ConfigError
 
-__all__ = ["PriorConfig", "ImagePrior", "downsample_targets", "SCALES"]
+__all__ = ["PriorConfig", "ImagePrior", "downsample_targets", "SCALES", "MAX_EMBED_DIM", "MAX_SEED"]
 
 #: Side lengths of the decoder's outputs, coarse to fine.
 SCALES = (7, 14, 28)
+#: Largest embedding: 8,192 dimensions already give a decoder of ~30 M weights per width-64 stage (far above 784 pixels).
+MAX_EMBED_DIM = 8192
+#: Seeds are 0 .. 2**31 - 1 (the range of ``cortexflow.models.base.seed_from_random_state``).
+MAX_SEED = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -69,8 +74,18 @@ class PriorConfig:
     def __post_init__(self) -> None:
         if self.kind not in ("ae", "vae"):
             raise ConfigError(f"PriorConfig.kind={self.kind!r}; allowed: 'ae', 'vae'")
-        if int(self.embed_dim) < 2:
-            raise ConfigError(f"PriorConfig.embed_dim={self.embed_dim!r} must be >= 2")
+        for name in ("embed_dim", "epochs", "batch_size", "seed"):
+            value = getattr(self, name)
+            ok = not isinstance(value, bool) and isinstance(value, (int, np.integer, float, np.floating))
+            if not ok or (isinstance(value, (float, np.floating)) and not (np.isfinite(value) and value == int(value))):
+                raise ConfigError(f"PriorConfig.{name}={value!r} must be an integer")
+            object.__setattr__(self, name, int(value))
+        if not 2 <= int(self.embed_dim) <= MAX_EMBED_DIM:
+            raise ConfigError(f"PriorConfig.embed_dim={self.embed_dim!r} must be in 2..{MAX_EMBED_DIM}")
+        if not 0 <= int(self.seed) <= MAX_SEED:
+            raise ConfigError(f"PriorConfig.seed={self.seed!r} must be in 0..{MAX_SEED}")
+        if self.max_images is not None and (isinstance(self.max_images, bool) or int(self.max_images) < 1):
+            raise ConfigError(f"PriorConfig.max_images={self.max_images!r} must be None or a positive integer")
         if len(self.widths) != 3 or min(self.widths) < 1:
             raise ConfigError(f"PriorConfig.widths={self.widths!r} must be three positive channel counts")
         if len(self.scale_weights) != 3 or min(self.scale_weights) < 0:

@@ -14,6 +14,16 @@ The cache root is the ``cache_dir`` argument, else ``$CORTEXFLOW_CACHE``,
 else the user's cache folder (``pooch.os_cache("cortexflow")``), the same
 root as the embedding cache. Both files are written atomically, the JSON
 last, so an interrupted training never leaves an entry that looks complete.
+
+Every read is verified: ``prior.json`` carries the sha256 of the weights file
+(``weights_sha256``) and of its own content (``meta_sha256``), its cache key
+and config must be the ones asked for, and every weight must be finite. An
+entry that fails any check (overwritten bytes, truncation, a NaN tensor,
+scaled weights, weights swapped with another entry, an edited ``prior.json``)
+is logged as a warning and trained again; it is never used. One lock per
+entry (``<entry>/.lock``) makes a second process that wants the same prior
+wait for the first, then read its result instead of training too. A cache
+folder that is a file or not writable is refused before the training starts.
 """
 
 from __future__ import annotations
@@ -28,14 +38,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load as load_bytes, save
 
-from cortexflow.exceptions import CheckpointError, DataValidationError
+from cortexflow.exceptions import CheckpointError, CortexFlowError, DataValidationError
 from cortexflow.priors.corpora import load_corpus
 from cortexflow.priors.guard import DEFAULT_THRESHOLD, drop_near_duplicates
 from cortexflow.priors.models import ImagePrior, PriorConfig
 from cortexflow.semantic.cache import get_cache_dir
-from cortexflow.utils.io import atomic_write_bytes, atomic_write_json
+from cortexflow.utils.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    check_writable_dir,
+    file_lock,
+    sha256_bytes,
+    sha256_json,
+)
 from cortexflow.utils.progress import progress_bar
 
 __all__ = [
@@ -53,8 +70,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
-_WEIGHTS, _META = "weights.safetensors", "prior.json"
+CACHE_FORMAT = 2
+_WEIGHTS, _META, _LOCK = "weights.safetensors", "prior.json", ".lock"
 #: Number of prior trainings this process has run (tests check that a cache hit adds none).
 TRAINING_COUNTER = {"trainings": 0}
 
@@ -122,7 +139,11 @@ class FittedPrior:
         if z.ndim != 2 or z.shape[1] != self.embed_dim:
             raise DataValidationError(f"embeddings have shape {z.shape}; expected (n, {self.embed_dim})")
         if not np.isfinite(z).all():
-            raise DataValidationError("embeddings hold NaN or infinite values")
+            rows = np.flatnonzero(~np.isfinite(z).all(axis=1))
+            raise DataValidationError(
+                f"embeddings to decode with the {self.info.get('corpus')!r} prior hold NaN or infinite values in "
+                f"{len(rows)} of {len(z)} row(s) (first: row {int(rows[0])}); the predicted embeddings are not finite"
+            )
         with torch.no_grad():
             out = [self.model.decode(torch.from_numpy(z[i : i + batch_size])) for i in range(0, len(z), batch_size)]
         return torch.cat(out).numpy() if out else np.zeros((0, 28, 28), np.float32)
@@ -226,25 +247,59 @@ def train_prior(
     return model, stats
 
 
+def _meta_hash(meta: dict) -> str:
+    return sha256_json({k: v for k, v in meta.items() if k != "meta_sha256"})
+
+
 def _save(path: Path, model: ImagePrior, info: dict) -> None:
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(path / _WEIGHTS, save(state))
-    atomic_write_json(path / _META, {"format": CACHE_FORMAT, "config": model.config.to_dict(), "info": info})
+    blob = save(state)
+    atomic_write_bytes(path / _WEIGHTS, blob)
+    meta = {"format": CACHE_FORMAT, "config": model.config.to_dict(), "info": info, "weights_sha256": sha256_bytes(blob)}
+    meta["meta_sha256"] = _meta_hash(meta)
+    atomic_write_json(path / _META, meta)
 
 
-def _load(path: Path, key: str) -> FittedPrior | None:
+def _read_meta(meta_path: Path) -> dict:
+    """The verified content of a ``prior.json`` (ValueError when it is not intact)."""
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if not isinstance(meta, dict):
+        raise ValueError("prior.json is not a JSON object")
+    if meta.get("format") != CACHE_FORMAT:
+        raise ValueError(f"cache format {meta.get('format')!r}, expected {CACHE_FORMAT}")
+    if meta.get("meta_sha256") != _meta_hash(meta):
+        raise ValueError("prior.json does not match its sha256 (edited or damaged)")
+    if not isinstance(meta.get("info"), dict) or not isinstance(meta.get("config"), dict):
+        raise ValueError("prior.json lacks its config or info")
+    return meta
+
+
+def _load(path: Path, key: str, config: PriorConfig | None = None) -> FittedPrior | None:
+    """The verified entry at ``path``, or None (missing; a damaged entry is logged as a warning)."""
     meta_path, weights_path = path / _META, path / _WEIGHTS
-    if not (meta_path.is_file() and weights_path.is_file()):
+    if not meta_path.exists() and not weights_path.exists():
         return None
     try:
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != CACHE_FORMAT or meta["info"].get("cache_key") != key:
-            return None
-        config = PriorConfig.from_dict(meta["config"])
-        model = _build_model(config)  # as on a miss: the global random stream is left as it was
-        model.load_state_dict(load_file(str(weights_path)))
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        logger.warning("prior cache entry %s is unreadable (%s); training again", path, exc)
+        if not (meta_path.is_file() and weights_path.is_file()):
+            raise ValueError("incomplete entry (weights.safetensors or prior.json missing)")
+        meta = _read_meta(meta_path)
+        if meta["info"].get("cache_key") != key:
+            raise ValueError("entry belongs to another cache key (moved or swapped)")
+        stored = PriorConfig.from_dict(meta["config"])
+        if config is not None and stored.to_dict() != config.to_dict():
+            raise ValueError("entry's config is not the one asked for")
+        blob = weights_path.read_bytes()
+        if sha256_bytes(blob) != meta.get("weights_sha256"):
+            raise ValueError("weights.safetensors does not match the sha256 recorded in prior.json")
+        state = load_bytes(blob)
+        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"tensor {bad[0]!r} holds NaN or infinite values")
+        model = _build_model(stored)  # as on a miss: the global random stream is left as it was
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged cache entry of any kind is rebuilt, never used
+        logger.warning("prior cache entry %s is damaged or unreadable (%s: %s); ignoring it and training again",
+                       path, type(exc).__name__, str(exc)[:200])
         return None
     info = dict(meta["info"], from_cache=True)
     return FittedPrior(model, info, path)
@@ -252,7 +307,7 @@ def _load(path: Path, key: str) -> FittedPrior | None:
 
 def _prepare(corpus, exclude, config, data_dir, cache_dir, threshold, progress):
     """Load and guard the corpus; return (corpus, kept images, dropped indices, cache key, cache folder)."""
-    data = load_corpus(corpus, data_dir, progress=progress)
+    data = load_corpus(corpus, data_dir, progress=progress, cache_dir=cache_dir)
     if exclude is None:
         images, dropped = data.images, np.zeros(0, np.int64)
     else:
@@ -276,7 +331,7 @@ def cached_prior(
     """The cached prior that :func:`get_prior` would return with these arguments, or None (never trains)."""
     config = config or PriorConfig()
     *_, key, path = _prepare(corpus, exclude, config, data_dir, cache_dir, threshold, False)
-    return _load(path, key)
+    return _load(path, key, config)
 
 
 def list_cached_priors(corpus: str, cache_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
@@ -285,11 +340,12 @@ def list_cached_priors(corpus: str, cache_dir: str | os.PathLike | None = None) 
     out = []
     for meta in root.glob(f"*/{_META}") if root.is_dir() else []:
         try:
-            d = json.loads(meta.read_text())
-            if d.get("format") == CACHE_FORMAT and (meta.parent / _WEIGHTS).is_file():
-                out.append({"config": d["config"], "info": d["info"], "path": str(meta.parent), "mtime": meta.stat().st_mtime})
-        except (OSError, ValueError, KeyError) as exc:
-            logger.warning("skipping unreadable prior cache entry %s (%s)", meta, exc)
+            d = _read_meta(meta)
+            if (meta.parent / _WEIGHTS).is_file():
+                out.append({"config": PriorConfig.from_dict(d["config"]).to_dict(), "info": d["info"],
+                            "path": str(meta.parent), "mtime": meta.stat().st_mtime})
+        except (OSError, ValueError, TypeError, KeyError, CortexFlowError) as exc:
+            logger.warning("skipping damaged prior cache entry %s (%s)", meta.parent, exc)
     return sorted(out, key=lambda e: -e["mtime"])
 
 
@@ -332,12 +388,44 @@ def get_prior(
     FittedPrior
     """
     config = config or PriorConfig()
-    data, images, dropped, key, path = _prepare(corpus, exclude, config, data_dir, cache_dir, threshold, progress)
+    if not isinstance(config, PriorConfig):
+        raise CortexFlowError(f"config must be a PriorConfig; got {type(config).__name__}")
     if use_cache:
-        hit = _load(path, key)
+        _check_cache_root(cache_dir)
+    data, images, dropped, key, path = _prepare(corpus, exclude, config, data_dir, cache_dir, threshold, progress)
+    if not use_cache:
+        model, info = _train(corpus, data, images, dropped, threshold, key, config, progress)
+        return FittedPrior(model, dict(info, from_cache=False), None)
+    hit = _load(path, key, config)
+    if hit is not None:
+        logger.debug("prior cache hit %s", path)
+        return hit
+    check_writable_dir(path, what="prior cache folder")  # before the training, not after it
+    with file_lock(path / _LOCK, what="prior cache entry"):
+        hit = _load(path, key, config)  # another process may have trained it while this one waited
         if hit is not None:
-            logger.debug("prior cache hit %s", path)
+            logger.info("prior %s was trained by another process meanwhile; read from the cache", corpus)
             return hit
+        model, info = _train(corpus, data, images, dropped, threshold, key, config, progress)
+        try:
+            _save(path, model, info)
+        except OSError as exc:  # e.g. the disk filled up during the training: the prior is still good
+            logger.warning("could not write prior cache entry %s (%s); the trained prior is used without caching it",
+                           path, exc.strerror or exc)
+            return FittedPrior(model, dict(info, from_cache=False), None)
+    return FittedPrior(model, dict(info, from_cache=False), path)
+
+
+def _check_cache_root(cache_dir) -> None:
+    """Refuse a cache root (or its ``priors`` folder) that is a file, before any work."""
+    root = get_cache_dir(cache_dir)
+    for p in (root, root / "priors"):
+        if p.exists() and not p.is_dir():
+            raise CortexFlowError(f"cache folder {p} exists and is not a folder; pass --cache-dir or set "
+                                  "$CORTEXFLOW_CACHE to a folder")
+
+
+def _train(corpus, data, images, dropped, threshold, key, config, progress) -> tuple[ImagePrior, dict[str, Any]]:
     model, stats = train_prior(images, config, progress=progress, desc=f"prior {corpus}")
     TRAINING_COUNTER["trainings"] += 1
     info = {
@@ -351,9 +439,7 @@ def get_prior(
         "torch_threads": torch.get_num_threads(),
         **stats,
     }
-    if use_cache:
-        _save(path, model, info)
-    return FittedPrior(model, dict(info, from_cache=False), path if use_cache else None)
+    return model, info
 
 
 def fine_tune_prior(

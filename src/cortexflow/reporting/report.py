@@ -27,7 +27,8 @@ import pandas as pd  # noqa: E402
 from cortexflow.reporting.figures import reconstruction_grid, save_figure  # noqa: E402
 from cortexflow.utils.io import atomic_write_text  # noqa: E402
 
-__all__ = ["summary_table", "metric_panel", "write_report", "md_escape", "safe_filename", "SPLIT_MEANING",
+__all__ = ["summary_table", "metric_panel", "write_report", "md_escape", "safe_filename", "strip_controls",
+           "csv_cell", "csv_safe", "write_csv", "SPLIT_MEANING",
            "METRIC_LABELS"]
 
 logger = logging.getLogger(__name__)
@@ -151,7 +152,53 @@ def md_escape(text: Any) -> str:
     >>> print(md_escape("a|b *c*"))
     a\\|b \\*c\\*
     """
-    return _MD_SPECIAL.sub(r"\\\1", str(text)).replace("\r", " ").replace("\n", " ")
+    return _MD_SPECIAL.sub(r"\\\1", strip_controls(text, keep_newlines=False))
+
+
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+_CONTROL_KEEP_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_ALL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: First characters that make a spreadsheet program read a cell as a formula.
+FORMULA_START = ("=", "+", "-", "@")
+
+
+def strip_controls(text: Any, *, keep_newlines: bool = True) -> str:
+    """``text`` without ANSI escape sequences and control characters (newlines and tabs kept if asked).
+
+    >>> strip_controls("a\x1b[31mred\x1b[0m\x07b")
+    'aredb'
+    """
+    t = _ANSI.sub("", str(text))
+    return _CONTROL_KEEP_LINES.sub("", t) if keep_newlines else _CONTROL_ALL.sub(" ", t)
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell as spreadsheets should show it: no control characters, a formula start escaped with ``'``.
+
+    Numbers are returned unchanged (a negative number is not a formula).
+
+    >>> csv_cell("=cmd|' -c calc'!A0")
+    "'=cmd|' -c calc'!A0"
+    """
+    if not isinstance(value, str):
+        return value
+    v = strip_controls(value, keep_newlines=False)
+    return "'" + v if v.startswith(FORMULA_START) else v
+
+
+def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` whose text cells and column names went through :func:`csv_cell`."""
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
+            out[col] = out[col].map(csv_cell)
+    out.columns = [csv_cell(c) if isinstance(c, str) else c for c in out.columns]
+    return out
+
+
+def write_csv(path: str | os.PathLike, df: pd.DataFrame) -> Path:
+    """Write ``df`` atomically as CSV, its cells made safe for spreadsheets (:func:`csv_safe`)."""
+    return atomic_write_text(path, csv_safe(df).to_csv(index=False))
 
 
 def safe_filename(name: Any) -> str:
@@ -250,10 +297,10 @@ def write_report(
     paths: dict[str, str] = {}
     reference = meta.get("reference")
     summary = summary_table(results, order=list(meta.get("methods") or []))
-    atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
+    write_csv(out / "summary.csv", summary)
     paths["summary_csv"] = str(out / "summary.csv")
     stats_df = stats if stats is not None else pd.DataFrame()
-    atomic_write_text(out / "stats.csv", stats_df.to_csv(index=False))
+    write_csv(out / "stats.csv", stats_df)
     paths["stats"] = str(out / "stats.csv")
 
     figures: list[tuple[str, Path]] = []
@@ -276,15 +323,16 @@ def write_report(
     md = ["# CortexFlow benchmark", ""]
     if meta.get("command"):
         fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", str(meta["command"]))), default=0))
-        md += ["Command:", "", fence, str(meta["command"]), fence, ""]
-    md += [f"Seeds: {meta.get('seeds')}; folds: {meta.get('folds')}; split seed: {meta.get('split_seed')}; "
-           f"runs: {meta.get('runs_total')} ({meta.get('runs_resumed', 0)} resumed from earlier invocations).",
+        md += ["Command:", "", fence, strip_controls(meta["command"], keep_newlines=False), fence, ""]
+    md += [f"Seeds: {md_escape(meta.get('seeds'))}; folds: {md_escape(meta.get('folds'))}; split seed: "
+           f"{md_escape(meta.get('split_seed'))}; runs: {md_escape(meta.get('runs_total'))} "
+           f"({md_escape(meta.get('runs_resumed', 0))} resumed from earlier invocations).",
            ""]
     if meta.get("fast"):
         md += ["**Fast mode: tiny training settings; these numbers are a pipeline check, not results.**", ""]
     md += ["## What each split measures", ""]
     for split in sorted({s for _, s in pairs}, key=list(SPLIT_MEANING).index):
-        md.append(f"- **{split}**: {SPLIT_MEANING[split]}")
+        md.append(f"- **{md_escape(split)}**: {md_escape(SPLIT_MEANING[split])}")
     for fact in meta.get("split_facts", []):
         md.append(f"- {md_escape(fact)}")
     md.append("")
@@ -302,7 +350,7 @@ def write_report(
            "and metric (\\*\\*\\* p<0.001, \\*\\* p<0.01, \\* p<0.05, ns otherwise).", ""]
     for ds, split in pairs:
         h, r = _summary_rows(summary, stats, ds, split, reference)
-        md += [f"### {md_escape(ds)}, {split}", "", _md_table(h, r), ""]
+        md += [f"### {md_escape(ds)}, {md_escape(split)}", "", _md_table(h, r), ""]
     if stats is not None and len(stats):
         md += ["## Paired comparisons", "",
                f"Every method against {md_escape(reference)} on the same images, folds and seeds; unit of analysis: "
@@ -313,7 +361,7 @@ def write_report(
         for ds, split in pairs:
             h, r = _stats_rows(stats, ds, split)
             if r:
-                md += [f"### {md_escape(ds)}, {split}", "", _md_table(h, r), ""]
+                md += [f"### {md_escape(ds)}, {md_escape(split)}", "", _md_table(h, r), ""]
     fs = meta.get("fit_seconds_per_method") or {}
     if fs:
         def cpu(v):
@@ -326,7 +374,7 @@ def write_report(
                _md_table(["method", "runs", "mean fit s (wall)", "mean fit CPU s", "total fit s (wall)"],
                          [[m, str(v["n"]), f"{v['mean']:.1f}", cpu(v), f"{v['sum']:.0f}"] for m, v in fs.items()]),
                ""]
-    atomic_write_text(out / "summary.md", "\n".join(md) + "\n")
+    atomic_write_text(out / "summary.md", strip_controls("\n".join(md) + "\n"))
     paths["summary"] = str(out / "summary.md")
 
     # ---------------------------------------------------------------- html
@@ -378,7 +426,7 @@ def write_report(
                                  for m, v in fs.items()]))
     doc = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>CortexFlow benchmark</title>"
            f"<style>{_CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")
-    atomic_write_text(out / "report.html", doc)
+    atomic_write_text(out / "report.html", strip_controls(doc))
     paths["report"] = str(out / "report.html")
     return paths
 

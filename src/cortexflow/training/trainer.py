@@ -116,8 +116,10 @@ def _batches(n: int, batch_size: int, gen: torch.Generator, merge_single: bool =
         yield perm[start : starts[i + 1] if i + 1 < len(starts) else n]
 
 
-def _has_batch_norm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+def _trains_batch_norm(model: nn.Module) -> bool:
+    """Whether ``model`` (already put in training mode) has a BatchNorm layer that normalises by batch statistics
+    (a frozen part kept in eval mode, like a prior's decoder, does not count)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
 
 
 def train_model(
@@ -211,7 +213,6 @@ def train_model(
         return default_loss(model, batch, config=config, loss_terms=loss_terms, autocast_ctx=(dev, amp_dtype))
 
     result = TrainResult(device=str(dev))
-    merge_single = _has_batch_norm(model)
     best_state = copy.deepcopy((model.state_dict(), term_modules.state_dict()))
     bad_epochs = 0
     bar = progress_bar(range(1, config.epochs + 1), progress=progress, desc="train", unit="epoch")
@@ -219,7 +220,7 @@ def train_model(
         model.train()
         term_modules.train()
         running, count = torch.zeros((), device=dev), 0  # summed on the device: no per-step host sync
-        for b in _batches(len(tr), config.batch_size, gen, merge_single=merge_single):
+        for b in _batches(len(tr), config.batch_size, gen, merge_single=_trains_batch_norm(model)):
             idx = tr[b.to(dev)]
             opt.zero_grad(set_to_none=True)
             loss, _ = total_loss(idx)

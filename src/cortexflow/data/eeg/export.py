@@ -22,7 +22,7 @@ from cortexflow.data.eeg.epochs import EEGEpochs, targets_for_labels
 from cortexflow.exceptions import DataValidationError
 from cortexflow.utils.io import atomic_write_with
 
-__all__ = ["save_eeg_dataset"]
+__all__ = ["save_eeg_dataset", "check_eeg_output"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ def save_eeg_dataset(
     *,
     test_fraction: float = 0.2,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> Path:
     """Split ``epochs`` (stratified by class) and save them with their target images.
 
@@ -49,6 +50,9 @@ def save_eeg_dataset(
         Share of trials in the official test split.
     seed : int
         Seed of the split.
+    overwrite : bool
+        Replace an existing file at ``path``; by default an existing file (a
+        user's) is never replaced.
 
     Returns
     -------
@@ -59,6 +63,12 @@ def save_eeg_dataset(
         raise DataValidationError(f"{path}: the EEG dataset file must end in .npz")
     if not 0 < test_fraction < 1:
         raise DataValidationError(f"test_fraction must be in (0, 1); got {test_fraction}")
+    check_eeg_output(path, overwrite=overwrite)
+    if epochs.n_epochs < 2:
+        raise DataValidationError(
+            f"only {epochs.n_epochs} usable trial(s) left; a dataset file needs at least 2 (one for training, one "
+            "for testing): use a longer recording, or loosen --reject / --max-per-class"
+        )
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 3 or images.shape[1:] != (28, 28) or images.min() < 0 or images.max() > 1:
         raise DataValidationError(f"images must be (n_classes, 28, 28) in [0, 1]; got shape {images.shape}")
@@ -80,4 +90,24 @@ def save_eeg_dataset(
         "eeg_sfreq": np.float64(epochs.sfreq), "eeg_ch_names": np.array(epochs.ch_names),
         "eeg_class_names": np.array(epochs.class_names),
     }
-    return atomic_write_with(path, lambda fh: np.savez(fh, **arrays))
+    return atomic_write_with(path, lambda fh: np.savez(fh, **arrays), replace=overwrite)
+
+
+def check_eeg_output(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Check the destination of :func:`save_eeg_dataset` before any work (called again when it writes).
+
+    Raises
+    ------
+    DataValidationError
+        Not ``.npz``, a link or a folder, or an existing file while ``overwrite`` is off.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".npz":
+        raise DataValidationError(f"{path}: the EEG dataset file must end in .npz")
+    if path.is_symlink():
+        raise DataValidationError(f"{path} is a symbolic link; refusing to write through it (remove the link)")
+    if path.is_dir():
+        raise DataValidationError(f"{path} is a folder; --out must name a .npz file")
+    if path.exists() and not overwrite:
+        raise DataValidationError(f"{path} exists; refusing to replace it (choose another --out, or pass --overwrite)")
+    return path

@@ -34,6 +34,7 @@ import gzip
 import io
 import logging
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -278,6 +279,28 @@ def size_mismatch_message(stats: dict, source) -> str | None:
     )
 
 
+#: Suffixes of binary formats that are not MindBigData text (named in the error).
+_BINARY_FORMATS = {".fif": "MNE/Neuromag FIF", ".edf": "EDF", ".bdf": "BDF", ".set": "EEGLAB", ".vhdr": "BrainVision",
+                   ".eeg": "BrainVision", ".cnt": "Neuroscan", ".gdf": "GDF", ".npz": "NumPy", ".npy": "NumPy",
+                   ".mat": "MATLAB"}
+
+
+def _undecodable(source: str, exc: BaseException) -> str:
+    """The one-line message of a file that cannot be read as MindBigData text."""
+    suffixes = [s.lower() for s in Path(source).suffixes]
+    binary = next((_BINARY_FORMATS[s] for s in suffixes if s in _BINARY_FORMATS), None)
+    if binary is not None:
+        return (f"{source}: {binary} data, not MindBigData text; `cortexflow eeg mindbigdata` reads the "
+                "tab-separated MindBigData .txt (or .txt.gz, .csv) files")
+    if isinstance(exc, UnicodeDecodeError):
+        return (f"{source}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at byte {exc.start}); MindBigData "
+                "files are UTF-8/ASCII text: convert it (e.g. iconv -f latin1 -t utf-8) or check that it is the "
+                "right file")
+    if suffixes and suffixes[-1] == ".gz":
+        return f"{source}: a corrupt or truncated gzip file ({type(exc).__name__}: {exc})"
+    return f"{source}: cannot be read ({type(exc).__name__}: {exc})"
+
+
 def iter_mindbigdata_events(
     path,
     device: str | None = None,
@@ -370,7 +393,7 @@ def iter_mindbigdata_events(
                 if device is None:
                     raise DataValidationError(
                         f"{source}:{lineno}: the file holds lines of devices {chosen!r} and {rec.device!r}; "
-                        f"pass device= one of them"
+                        f"choose one of them (device= in Python, --headset on the command line)"
                     )
                 stats["other_device_lines"] += 1
                 continue
@@ -387,6 +410,8 @@ def iter_mindbigdata_events(
             if len(ev.channels) == len(info.channels):
                 del pending[rec.event]
                 yield finish(ev)
+    except (UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:  # binary, Latin-1 or corrupt .gz input
+        raise DataValidationError(_undecodable(source, exc)) from exc
     finally:
         if isinstance(path, (str, os.PathLike)):
             fh.close()
