@@ -23,7 +23,7 @@ from cortexflow.models.loader import DECODER_KINDS, load_decoder
 from cortexflow.priors import PriorConfig
 from cortexflow.priors.baselines import BrainDiffuserPrior, MindVisPrior
 from cortexflow.priors.cccv1_prior import CCCV1PriorDecoder
-from cortexflow.priors.generators import miyawaki_patterns
+from cortexflow.data.generators import miyawaki_patterns
 from cortexflow.priors.ridge_prior import RidgePriorDecoder
 from cortexflow.semantic.decoder import CCCV1SemanticDecoder
 from cortexflow.training.config import get_config

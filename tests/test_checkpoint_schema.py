@@ -24,7 +24,7 @@ from cortexflow.models.ensemble import CCCV1EnsembleDecoder
 from cortexflow.models.loader import load_decoder
 from cortexflow.priors import PriorConfig
 from cortexflow.priors.cccv1_prior import CCCV1PriorDecoder
-from cortexflow.priors.generators import miyawaki_patterns
+from cortexflow.data.generators import miyawaki_patterns
 from cortexflow.priors.ridge_prior import RidgePriorDecoder
 from cortexflow.training.config import get_config
 from cortexflow.utils.io import sha256_file

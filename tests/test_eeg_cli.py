@@ -94,7 +94,7 @@ def test_headset_flag_selects_the_device(tmp_path):
 
 
 def test_benchmark_hint_names_flags_and_methods_that_exist(tmp_path):
-    from cortexflow.benchmark.cli import benchmark
+    from cortexflow.cli.benchmark import benchmark
     from cortexflow.benchmark.methods import list_methods
     from cortexflow.cli.eeg import benchmark_hint
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cortexflow.evaluation.eeg import simulated_identification
+from cortexflow.benchmark.eeg import simulated_identification
 
 # A narrower CCCV1 (same architecture, widths 256/128) keeps the default test fast on a CPU.
 FAST = {"hidden_dim": 256, "embed_dim": 128, "epochs": 60, "patience": 10, "batch_size": 16, "lr": 1e-3,

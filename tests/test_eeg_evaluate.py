@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from cortexflow.cli.main import cli
 from cortexflow.data.eeg import EpochPreprocessor, format_mindbigdata_line, simulate_evoked_eeg
 from cortexflow.data.stimuli import class_images
-from cortexflow.evaluation.eeg import cross_validate_eeg, sign_flip_pvalue, summarize_eeg_cv
+from cortexflow.benchmark.eeg import cross_validate_eeg, sign_flip_pvalue, summarize_eeg_cv
 from cortexflow.exceptions import ConfigError, DataValidationError
 
 TINY = {"hidden_dim": 32, "embed_dim": 16, "epochs": 3, "patience": 1, "batch_size": 8}
@@ -143,7 +143,7 @@ def test_cli_simulate_runs(tmp_path):
 
 
 def test_unwritable_output_fails_before_training(tmp_path):
-    from cortexflow.evaluation.eeg import run_eeg_evaluation
+    from cortexflow.benchmark.eeg import run_eeg_evaluation
 
     blocker = tmp_path / "file"
     blocker.write_text("mine")

@@ -12,7 +12,7 @@ from cortexflow.exceptions import ConfigError
 from cortexflow.models.ensemble import member_seeds
 from cortexflow.priors import PriorConfig, get_prior
 from cortexflow.priors.cccv1_prior import CCCV1PriorDecoder
-from cortexflow.priors.generators import miyawaki_patterns
+from cortexflow.data.generators import miyawaki_patterns
 from cortexflow.training.batched import BatchedNotSupported
 from cortexflow.training.config import get_config
 

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 import cortexflow.priors.cccv1_prior as cccv1_prior_module
 import cortexflow.priors.ridge_prior as ridge_prior_module
-import cortexflow.priors.training as prior_training
+import cortexflow.training.prior as prior_training
 from cortexflow.cli.main import cli
 from cortexflow.exceptions import CheckpointError
 from cortexflow.models.checkpoint import CHECKPOINT_META, CHECKPOINT_WEIGHTS, StateField
@@ -26,7 +26,7 @@ from cortexflow.models.estimator import CCCV1Decoder
 from cortexflow.models.loader import DECODER_KINDS, load_decoder
 from cortexflow.priors import PriorConfig
 from cortexflow.priors.cccv1_prior import CCCV1PriorDecoder
-from cortexflow.priors.generators import miyawaki_patterns
+from cortexflow.data.generators import miyawaki_patterns
 from cortexflow.priors.persistence import RIDGE_PRIOR_SCHEMA
 from cortexflow.priors.ridge_prior import RidgePriorDecoder
 from cortexflow.training.config import get_config

@@ -18,7 +18,7 @@ from cortexflow.priors import PriorConfig, get_prior
 from cortexflow.models.ensemble import CCCV1EnsembleDecoder, member_seeds
 from cortexflow.models.estimator import CCCV1Decoder
 from cortexflow.priors.cccv1_prior import CCCV1PriorDecoder, PriorEnsemble
-from cortexflow.priors.generators import miyawaki_patterns
+from cortexflow.data.generators import miyawaki_patterns
 from cortexflow.training.config import get_config
 
 TINY = PriorConfig(embed_dim=8, widths=(4, 8, 8), epochs=1, batch_size=32, max_images=120)

@@ -25,13 +25,13 @@ from cortexflow.priors import (
     list_corpora,
     load_corpus,
 )
-from cortexflow.priors import generators
-from cortexflow.priors.corpora import read_idx
-from cortexflow.priors.guard import DEFAULT_THRESHOLD, nearest_mse
-from cortexflow.priors.models import ImagePrior, downsample_targets
+from cortexflow.data import generators
+from cortexflow.data.corpora import read_idx
+from cortexflow.data.guard import DEFAULT_THRESHOLD, nearest_mse
+from cortexflow.models.prior import ImagePrior, downsample_targets
 from cortexflow.baselines.ridge import RidgeDecoder
 from cortexflow.priors.ridge_prior import BLEND_GRID, RidgePriorDecoder, inner_group_folds
-from cortexflow.priors.training import TRAINING_COUNTER, cached_prior, fine_tune_prior, train_prior
+from cortexflow.training.prior import TRAINING_COUNTER, cached_prior, fine_tune_prior, train_prior
 
 MNIST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 TINY = PriorConfig(embed_dim=8, widths=(4, 8, 8), epochs=1, batch_size=32, max_images=120)
@@ -169,7 +169,7 @@ def test_generated_corpus_is_cached(cache, monkeypatch):
     def boom(**kwargs):
         raise AssertionError("generated again despite the cache")
 
-    monkeypatch.setitem(__import__("cortexflow.priors.corpora", fromlist=["_GENERATORS"])._GENERATORS,
+    monkeypatch.setitem(__import__("cortexflow.data.corpora", fromlist=["_GENERATORS"])._GENERATORS,
                         "miyawaki-patterns", boom)
     np.testing.assert_array_equal(load_corpus("miyawaki-patterns").images, first.images)
     files[0].write_bytes(b"garbage")  # unreadable: generated again (here: the patched generator raises)
@@ -195,7 +195,7 @@ def test_font_letters_generator():
 def test_generated_checksum_tracks_version_and_params():
     from dataclasses import replace
 
-    from cortexflow.priors.corpora import generated_checksum
+    from cortexflow.data.corpora import generated_checksum
 
     info = get_corpus_info("miyawaki-patterns")
     assert generated_checksum(info) != generated_checksum(replace(info, generator_version="999"))
@@ -326,7 +326,7 @@ def test_fitted_prior_api(mnist_dir, cache):
 
 # ---------------------------------------------------------------- ridge-prior
 def _problem(n=20, p=30, seed=0):
-    from cortexflow.priors.generators import miyawaki_patterns
+    from cortexflow.data.generators import miyawaki_patterns
 
     rng = np.random.default_rng(seed)
     Y, _ = miyawaki_patterns(n_random=n, n_shapes=0, seed=seed)

@@ -29,9 +29,10 @@ from cortexflow.methods.registry import (
     register_method,
     unregister_method,
 )
-from cortexflow.models.base import BaseDecoder
-from cortexflow.priors.corpora import load_corpus
-from cortexflow.priors.generators import miyawaki_patterns
+from cortexflow.models.base import COMMON_STATE, BaseDecoder
+from cortexflow.models.checkpoint import StateField
+from cortexflow.data.corpora import load_corpus
+from cortexflow.data.generators import miyawaki_patterns
 
 PRIOR_METHODS = [m for m in list_methods() if "prior" in get_method(m).needs]
 FAST_PRIOR = '{"epochs": 1, "max_images": 300, "embed_dim": 8, "widths": [4, 8, 8]}'
@@ -172,6 +173,9 @@ class _HalfMeanDecoder(BaseDecoder):
         Factor applied to the mean image.
     """
 
+    checkpoint_kind = "half-mean"
+    checkpoint_schema = {**COMMON_STATE, "mean_": StateField("array", shape=("*image",))}
+
     def __init__(self, scale: float = 0.5, random_state: int = 0):
         self.scale = scale
         self.random_state = random_state
@@ -179,7 +183,6 @@ class _HalfMeanDecoder(BaseDecoder):
     def fit(self, X, Y):
         X, Y = self._validate_fit_input(X, Y)
         self.mean_ = Y.mean(axis=0).astype(np.float32)
-        self.n_features_in_ = X.shape[1]
         return self
 
     def predict(self, X):
@@ -211,6 +214,16 @@ def test_a_method_defined_in_a_test_file_is_listed_checked_and_benchmarked(half_
                                         out=str(tmp_path / "b"), method_options={"half-mean": {"scale": 0.25}},
                                         reference="mean-image"), progress=False, report=False)
     assert res["computed"] == 2
+    # train saves it, evaluate and reconstruct load it through the registry's checkpoint kinds
+    run = CliRunner().invoke(cli, ["train", "--dataset", str(path), "--method", "half-mean", "--set", "scale=0.25",
+                                   "--out", str(tmp_path / "t")])
+    assert run.exit_code == 0, run.output
+    ev = CliRunner().invoke(cli, ["evaluate", "--checkpoint", str(tmp_path / "t"), "--dataset", str(path)])
+    assert ev.exit_code == 0, ev.output
+    from cortexflow.models.loader import load_decoder
+
+    model = load_decoder(tmp_path / "t" / "checkpoint")
+    assert type(model) is _HalfMeanDecoder and model.scale == 0.25
 
 
 # ---------------------------------------------------------------- registration errors

@@ -19,8 +19,9 @@ from safetensors.torch import load_file, save_file
 from cortexflow.cli.main import cli
 from cortexflow.exceptions import ConfigError, CortexFlowError
 from cortexflow.priors import PriorConfig, get_prior, load_corpus
-from cortexflow.priors import corpora, training
-from cortexflow.priors.training import TRAINING_COUNTER
+from cortexflow.data import corpora
+from cortexflow.training import prior as training
+from cortexflow.training.prior import TRAINING_COUNTER
 from cortexflow.semantic.cache import cache_path, embed_images, images_checksum
 from cortexflow.semantic.encoders import PixelEncoder
 
@@ -127,7 +128,7 @@ def test_tampered_prior_entry_is_rebuilt_never_used(tamper, clean_prior, data_di
     assert get_prior("mnist-t10k", config=TINY, data_dir=data_dir, cache_dir=cache).info["from_cache"]
     tamper(entry)
     before = TRAINING_COUNTER["trainings"]
-    with caplog.at_level(logging.WARNING, logger="cortexflow.priors.training"):
+    with caplog.at_level(logging.WARNING, logger="cortexflow.training.prior"):
         again = get_prior("mnist-t10k", config=TINY, data_dir=data_dir, cache_dir=cache)
     assert not again.info["from_cache"] and TRAINING_COUNTER["trainings"] == before + 1
     assert any("damaged or unreadable" in r.getMessage() for r in caplog.records)
@@ -308,14 +309,14 @@ def test_damaged_generated_corpus_is_generated_again(damage, small_patterns, cac
         im = clean.images.copy()
         im[0, 0, 0] = np.nan
         _replace_images(path, im)
-    with caplog.at_level(logging.WARNING, logger="cortexflow.priors.corpora"):
+    with caplog.at_level(logging.WARNING, logger="cortexflow.data.corpora"):
         again = load_corpus("miyawaki-patterns")
     assert any("damaged or unreadable" in r.getMessage() for r in caplog.records)
     np.testing.assert_array_equal(again.images, clean.images)
     assert again.checksum == clean.checksum
     # and the copy written again is intact: read without a warning
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="cortexflow.priors.corpora"):
+    with caplog.at_level(logging.WARNING, logger="cortexflow.data.corpora"):
         np.testing.assert_array_equal(load_corpus("miyawaki-patterns").images, clean.images)
     assert not caplog.records
 
@@ -403,7 +404,7 @@ def test_disk_full_while_caching_a_prior_keeps_the_trained_prior(clean_prior, da
 
     monkeypatch.setattr(training, "atomic_write_bytes", full)
     cache = tmp_path / "c"
-    with caplog.at_level(logging.WARNING, logger="cortexflow.priors.training"):
+    with caplog.at_level(logging.WARNING, logger="cortexflow.training.prior"):
         prior = get_prior("mnist-t10k", config=TINY, data_dir=data_dir, cache_dir=cache)
     assert prior.path is None and not prior.info["from_cache"]
     assert any("could not write prior cache entry" in r.getMessage() for r in caplog.records)

@@ -16,8 +16,8 @@ from cortexflow.cli._common import describe_error, env_int
 from cortexflow.cli.main import cli
 from cortexflow.exceptions import ConfigError, CortexFlowError, DataValidationError
 from cortexflow.models.estimator import CCCV1Decoder
-from cortexflow.priors.corpora import get_corpus_info
-from cortexflow.priors.guard import drop_near_duplicates, require_distinct_stimuli
+from cortexflow.data.corpora import get_corpus_info
+from cortexflow.data.guard import drop_near_duplicates, require_distinct_stimuli
 from cortexflow.utils.io import LOCK_NAME, atomic_write_with
 
 

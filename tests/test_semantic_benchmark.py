@@ -40,7 +40,7 @@ def test_cccv1_semantic_is_a_registered_benchmark_method():
 
 def test_benchmark_runs_cccv1_semantic_and_scores_semantic_metrics(tmp_path, monkeypatch):
     from cortexflow.benchmark.runner import BenchmarkConfig, run_benchmark
-    from cortexflow.semantic.benchmark import score_benchmark
+    from cortexflow.benchmark.semantic import score_benchmark
 
     monkeypatch.setenv("CORTEXFLOW_CACHE", str(tmp_path / "cache"))
     data = _dataset_file(tmp_path)
@@ -76,7 +76,7 @@ def test_benchmark_runs_cccv1_semantic_and_scores_semantic_metrics(tmp_path, mon
 
 
 def test_score_benchmark_without_runs_says_so(tmp_path):
-    from cortexflow.semantic.benchmark import score_benchmark
+    from cortexflow.benchmark.semantic import score_benchmark
 
     with pytest.raises(FileNotFoundError, match="no finished benchmark run"):
         score_benchmark(tmp_path, encoder="pixels")

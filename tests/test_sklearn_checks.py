@@ -26,8 +26,8 @@ from cortexflow.models.base import BaseDecoder, seed_from_random_state
 from cortexflow.models.eeg_estimator import EEGDecoder
 from cortexflow.models.ensemble import CHECK_CONFIG
 from cortexflow.models.estimator import CCCV1Decoder
-from cortexflow.priors.models import ImagePrior, PriorConfig
-from cortexflow.priors.training import FittedPrior
+from cortexflow.models.prior import ImagePrior, PriorConfig
+from cortexflow.training.prior import FittedPrior
 from cortexflow.semantic.decoder import CCCV1SemanticDecoder
 from cortexflow.training.config import CCCV1Config, get_config
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from cortexflow.exceptions import ConfigError
-from cortexflow.tracking import NullTracker, default_tracking_uri, flatten_params, make_tracker
+from cortexflow.reporting.tracking import NullTracker, default_tracking_uri, flatten_params, make_tracker
 
 
 def test_null_tracker_and_choices(tmp_path):

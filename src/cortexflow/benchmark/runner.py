@@ -36,7 +36,7 @@ from cortexflow.data.splits import SPLIT_KINDS, iter_splits, resolve_folds, scor
 from cortexflow.evaluation.stats import paired_comparisons
 from cortexflow.exceptions import ConfigError
 from cortexflow.reporting.report import write_csv, write_report
-from cortexflow.tracking import log_benchmark, make_tracker
+from cortexflow.reporting.tracking import log_benchmark, make_tracker
 from cortexflow.training.devices import AMP_MODES, set_deterministic
 from cortexflow.utils.io import atomic_write_json, file_lock, removed_if_empty_on_error
 
@@ -128,7 +128,7 @@ class BenchmarkConfig:
     unit : {"image", "stimulus"}
         Unit of the paired statistics.
     track : {"none", "mlflow"}
-        Log parameters, metrics and figures (:mod:`cortexflow.tracking`).
+        Log parameters, metrics and figures (:mod:`cortexflow.reporting.tracking`).
     tracking_uri : str, optional
         MLflow tracking URI (default: a local store in ``out``).
     """

@@ -16,7 +16,7 @@ trial with its class image (rendered, or from ``--stimuli DIR``), split it
 benchmark`` read; they print a JSON summary with the counts of dropped and
 rejected trials and the benchmark options the file needs. ``evaluate`` runs
 stratified cross-validation of the EEG front-ends with a shuffled-label
-control on a recording (see :mod:`cortexflow.evaluation.eeg`); ``simulate``
+control on a recording (see :mod:`cortexflow.benchmark.eeg`); ``simulate``
 runs the pathway check on simulated EEG.
 """
 
@@ -37,7 +37,7 @@ from cortexflow.data.eeg import MINDBIGDATA_DEVICES, describe_eeg, load_eeg, pre
 from cortexflow.data.eeg import crell as crell_module
 from cortexflow.data.eeg.export import check_eeg_output, save_eeg_dataset
 from cortexflow.data.stimuli import CRELL_LETTERS, DIGIT_CLASSES, class_images
-from cortexflow.evaluation.eeg import (
+from cortexflow.benchmark.eeg import (
     DEFAULT_PREPROCESS,
     format_summary_table,
     run_eeg_evaluation,

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from cortexflow.benchmark.cli import benchmark, methods
+from cortexflow.cli.benchmark import benchmark, methods
 from cortexflow.methods.build import check_scored_stimuli, make_estimator, scored_stimuli
 from cortexflow.methods.registry import check_options, decoder_label, get_method, list_methods, suggest
 from cortexflow.cli._common import apply_num_threads, error_boundary, one_line, parse_sets, workers_from_env
@@ -33,7 +33,7 @@ from cortexflow.exceptions import ConfigError, CortexFlowError, DataValidationEr
 from cortexflow.models.estimator import CCCV1Decoder, check_replaceable_checkpoint
 from cortexflow.models.loader import load_decoder
 from cortexflow.reporting.figures import reconstruction_grid, save_image
-from cortexflow.semantic.cli import semantic
+from cortexflow.cli.semantic import semantic
 from cortexflow.training.config import get_config
 from cortexflow.training.devices import resolve_device, set_deterministic
 from cortexflow.utils.io import (

@@ -7,10 +7,10 @@ import time
 
 import click
 
-from cortexflow.priors.corpora import get_corpus_info, list_corpora, load_corpus
-from cortexflow.priors.guard import DEFAULT_THRESHOLD, dataset_stimuli
-from cortexflow.priors.models import MAX_EMBED_DIM, PriorConfig
-from cortexflow.priors.training import get_prior, list_cached_priors, prior_cache_dir
+from cortexflow.data.corpora import get_corpus_info, list_corpora, load_corpus
+from cortexflow.data.guard import DEFAULT_THRESHOLD, dataset_stimuli
+from cortexflow.models.prior import MAX_EMBED_DIM, PriorConfig
+from cortexflow.training.prior import get_prior, list_cached_priors, prior_cache_dir
 
 __all__ = ["prior"]
 

@@ -36,6 +36,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DATA_ENV = "CORTEXFLOW_DATA"
+CACHE_ENV = "CORTEXFLOW_CACHE"
 MIRROR_ENV = "CORTEXFLOW_MIRROR"
 
 # sha256 of files already hashed in this process, keyed by (real path, size, mtime in ns): a file that
@@ -54,14 +55,25 @@ def cached_sha256(path: str | os.PathLike) -> str:
     return digest
 
 
+def _user_folder(value: str | os.PathLike | None, env: str) -> Path:
+    """A folder from an argument, then the environment variable ``env``, then the user cache folder."""
+    if value is not None:
+        return Path(value).expanduser()
+    from_env = os.environ.get(env)
+    if from_env:
+        return Path(from_env).expanduser()
+    return Path(pooch.os_cache("cortexflow"))
+
+
 def get_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """Resolve the data folder: argument, then ``$CORTEXFLOW_DATA``, then the user cache."""
-    if data_dir is not None:
-        return Path(data_dir).expanduser()
-    env = os.environ.get(DATA_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path(pooch.os_cache("cortexflow"))
+    return _user_folder(data_dir, DATA_ENV)
+
+
+def get_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Resolve the cache root (priors, corpora, embeddings, parsed specs): argument, then ``$CORTEXFLOW_CACHE``,
+    then the user cache folder."""
+    return _user_folder(cache_dir, CACHE_ENV)
 
 
 def dataset_path(name: str, data_dir: str | os.PathLike | None = None) -> Path:

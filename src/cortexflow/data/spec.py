@@ -69,9 +69,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pooch
 
-from cortexflow.data.fetch import cached_sha256
+from cortexflow.data.fetch import cached_sha256, get_cache_dir
 from cortexflow.data.readers._optional import require
 from cortexflow.data.readers.arrays import ARRAY_SUFFIXES, read_array
 from cortexflow.data.readers.images import (
@@ -111,7 +110,6 @@ logger = logging.getLogger(__name__)
 SPEC_SUFFIXES = (".toml",)
 #: Bumped when the parsed content of a spec changes for the same files (old cache entries are then ignored).
 CACHE_FORMAT = 1
-CACHE_ENV = "CORTEXFLOW_CACHE"
 PIXEL_ORDERS = {"row-major": "C", "column-major": "F"}
 SPLIT_VALUES = ("train", "test")
 ORIENTATIONS = ("trials-by-features", "features-by-trials")
@@ -137,7 +135,7 @@ def no_official_split_message(name: str) -> str:
 
 def spec_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """Folder of parsed specs: ``<cache_dir or $CORTEXFLOW_CACHE or the user cache>/specs``."""
-    root = cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV) or pooch.os_cache("cortexflow")
+    root = get_cache_dir(cache_dir)
     return Path(root).expanduser() / "specs"
 
 

@@ -31,10 +31,10 @@ import numpy as np
 
 from cortexflow.exceptions import ConfigError, DataValidationError
 from cortexflow.methods.registry import check_options, get_method
-from cortexflow.priors.corpora import load_corpus
-from cortexflow.priors.guard import drop_near_duplicates, nearest_mse
+from cortexflow.data.corpora import load_corpus
+from cortexflow.data.guard import drop_near_duplicates, nearest_mse
 from cortexflow.priors.ridge_prior import requested_prior
-from cortexflow.priors.training import FittedPrior, get_prior
+from cortexflow.training.prior import FittedPrior, get_prior
 
 __all__ = ["make_estimator", "resolve_prior", "scored_stimuli", "check_scored_stimuli"]
 

@@ -116,6 +116,9 @@ class MethodSpec:
         Parameters of a tiny instance for the scikit-learn checks (merged over the fast factory's).
     supports_batched, fit_predict_many :
         The benchmark's batched hook (attached by :mod:`cortexflow.benchmark.builtin`).
+    check : callable, optional
+        ``check(options)`` raising ``ConfigError`` for values the typed schema cannot judge alone (ranges that
+        depend on each other, a configuration's own checks); run by :func:`check_options`.
     """
 
     name: str
@@ -132,6 +135,7 @@ class MethodSpec:
     check_params: Mapping[str, Any] = field(default_factory=dict)
     supports_batched: bool = False
     fit_predict_many: Callable[..., Iterable] | None = None
+    check: Callable[[Mapping[str, Any]], None] | None = None
 
     @property
     def checkpoint_kind(self) -> str | None:
@@ -197,6 +201,7 @@ def register_method(
     supports_batched: bool = False,
     fit_predict_many: Callable[..., Iterable] | None = None,
     needs_stimuli: bool = False,
+    check: Callable[[Mapping[str, Any]], None] | None = None,
     overwrite: bool = False,
 ) -> MethodSpec:
     """Register a method (see :class:`MethodSpec`).
@@ -269,7 +274,7 @@ def register_method(
                       needs=need_set, version=str(version), description=description, in_all=in_all,
                       extra=str(extra), label=label or name, sklearn_xfail=dict(sklearn_xfail or {}),
                       check_params=dict(check_params or {}), supports_batched=supports_batched,
-                      fit_predict_many=fit_predict_many)
+                      fit_predict_many=fit_predict_many, check=check)
     METHODS[name] = spec
     return spec
 
@@ -376,6 +381,8 @@ def check_options(name: str, options: Mapping[str, Any]) -> None:
         raise ConfigError(f"method {name!r} takes no options; got {sorted(options)}")
     for key, value in options.items():
         spec.option(key).check(value, name)
+    if spec.check is not None:
+        spec.check(options)
 
 
 def resolve_methods(spec: str | Iterable[str]) -> list[str]:

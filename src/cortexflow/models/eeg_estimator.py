@@ -33,6 +33,7 @@ from cortexflow.models.frontends import FRONTENDS, build_eeg_model
 from cortexflow.training.config import CCCV1Config
 from cortexflow.methods.options import options_from_dataclass, options_from_estimator
 from cortexflow.methods.registry import register_method
+from cortexflow.models.ensemble import check_config_options
 from cortexflow.methods.sklearn_notes import FLOAT32, UNDERTRAINED
 from cortexflow.training.config import get_config
 
@@ -215,5 +216,5 @@ for _name, _frontend in EEG_METHODS.items():
             o for o in options_from_estimator(EEGDecoder) if o.name in ("device", "n_channels", "sfreq",
                                                                          "frontend_params", "clip")),
         description=f"EEGDecoder: {_frontend} EEG front-end + CCCV1 (rows reshaped to n_channels x n_times)",
-        sklearn_xfail=_EEG_XFAIL,
+        sklearn_xfail=_EEG_XFAIL, check=check_config_options,
     )

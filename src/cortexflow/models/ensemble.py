@@ -181,6 +181,14 @@ CONFIG_OPTIONS = options_from_dataclass(CCCV1Config)
 CHECK_CONFIG = get_config("small").replace(epochs=2, patience=2, hidden_dim=16, embed_dim=8, batch_size=8)
 
 
+_CONFIG_FIELDS = frozenset(o.name for o in CONFIG_OPTIONS)
+
+
+def check_config_options(options) -> None:
+    """The CCCV1Config checks of the configuration fields among ``options`` (ranges, finiteness), before any work."""
+    get_config("small", **{k: v for k, v in options.items() if k in _CONFIG_FIELDS})
+
+
 def fast_config(cfg: CCCV1Config) -> CCCV1Config:
     """The tiny version of a configuration used by ``fast=True`` (smoke runs; its numbers are no results)."""
     return cfg.replace(epochs=2, patience=1, hidden_dim=64, embed_dim=32)
@@ -211,7 +219,7 @@ register_method(
     "cccv1", _cccv1_factory, estimator=CCCV1Decoder, label="CCCV1",
     options=CONFIG_OPTIONS + (_DEVICE, Option("n_members", ("int",), 1, False, low=1,
                                               help="seeds averaged (> 1: a CCCV1 ensemble trained batched)")),
-    description="CCCV1Decoder(config='auto', dataset=name)",
+    description="CCCV1Decoder(config='auto', dataset=name)", check=check_config_options,
     sklearn_xfail={"check_regressors_train": "asserts R^2 > 0.5 on the training data of a toy regression; two "
                    "epochs of the test configuration are not enough training (with 20 epochs at lr 1e-3 the check "
                    "passes: see test_regressors_train_passes_with_enough_training)",
@@ -222,6 +230,7 @@ register_method(
     "cccv1-ensemble", _cccv1_ensemble_factory, estimator=CCCV1EnsembleDecoder, in_all=False, label="CCCV1 ensemble",
     options=CONFIG_OPTIONS + (_DEVICE, Option("n_members", ("int",), 5, False, low=1, help="seeds averaged")),
     description="cccv1 with n_members=5 seeds trained together by the batched trainer; mean image",
+    check=check_config_options,
     sklearn_xfail={"check_regressor_multioutput": FLOAT32, "check_regressors_train": UNDERTRAINED},
     check_params={"n_members": 2, "config": CHECK_CONFIG, "device": "cpu"},
 )

@@ -1,18 +1,21 @@
-"""Image priors learned from external corpora of images, never from evaluation data.
+"""The prior-backed methods, and the image-prior API re-exported from the layers that hold it.
 
-* :mod:`~cortexflow.priors.corpora`: registered, checksummed corpora
-  (``mnist-t10k``, ``miyawaki-patterns``, ``font-letters``) and each data
-  set's default prior.
-* :mod:`~cortexflow.priors.guard`: drops corpus images that nearly copy a
-  stimulus of the data set a prior is used on.
-* :mod:`~cortexflow.priors.models`: the convolutional autoencoder / VAE
-  (:class:`ImagePrior`) with a unit-norm embedding and a multi-resolution decoder.
-* :mod:`~cortexflow.priors.training`: :func:`get_prior`, training and the
-  on-disk cache.
-* :mod:`~cortexflow.priors.ridge_prior`: the ``ridge-prior`` method.
+Methods (the methods layer, beside ``baselines``):
+
+* :mod:`~cortexflow.priors.ridge_prior`: ``ridge-prior`` and ``ridge-prior-stacked``;
+* :mod:`~cortexflow.priors.cccv1_prior`: ``cccv1-prior`` and its ablations;
+* :mod:`~cortexflow.priors.baselines`: ``brain-diffuser-prior``, ``mindvis-prior``;
+* :mod:`~cortexflow.priors.persistence`: their checkpoint state types.
+
+The prior itself lives in its layers: corpora, generators and the near-duplicate
+guard in :mod:`cortexflow.data` (``corpora``, ``generators``, ``guard``), the
+network in :mod:`cortexflow.models.prior`, its training and verified cache in
+:mod:`cortexflow.training.prior` (member training of ``cccv1-prior`` in
+:mod:`cortexflow.training.prior_members`). Image priors are learned from
+external corpora of images, never from evaluation data.
 """
 
-from cortexflow.priors.corpora import (
+from cortexflow.data.corpora import (
     Corpus,
     CorpusInfo,
     default_prior,
@@ -20,9 +23,9 @@ from cortexflow.priors.corpora import (
     list_corpora,
     load_corpus,
 )
-from cortexflow.priors.guard import DEFAULT_THRESHOLD, dataset_stimuli, drop_near_duplicates
-from cortexflow.priors.models import ImagePrior, PriorConfig
-from cortexflow.priors.training import FittedPrior, get_prior, prior_cache_dir
+from cortexflow.data.guard import DEFAULT_THRESHOLD, dataset_stimuli, drop_near_duplicates
+from cortexflow.models.prior import ImagePrior, PriorConfig
+from cortexflow.training.prior import FittedPrior, get_prior, prior_cache_dir
 
 __all__ = [
     "Corpus",

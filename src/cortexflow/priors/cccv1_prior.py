@@ -30,7 +30,7 @@ trains a brain encoder into that embedding space:
 * ``n_members > 1`` trains that many members with different seeds and
   predicts the mean of their images. With the MLP encoder and a frozen
   decoder the members train together in one loop
-  (:mod:`cortexflow.priors.cccv1_prior_batched`, the batched trainer of
+  (:mod:`cortexflow.training.prior_members`, the batched trainer of
   :mod:`cortexflow.training.batched`); each equals the member trained alone
   up to floating-point summation order. Otherwise (``encoder="attention"``,
   ``finetune_decoder=True``, or ``batched=False``) they train one after another.
@@ -58,11 +58,11 @@ from cortexflow.baselines._common import fit_ridge_cv
 from cortexflow.data.preprocessing import ImageScaler, SignalScaler
 from cortexflow.exceptions import CheckpointError, ConfigError, DataValidationError
 from cortexflow.models.cccv1 import CLIPGuidedEncoder, SemanticEnhancer, StreamDropout
-from cortexflow.models.ensemble import member_seeds
+from cortexflow.models.ensemble import check_config_options, member_seeds
 from cortexflow.models.estimator import CCCV1Decoder
 from cortexflow.semantic.losses import LearnableTemperature, clip_infonce
-from cortexflow.priors.cccv1_prior_batched import train_prior_members
-from cortexflow.priors.guard import DEFAULT_THRESHOLD
+from cortexflow.training.prior_members import train_prior_members
+from cortexflow.data.guard import DEFAULT_THRESHOLD
 from cortexflow.priors.persistence import StatePacker, StateUnpacker, load_decoder_state, save_decoder_state
 from cortexflow.priors.ridge_prior import (
     RidgePriorDecoder,
@@ -72,7 +72,7 @@ from cortexflow.priors.ridge_prior import (
     requested_prior,
     prior_report_info,
 )
-from cortexflow.priors.training import FittedPrior, get_prior
+from cortexflow.training.prior import FittedPrior, get_prior
 from cortexflow.training.batched import BatchedNotSupported
 from cortexflow.training.config import CCCV1Config, get_config
 from cortexflow.training.trainer import train_model
@@ -621,7 +621,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         return PriorBrainNet(encoder, dec), EmbeddingAlignment(targets), gen
 
     def _fit_members_batched(self, Xs, Yf, targets, embed_dim, decoder, cfg, seeds, linear):
-        """Train the members together (:func:`~cortexflow.priors.cccv1_prior_batched.train_prior_members`)."""
+        """Train the members together (:func:`~cortexflow.training.prior_members.train_prior_members`)."""
         built = [self._build_member(Xs.shape[1], targets, embed_dim, decoder, cfg, seed, linear) for seed in seeds]
         holders = [nn.ModuleDict({"net": net, "infonce": _InfoNCETerm(align)}) for net, align, _ in built]
         results = train_prior_members(holders, Xs, Yf, cfg, seeds, [gen for _, _, gen in built], device=self.device,
@@ -848,7 +848,7 @@ _CCCV1_PRIOR_OPTIONS = tuple(o for o in options_from_estimator(CCCV1PriorDecoder
     if o.name in _OWN_PARAMS) + options_from_dataclass(CCCV1Config)
 register_method(
     "cccv1-prior", cccv1_prior_factory, estimator=CCCV1PriorDecoder, version=CCCV1_PRIOR_VERSION,
-    needs=("prior",), options=_CCCV1_PRIOR_OPTIONS, label="CCCV1-prior",
+    needs=("prior",), options=_CCCV1_PRIOR_OPTIONS, label="CCCV1-prior", check=check_config_options,
     sklearn_xfail=images_only("check_regressor_data_not_an_array", *TRANSFORMER_CHECKS),
     description="CCCV1 encoder trained into an image prior's embedding space (cosine + InfoNCE to the "
                 "prior's embeddings, pixel MSE through the prior's frozen decoder), plus a fixed ridge "
@@ -859,4 +859,5 @@ for _name, _opts, _what in (("cccv1-prior-ensemble", {"n_members": 5}, "5 member
                             ("cccv1-prior-attention", {"encoder": "attention"}, "self-attention encoder over 32 "
                              "groups of voxels instead of the MLP")):
     register_method(_name, _variant(_opts), estimator=CCCV1PriorDecoder, version=CCCV1_PRIOR_VERSION, in_all=False,
-                    needs=("prior",), options=_CCCV1_PRIOR_OPTIONS, description=f"cccv1-prior with {_what} (ablation)")
+                    needs=("prior",), options=_CCCV1_PRIOR_OPTIONS, check=check_config_options,
+                    description=f"cccv1-prior with {_what} (ablation)")

@@ -8,7 +8,7 @@ prior, and a user's machine has neither the prior cache nor the corpus, so this
 module registers with that mechanism:
 
 * the ``"priors"`` section: the weights of every
-  :class:`~cortexflow.priors.training.FittedPrior` a decoder holds (tensors
+  :class:`~cortexflow.training.prior.FittedPrior` a decoder holds (tensors
   ``priors.<i>.*``) with the prior's config and info (corpus, images,
   near-duplicates dropped, cache key) in ``checkpoint.json``; a prior
   referenced twice (``cccv1-prior``'s ``prior_`` and its ``posterior_.prior_``)
@@ -51,8 +51,8 @@ from cortexflow.models.checkpoint import (
     register_state_type,
     save_estimator,
 )
-from cortexflow.priors.models import ImagePrior, PriorConfig
-from cortexflow.priors.training import FittedPrior
+from cortexflow.models.prior import ImagePrior, PriorConfig
+from cortexflow.training.prior import FittedPrior
 from cortexflow.training.config import CCCV1Config
 
 __all__ = [

@@ -17,12 +17,12 @@ from cortexflow.exceptions import ConfigError, DataValidationError
 from cortexflow.methods.registry import register_method
 from cortexflow.methods.sklearn_notes import TRANSFORMER_CHECKS, images_only
 from cortexflow.models.base import BaseDecoder
-from cortexflow.priors.corpora import default_prior, get_corpus_info, list_corpora
-from cortexflow.priors.corpora import load_corpus
-from cortexflow.priors.guard import DEFAULT_THRESHOLD, drop_near_duplicates
-from cortexflow.priors.models import PriorConfig
+from cortexflow.data.corpora import default_prior, get_corpus_info, list_corpora
+from cortexflow.data.corpora import load_corpus
+from cortexflow.data.guard import DEFAULT_THRESHOLD, drop_near_duplicates
+from cortexflow.models.prior import PriorConfig
 from cortexflow.priors.persistence import load_decoder_state, save_decoder_state
-from cortexflow.priors.training import FittedPrior, fine_tune_prior, get_prior
+from cortexflow.training.prior import FittedPrior, fine_tune_prior, get_prior
 
 __all__ = [
     "RidgePriorDecoder",

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pooch
 
+from cortexflow.data.fetch import CACHE_ENV, get_cache_dir
 from cortexflow.exceptions import CortexFlowError
 from cortexflow.semantic.encoders import ImageEncoder, as_image_batch, load_image_encoder
 from cortexflow.utils.io import atomic_write_with, file_lock, sha256_bytes
@@ -40,19 +40,7 @@ __all__ = ["CACHE_ENV", "get_cache_dir", "images_checksum", "cache_path", "embed
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "CORTEXFLOW_CACHE"
 CACHE_FORMAT = 2
-
-
-def get_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Resolve the cache root: argument, then ``$CORTEXFLOW_CACHE``, then the user cache folder."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-
-    return Path(pooch.os_cache("cortexflow"))
 
 
 def images_checksum(images) -> str:

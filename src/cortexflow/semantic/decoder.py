@@ -37,6 +37,7 @@ from cortexflow.training.config import CCCV1Config
 from cortexflow.training.seeding import seeded_init
 from cortexflow.methods.options import options_from_dataclass, options_from_estimator
 from cortexflow.methods.registry import register_method
+from cortexflow.models.ensemble import check_config_options
 from cortexflow.methods.sklearn_notes import TRANSFORMER_CHECKS, images_only
 from cortexflow.training.config import get_config
 
@@ -217,7 +218,7 @@ def cccv1_semantic_factory(seed: int, dataset_name: str, n_train: int, *, fast: 
 
 register_method(
     SEMANTIC_METHOD, cccv1_semantic_factory, estimator=CCCV1SemanticDecoder, in_all=False, extra="semantic",
-    label="CCCV1-semantic",
+    label="CCCV1-semantic", check=check_config_options,
     sklearn_xfail=images_only("check_regressor_data_not_an_array", *TRANSFORMER_CHECKS),
     options=options_from_dataclass(CCCV1Config) + tuple(
         o for o in options_from_estimator(CCCV1SemanticDecoder) if o.name in ("device", "encoder", "layers",

@@ -35,7 +35,7 @@ processes and an interrupted group resumes with the same results.
 The members need not be plain CCCV1 networks: a :class:`MemberStack` names
 which of their parameters are stacked (those that require gradients; frozen
 parts are shared) and gives the per-member loss. ``cccv1-prior`` ensembles
-train this way (:mod:`cortexflow.priors.cccv1_prior_batched`: CCCV1's encoder
+train this way (:mod:`cortexflow.training.prior_members`: CCCV1's encoder
 into an image prior's embedding space, alignment losses, the frozen prior
 decoder run once for all members).
 """

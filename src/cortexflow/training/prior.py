@@ -1,7 +1,7 @@
 """Train an image prior on a guarded corpus, and cache it on disk.
 
 :func:`get_prior` is the one entry point: it loads the corpus, drops the
-near-duplicates of the given stimuli (:mod:`cortexflow.priors.guard`), and
+near-duplicates of the given stimuli (:mod:`cortexflow.data.guard`), and
 returns a :class:`FittedPrior`, trained once and then read from the cache.
 
 The cache entry of a prior is the folder
@@ -40,11 +40,11 @@ import numpy as np
 import torch
 from safetensors.torch import load as load_bytes, save
 
+from cortexflow.data.fetch import get_cache_dir
 from cortexflow.exceptions import CheckpointError, CortexFlowError, DataValidationError
-from cortexflow.priors.corpora import load_corpus
-from cortexflow.priors.guard import DEFAULT_THRESHOLD, drop_near_duplicates
-from cortexflow.priors.models import ImagePrior, PriorConfig
-from cortexflow.semantic.cache import get_cache_dir
+from cortexflow.data.corpora import load_corpus
+from cortexflow.data.guard import DEFAULT_THRESHOLD, drop_near_duplicates
+from cortexflow.models.prior import ImagePrior, PriorConfig
 from cortexflow.utils.io import (
     atomic_write_bytes,
     atomic_write_json,
@@ -379,7 +379,7 @@ def get_prior(
     progress : bool, optional
         Progress bar of the training.
     threshold : float
-        Near-duplicate threshold (see :mod:`cortexflow.priors.guard`).
+        Near-duplicate threshold (see :mod:`cortexflow.data.guard`).
     use_cache : bool
         Read and write the cache (``False``: always train, write nothing).
 

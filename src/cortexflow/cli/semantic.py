@@ -8,7 +8,7 @@ import time
 import click
 
 from cortexflow.data import load_dataset
-from cortexflow.semantic.benchmark import score_benchmark
+from cortexflow.benchmark.semantic import score_benchmark
 from cortexflow.semantic.cache import cache_path, embed_images, images_checksum
 from cortexflow.semantic.encoders import DEFAULT_ENCODER, list_encoders, load_image_encoder
 

@@ -1,6 +1,6 @@
 """Registry of image-prior corpora: external images of the same kind as a data set's stimuli.
 
-A prior corpus teaches an image prior (:mod:`cortexflow.priors.models`) what
+A prior corpus teaches an image prior (:mod:`cortexflow.models.prior`) what
 the stimuli of a data set look like, from many images that are never
 evaluation data. Three corpora are registered:
 
@@ -36,10 +36,9 @@ from typing import Callable
 
 import numpy as np
 
-from cortexflow.data.fetch import MIRROR_ENV, cached_sha256, download_verified, get_data_dir
+from cortexflow.data.fetch import MIRROR_ENV, cached_sha256, download_verified, get_cache_dir, get_data_dir
 from cortexflow.exceptions import ChecksumError, ConfigError, CortexFlowError, DataValidationError
-from cortexflow.priors.generators import LETTERS_VERSION, MIYAWAKI_VERSION, font_letters, miyawaki_patterns
-from cortexflow.semantic.cache import get_cache_dir
+from cortexflow.data.generators import LETTERS_VERSION, MIYAWAKI_VERSION, font_letters, miyawaki_patterns
 from cortexflow.utils.io import atomic_write_with, removed_if_empty_on_error
 
 __all__ = [
