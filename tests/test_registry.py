@@ -314,3 +314,21 @@ def test_every_registered_method_fits_saves_loads_and_predicts_the_same(name, co
     loaded = load_decoder(tmp_path / "ckpt", device="cpu")
     assert type(loaded) is spec.estimator and loaded.checkpoint_kind == spec.checkpoint_kind
     assert np.abs(loaded.predict(X[20:]) - P).max() == 0, name
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_every_registered_method_accepts_any_sklearn_random_state(name, contract_prior):
+    spec = get_method(name)
+    rng = np.random.default_rng(1)
+    Y, _ = miyawaki_patterns(n_random=20, n_shapes=0, seed=6)
+    X = (Y.reshape(20, -1) @ rng.normal(size=(784, 30))).astype(np.float32)
+    opts = dict(_CONTRACT_OPTIONS.get(name, {}))
+    if "eeg" in spec.needs:
+        opts.update(n_channels=3)
+    est = make_estimator(name, 0, "synthetic", 20, fast=True, stimuli=Y, resolve=False, **opts)
+    extra = {"prior": contract_prior} if "prior" in spec.needs else {}
+    if "device" in est.get_params(deep=False):
+        extra["device"] = "cpu"
+    for random_state in (None, np.random.RandomState(3)):
+        est.set_params(random_state=random_state, **extra)
+        assert np.isfinite(est.fit(X, Y).predict(X[:2])).all(), (name, random_state)

@@ -62,7 +62,7 @@ class CCCV1EnsembleDecoder(CCCV1Decoder):
 
     def fit(self, X, Y, *, metadata: dict | None = None) -> "CCCV1EnsembleDecoder":
         """Fit every member on the training rows (X, Y), batched."""
-        seeds = member_seeds(self.random_state, self.n_members)
+        seeds = member_seeds(self._seed(), self.n_members)
         X, Y = self._validate_fit_input(X, Y)
         self.members_ = fit_many([X] * len(seeds), [Y] * len(seeds), seeds, config=self.config, dataset=self.dataset,
                                  device=self.device, amp=self.amp, progress=self.progress, metadata=metadata)
