@@ -296,10 +296,11 @@ def test_every_registered_method_fits_saves_loads_and_predicts_the_same(name, co
     spec = get_method(name)
     rng = np.random.default_rng(0)
     Y, _ = miyawaki_patterns(n_random=26, n_shapes=0, seed=5)
-    X = (Y.reshape(26, -1) @ rng.normal(size=(784, 30)) + 0.1 * rng.normal(size=(26, 30))).astype(np.float32)
+    p = 200 if "eeg" in spec.needs else 30  # EEG rows: 2 channels x 100 samples (the front-ends pool over time)
+    X = (Y.reshape(26, -1) @ rng.normal(size=(784, p)) + 0.1 * rng.normal(size=(26, p))).astype(np.float32)
     opts = dict(_CONTRACT_OPTIONS.get(name, {}))
     if "eeg" in spec.needs:
-        opts.update(n_channels=3)
+        opts.update(n_channels=2)
     if "prior" in spec.needs:
         opts["prior_config"] = {"embed_dim": 8, "widths": [4, 8, 8], "epochs": 1, "max_images": 120}
     est = make_estimator(name, 0, "synthetic", 20, fast=True, stimuli=Y, resolve=False, **opts)
@@ -321,10 +322,11 @@ def test_every_registered_method_accepts_any_sklearn_random_state(name, contract
     spec = get_method(name)
     rng = np.random.default_rng(1)
     Y, _ = miyawaki_patterns(n_random=20, n_shapes=0, seed=6)
-    X = (Y.reshape(20, -1) @ rng.normal(size=(784, 30))).astype(np.float32)
+    p = 200 if "eeg" in spec.needs else 30
+    X = (Y.reshape(20, -1) @ rng.normal(size=(784, p))).astype(np.float32)
     opts = dict(_CONTRACT_OPTIONS.get(name, {}))
     if "eeg" in spec.needs:
-        opts.update(n_channels=3)
+        opts.update(n_channels=2)
     est = make_estimator(name, 0, "synthetic", 20, fast=True, stimuli=Y, resolve=False, **opts)
     extra = {"prior": contract_prior} if "prior" in spec.needs else {}
     if "device" in est.get_params(deep=False):

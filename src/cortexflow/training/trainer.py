@@ -102,24 +102,10 @@ def default_loss(model: nn.Module, batch: dict, *, config: TrainingConfig,
     return loss, pix
 
 
-def _batches(n: int, batch_size: int, gen: torch.Generator, merge_single: bool = False):
-    """Shuffled mini-batches of ``range(n)``; with ``merge_single`` a final batch of one row joins the one before.
-
-    BatchNorm cannot normalise a batch of one row in training mode, so models with BatchNorm layers (the EEG
-    front-ends) train with ``merge_single=True``; every other model keeps the plain split (same draws, same batches).
-    """
+def _batches(n: int, batch_size: int, gen: torch.Generator):
     perm = torch.randperm(n, generator=gen)
-    starts = list(range(0, n, batch_size))
-    if merge_single and len(starts) > 1 and n - starts[-1] == 1:
-        starts.pop()
-    for i, start in enumerate(starts):
-        yield perm[start : starts[i + 1] if i + 1 < len(starts) else n]
-
-
-def _trains_batch_norm(model: nn.Module) -> bool:
-    """Whether ``model`` (already put in training mode) has a BatchNorm layer that normalises by batch statistics
-    (a frozen part kept in eval mode, like a prior's decoder, does not count)."""
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
+    for start in range(0, n, batch_size):
+        yield perm[start : start + batch_size]
 
 
 def train_model(
@@ -220,7 +206,7 @@ def train_model(
         model.train()
         term_modules.train()
         running, count = torch.zeros((), device=dev), 0  # summed on the device: no per-step host sync
-        for b in _batches(len(tr), config.batch_size, gen, merge_single=_trains_batch_norm(model)):
+        for b in _batches(len(tr), config.batch_size, gen):
             idx = tr[b.to(dev)]
             opt.zero_grad(set_to_none=True)
             loss, _ = total_loss(idx)
