@@ -31,6 +31,7 @@ import numpy as np
 
 from cortexflow.exceptions import ConfigError, DataValidationError
 from cortexflow.methods.registry import check_options, get_method
+from cortexflow.priors.class_decoding import dataset_training_labels
 from cortexflow.priors.corpora import load_corpus
 from cortexflow.priors.guard import drop_near_duplicates, nearest_mse
 from cortexflow.priors.ridge_prior import requested_prior
@@ -82,10 +83,13 @@ def resolve_prior(est: Any, stimuli: np.ndarray, *, data_dir=None, cache_dir=Non
     threshold = float(getattr(est, "threshold"))
     fitted = get_prior(corpus, exclude=stimuli, config=cfg, data_dir=data_dir, cache_dir=cache_dir,
                        progress=progress, threshold=threshold)
-    images = None
+    images = labels = None
     if getattr(est, "decoding", None) in _CORPUS_DECODINGS and getattr(est, "ridge_skip", True):
-        images, _ = drop_near_duplicates(load_corpus(corpus, data_dir).images, stimuli, threshold=threshold)
+        loaded = load_corpus(corpus, data_dir)
+        images, dropped = drop_near_duplicates(loaded.images, stimuli, threshold=threshold)
+        labels = None if loaded.labels is None else np.delete(loaded.labels, dropped)  # class decoding
     fitted.corpus_images = images
+    fitted.corpus_labels = labels
     return fitted
 
 
@@ -135,6 +139,10 @@ def make_estimator(name: str, seed: int, dataset_name: str, n_train: int, *, fas
     params = est.get_params(deep=False)
     runtime = {"data_dir": data_dir, "cache_dir": cache_dir, "progress": progress}
     est.set_params(**{k: v for k, v in runtime.items() if k in params and v is not None and k not in options})
+    if getattr(est, "class_decoding", "off") != "off" and params.get("labeled_stimuli") is None:
+        # class decoding: the labels of the official training rows only (looked up by image inside fit)
+        est.set_params(labeled_stimuli=dataset_training_labels(dataset_name, data_dir if data_dir is not None
+                                                               else params.get("data_dir")))
     if resolve and "prior" in spec.needs:
         est.set_params(prior=resolve_prior(est, kwargs["stimuli"], data_dir=data_dir if data_dir is not None else
                                            params.get("data_dir"),

@@ -17,6 +17,9 @@ from cortexflow.exceptions import ConfigError, DataValidationError
 from cortexflow.methods.registry import register_method
 from cortexflow.methods.sklearn_notes import TRANSFORMER_CHECKS, images_only
 from cortexflow.models.base import BaseDecoder
+from cortexflow.priors.class_decoding import CLASS_DECODINGS, check_class_map, class_probabilities
+from cortexflow.priors.class_decoding import default_class_map, fit_class_code, labels_of_stimuli
+from cortexflow.priors.class_decoding import oof_class_probabilities
 from cortexflow.priors.corpora import default_prior, get_corpus_info, list_corpora
 from cortexflow.priors.corpora import load_corpus
 from cortexflow.priors.guard import DEFAULT_THRESHOLD, drop_near_duplicates
@@ -35,6 +38,7 @@ __all__ = [
     "check_decoding",
     "inner_group_folds",
     "DECODINGS",
+    "CLASS_METHODS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -118,6 +122,8 @@ def prior_report_info(prior: FittedPrior) -> dict[str, Any]:
 
 #: Candidate weights of the pixel ridge image for ``pixel_blend="auto"``.
 BLEND_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: Candidate weights of the class centroid for ``class_shrink="auto"`` (``class_decoding="knn+prior"``).
+SHRINK_GRID = (0.0, 0.25, 0.5, 0.75)
 DECODINGS = ("hybrid", "prior", "corpus-knn")
 
 
@@ -211,6 +217,31 @@ class RidgePriorDecoder(BaseDecoder):
         ``(1 - w) * prior_image + w * pixel_image``. 0 (default) is off;
         ``"auto"`` chooses ``w`` from (0, 0.25, 0.5, 0.75, 1) by the pixel MSE
         of the training rows' out-of-fold images (stacking).
+    class_decoding : {"off", "knn", "knn+prior"}
+        Class code decoded from the signals (:mod:`cortexflow.priors.class_decoding`;
+        needs ``decoding`` ``"corpus-knn"`` or ``"hybrid"``, the training labels and
+        ``class_map``). A logistic regression from the z-scored signals to the training
+        labels (penalty ``class_C``) gives class probabilities ``p_c``; ``"knn"``: the
+        corpus neighbours are the ``knn`` nearest corpus images *of class*
+        ``class_map[c]``, for each class, averaged with weights ``p_c``;
+        ``"knn+prior"``: also the predicted embedding is pulled toward the
+        ``p``-weighted centroid of the training embeddings of each class,
+        ``(1 - b) * z + b * sum_c p_c * mu_c``, ``b = class_shrink``. ``"off"`` (default): none.
+    class_map : dict, optional
+        Data-set label -> corpus label (vangerven: ``{1: 6, 2: 9}``); required by class decoding,
+        never guessed (the registered ``ridge-prior-class`` takes it from
+        :data:`cortexflow.priors.class_decoding.CLASS_MAPS`).
+    class_C : float or "auto"
+        Inverse penalty of the logistic regression; ``"auto"`` chooses it from
+        :data:`~cortexflow.priors.class_decoding.C_GRID` by the inner folds' log-loss.
+    class_shrink : float or "auto"
+        ``b`` of ``"knn+prior"``; ``"auto"`` chooses it from (0, 0.25, 0.5, 0.75) by the
+        pixel MSE of the training rows' out-of-fold images.
+    labeled_stimuli : tuple (images, labels), optional
+        Labeled stimuli in which the training images' labels are looked up (exact
+        match) when ``fit`` gets no ``labels``; set by
+        :func:`cortexflow.methods.build.make_estimator` to the data set's official
+        training rows (never its test rows).
     fine_tune_epochs : int
         Fine-tune (a copy of) the prior on the training stimuli for this many
         epochs before encoding them (0 = off).
@@ -247,6 +278,14 @@ class RidgePriorDecoder(BaseDecoder):
         The pixel ridge (when ``pixel_blend_ != 0`` or ``pixel_blend`` is ``"auto"``).
     residual_cv_mse_, blend_cv_mse_ : dict
         Out-of-fold MSE of each candidate ``c`` / pixel weight (when chosen by ``"auto"``).
+    class_labels_, class_coef_, class_intercept_, class_C_ : ndarray, float
+        The class code (class decoding only): the training labels (sorted) and the softmax parameters.
+    class_cv_accuracy_ : float
+        Out-of-fold accuracy of the class code on the training rows.
+    class_shrink_ : float
+        The ``b`` used; ``class_shrink_cv_mse_`` the out-of-fold MSE of each candidate (``"auto"``).
+    corpus_labels_ : ndarray
+        Class labels of the guarded corpus images (class decoding only).
     scaler_ : SignalScaler
     ridge_ : sklearn.linear_model.RidgeCV
     n_features_in_ : int
@@ -274,6 +313,11 @@ class RidgePriorDecoder(BaseDecoder):
         decoding: str = "hybrid",
         knn: int = 10,
         pixel_blend: float | str = 0.0,
+        class_decoding: str = "off",
+        class_map: dict | None = None,
+        class_C: float | str = "auto",
+        class_shrink: float | str = "auto",
+        labeled_stimuli: tuple | None = None,
         stimuli: np.ndarray | None = None,
         threshold: float = DEFAULT_THRESHOLD,
         random_state: int = 0,
@@ -297,6 +341,11 @@ class RidgePriorDecoder(BaseDecoder):
         self.decoding = decoding
         self.knn = knn
         self.pixel_blend = pixel_blend
+        self.class_decoding = class_decoding
+        self.class_map = class_map
+        self.class_C = class_C
+        self.class_shrink = class_shrink
+        self.labeled_stimuli = labeled_stimuli
         self.stimuli = stimuli
         self.threshold = threshold
         self.random_state = random_state
@@ -321,14 +370,19 @@ class RidgePriorDecoder(BaseDecoder):
             raise ConfigError(f"alpha={self.alpha!r} must be a positive number or a 1-d grid of them")
         return alphas
 
-    def fit(self, X, Y) -> "RidgePriorDecoder":
-        """Fit the scaler and the ridge on the training rows (training the prior if not cached)."""
+    def fit(self, X, Y, labels=None) -> "RidgePriorDecoder":
+        """Fit the scaler and the ridge on the training rows (training the prior if not cached).
+
+        ``labels`` (n,): class labels of the training rows, for class decoding; when
+        omitted they are looked up in ``labeled_stimuli``.
+        """
         X, Y = self._validate_fit_input(X, Y)
         Y = Y.astype(np.float32)
         if Y.shape[1:] != (28, 28):
             raise DataValidationError(f"Y has shape {Y.shape}; ridge-prior needs 28x28 stimuli (n, 28, 28)")
         alphas = self._alphas()
         check_decoding(self.decoding, self.knn, self.pixel_blend)
+        train_labels = self._training_labels(Y, labels)
         exclude = guard_stimuli(self.stimuli, Y)
         if isinstance(self.prior, FittedPrior):  # handed in by cortexflow.methods.build (no I/O here)
             prior = self.prior
@@ -338,10 +392,11 @@ class RidgePriorDecoder(BaseDecoder):
             prior = get_prior(self.corpus_, exclude=exclude, config=cfg, data_dir=self.data_dir,
                               cache_dir=self.cache_dir, progress=self.progress, threshold=self.threshold)
         corpus_images = getattr(prior, "corpus_images", None)
+        corpus_labels = getattr(prior, "corpus_labels", None)
         if self.fine_tune_epochs:
             prior = fine_tune_prior(prior, Y, epochs=int(self.fine_tune_epochs), lr=float(self.fine_tune_lr),
                                     seed=self._seed(), progress=self.progress)
-            prior.corpus_images = corpus_images
+            prior.corpus_images, prior.corpus_labels = corpus_images, corpus_labels
         self.prior_ = prior
         self.scaler_ = SignalScaler().fit(X)
         targets = prior.encode_images(Y).astype(np.float64)
@@ -351,13 +406,47 @@ class RidgePriorDecoder(BaseDecoder):
         if len(alphas) > 1 and self.alpha_ in (alphas.min(), alphas.max()):
             logger.warning("ridge-prior penalty %.3g lies at the edge of the grid [%.3g, %.3g]",
                            self.alpha_, alphas.min(), alphas.max())
-        self._fit_decoding(A, targets, Y, exclude)
+        self._fit_decoding(A, targets, Y, exclude, train_labels)
         self.report_info_ = {**prior_report_info(prior), "alpha": self.alpha_, "residual_scale": self.residual_scale_,
                              "decoding": self.decoding, "pixel_blend": self.pixel_blend_}
+        if train_labels is not None:
+            self.report_info_.update(class_decoding=self.class_decoding, class_C=self.class_C_,
+                                     class_cv_accuracy=self.class_cv_accuracy_, class_shrink=self.class_shrink_)
         return self
 
+    def _class_on(self) -> bool:
+        return getattr(self, "class_decoding", "off") != "off"
+
+    def _training_labels(self, Y: np.ndarray, labels) -> np.ndarray | None:
+        """The training rows' labels for class decoding (None when it is off); options checked."""
+        if self.class_decoding not in CLASS_DECODINGS:
+            raise ConfigError(f"class_decoding={self.class_decoding!r}; allowed: {', '.join(map(repr, CLASS_DECODINGS))}")
+        if not self._class_on():
+            return None
+        if self.decoding not in ("corpus-knn", "hybrid"):
+            raise ConfigError(f"class_decoding={self.class_decoding!r} needs decoding='hybrid' or 'corpus-knn'; "
+                              f"got decoding={self.decoding!r}")
+        if self.class_map is None:
+            raise ConfigError("class decoding needs class_map= (data-set label -> corpus label, e.g. {1: 6, 2: 9} "
+                              "for vangerven); it is never guessed")
+        cmap = check_class_map(self.class_map)
+        if labels is None:
+            labels = labels_of_stimuli(Y, self.labeled_stimuli)
+        labels = np.asarray(labels).ravel()
+        if len(labels) != len(Y):
+            raise DataValidationError(f"labels has {len(labels)} entries for {len(Y)} training rows")
+        try:
+            labels = labels.astype(np.int64)
+        except (TypeError, ValueError):
+            raise DataValidationError(f"labels must be integers; got dtype {labels.dtype}") from None
+        unknown = sorted(set(labels.tolist()) - set(cmap))
+        if unknown:
+            raise ConfigError(f"training labels {unknown} are not in class_map={cmap!r}")
+        return labels
+
     # ------------------------------------------------------------- decoding
-    def _fit_decoding(self, A: np.ndarray, T: np.ndarray, Y: np.ndarray, exclude: np.ndarray | None) -> None:
+    def _fit_decoding(self, A: np.ndarray, T: np.ndarray, Y: np.ndarray, exclude: np.ndarray | None,
+                      labels: np.ndarray | None = None) -> None:
         """Everything the decoding needs, from the training rows only.
 
         ``A`` z-scored training signals, ``T`` the prior's embeddings of the
@@ -367,7 +456,9 @@ class RidgePriorDecoder(BaseDecoder):
         ``pixel_ridge_``. Rows that show the same image fall in the same inner
         fold, so the residuals describe the error on an image not seen in training.
         """
-        for stale in ("corpus_images_", "corpus_embeddings_", "residual_cv_mse_", "blend_cv_mse_"):
+        for stale in ("corpus_images_", "corpus_embeddings_", "residual_cv_mse_", "blend_cv_mse_", "corpus_labels_",
+                      "class_labels_", "class_coef_", "class_intercept_", "class_C_", "class_cv_accuracy_",
+                      "class_centroids_", "class_shrink_", "class_shrink_cv_mse_", "class_C_cv_loss_"):
             self.__dict__.pop(stale, None)  # left by an earlier fit with other options
         rng = np.random.default_rng(self._seed())
         groups = stimulus_groups(Y)
@@ -376,15 +467,64 @@ class RidgePriorDecoder(BaseDecoder):
         self.residuals_ = (T - oof).astype(np.float32)
         if self.decoding in ("corpus-knn", "hybrid"):
             images = getattr(self.prior_, "corpus_images", None)
+            corpus_labels = getattr(self.prior_, "corpus_labels", None)
             if images is None:
-                images, _ = drop_near_duplicates(load_corpus(self.corpus_, self.data_dir).images,
-                                                 exclude if exclude is not None else Y, threshold=self.threshold)
+                corpus = load_corpus(self.corpus_, self.data_dir)
+                images, dropped = drop_near_duplicates(corpus.images, exclude if exclude is not None else Y,
+                                                       threshold=self.threshold)
+                corpus_labels = None if corpus.labels is None else np.delete(corpus.labels, dropped)
             self.corpus_images_ = images
             self.corpus_embeddings_ = self.prior_.encode_images(images)
+            if labels is not None:
+                self._fit_class_code(A, T, labels, folds, corpus_labels)
         self.residual_scale_ = 0.0 if self.decoding == "corpus-knn" else self._choose_scale(oof, Y, groups, rng)
+        self.class_shrink_ = 0.0
+        if labels is not None and self.class_decoding == "knn+prior":
+            self._choose_shrink(oof, Y, groups, rng)
         self.pixel_blend_, self.pixel_ridge_ = 0.0, None
         if self.pixel_blend != 0:
             self._fit_pixel_blend(A, Y, folds, oof, groups, rng)
+        self.__dict__.pop("_oof_proba", None)
+
+    def _fit_class_code(self, A, T, labels, folds, corpus_labels) -> None:
+        """The class code (logistic regression, its out-of-fold probabilities) and the per-class corpus subsets."""
+        if corpus_labels is None:
+            raise ConfigError(f"class decoding needs a labeled corpus; corpus {self.corpus_!r} has no labels")
+        corpus_labels = np.asarray(corpus_labels).astype(np.int64)
+        if len(corpus_labels) != len(self.corpus_images_):
+            raise DataValidationError(f"{len(corpus_labels)} corpus labels for {len(self.corpus_images_)} corpus images")
+        cmap = check_class_map(self.class_map)
+        classes, coef, intercept, C, cv_loss = fit_class_code(A, labels, folds, self.class_C)
+        for c in classes:
+            if not np.any(corpus_labels == cmap[int(c)]):
+                raise ConfigError(f"class_map sends data-set label {int(c)} to corpus label {cmap[int(c)]}, which no "
+                                  f"image of corpus {self.corpus_!r} has")
+        self.corpus_labels_ = corpus_labels
+        self.class_labels_, self.class_coef_, self.class_intercept_, self.class_C_ = classes, coef, intercept, C
+        self.class_C_cv_loss_ = {float(k): v for k, v in cv_loss.items()}
+        self._oof_proba = oof_class_probabilities(A, labels, classes, folds, C if np.isfinite(C) else 1.0)
+        self.class_cv_accuracy_ = float(np.mean(classes[self._oof_proba.argmax(1)] == labels))
+        self.class_centroids_ = np.stack([T[labels == c].mean(axis=0) for c in classes]).astype(np.float32)
+
+    def _class_proba(self, A: np.ndarray) -> np.ndarray:
+        if len(self.class_labels_) == 1:
+            return np.ones((len(A), 1))
+        return class_probabilities(A, self.class_coef_, self.class_intercept_)
+
+    def _choose_shrink(self, oof, Y, groups, rng) -> None:
+        if self.class_shrink != "auto":
+            b = float(self.class_shrink)
+            if not 0 <= b <= 1:
+                raise ConfigError(f"class_shrink={self.class_shrink!r} must be 'auto' or a number in [0, 1]")
+            self.class_shrink_ = b
+            return
+        cap = max(1, int(self.n_samples) // 2)
+        errors = {}
+        for b in SHRINK_GRID:
+            self.class_shrink_ = b
+            errors[b] = float(((self._decode(oof, rng, groups, cap, P=self._oof_proba) - Y) ** 2).mean())
+        self.class_shrink_cv_mse_ = errors
+        self.class_shrink_ = min(errors, key=errors.get)
 
     def _out_of_fold(self, A: np.ndarray, T: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         """Out-of-fold ridge predictions of the training embeddings over ``folds``."""
@@ -422,22 +562,42 @@ class RidgePriorDecoder(BaseDecoder):
             out[i] = self.prior_.decode_embeddings((z[None] + scale * R[pool]).astype(np.float32)).mean(axis=0)
         return out
 
-    def _corpus_knn(self, Z: np.ndarray) -> np.ndarray:
-        """Mean of the ``knn`` guarded corpus images whose embeddings are closest (cosine) to each row of ``Z``."""
+    def _corpus_knn(self, Z: np.ndarray, P: np.ndarray | None = None) -> np.ndarray:
+        """Mean of the ``knn`` guarded corpus images whose embeddings are closest (cosine) to each row of ``Z``.
+
+        With class probabilities ``P`` (n, k): for each class the ``knn`` nearest corpus images of its
+        corpus class, averaged with weights ``P``.
+        """
         Zn = Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
-        sims = Zn.astype(np.float32) @ self.corpus_embeddings_.T
+        if P is None:
+            return self._knn_mean(Zn, self.corpus_embeddings_, self.corpus_images_)
+        cmap = check_class_map(self.class_map)
+        out = np.zeros((len(Z), *self.corpus_images_.shape[1:]), dtype=np.float64)
+        for j, c in enumerate(self.class_labels_):
+            keep = self.corpus_labels_ == cmap[int(c)]
+            out += P[:, j, None, None] * self._knn_mean(Zn, self.corpus_embeddings_[keep], self.corpus_images_[keep])
+        return out.astype(np.float32)
+
+    def _knn_mean(self, Zn: np.ndarray, E: np.ndarray, images: np.ndarray) -> np.ndarray:
+        sims = Zn.astype(np.float32) @ E.T
         k = min(int(self.knn), sims.shape[1])
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        return self.corpus_images_[top].mean(axis=1).astype(np.float32)
+        return images[top].mean(axis=1).astype(np.float32)
 
     def _decode(self, Z: np.ndarray, rng: np.random.Generator, groups: np.ndarray | None = None,
-                cap: int | None = None) -> np.ndarray:
-        """Images (n, 28, 28) from raw ridge-space embeddings ``Z`` by the chosen ``decoding``."""
+                cap: int | None = None, P: np.ndarray | None = None) -> np.ndarray:
+        """Images (n, 28, 28) from raw ridge-space embeddings ``Z`` by the chosen ``decoding``.
+
+        ``P``: class probabilities of the rows (class decoding), else None.
+        """
+        b = getattr(self, "class_shrink_", 0.0) if P is not None else 0.0
+        if b:
+            Z = (1 - b) * Z + b * (P @ self.class_centroids_.astype(np.float64))
         if self.decoding == "corpus-knn":
-            return self._corpus_knn(Z)
+            return self._corpus_knn(Z, P)
         img = self._decode_mean(Z, self.residual_scale_, rng, groups, cap)
         if self.decoding == "hybrid":
-            img = 0.5 * (img + self._corpus_knn(Z))
+            img = 0.5 * (img + self._corpus_knn(Z, P))
         return img
 
     def _choose_scale(self, oof: np.ndarray, Y: np.ndarray, groups: np.ndarray, rng: np.random.Generator) -> float:
@@ -464,7 +624,7 @@ class RidgePriorDecoder(BaseDecoder):
         oof_pix = np.zeros_like(Yf)
         for tr, te in folds:
             oof_pix[te] = Ridge(alpha=float(self.pixel_ridge_.alpha_)).fit(A[tr], Yf[tr]).predict(A[te])
-        img = self._decode(oof, rng, groups).reshape(len(Y), -1)
+        img = self._decode(oof, rng, groups, P=getattr(self, "_oof_proba", None)).reshape(len(Y), -1)
         errors = [float((((1 - w) * img + w * oof_pix - Yf) ** 2).mean()) for w in BLEND_GRID]
         self.blend_cv_mse_ = dict(zip(BLEND_GRID, errors))
         self.pixel_blend_ = BLEND_GRID[int(np.argmin(errors))]
@@ -498,7 +658,8 @@ class RidgePriorDecoder(BaseDecoder):
         X = self._validate_X(X, reset=False)
         A = self.scaler_.transform(X).astype(np.float64)
         Z = np.atleast_2d(self.ridge_.predict(A))
-        img = self._decode(Z, np.random.default_rng(self._seed()))
+        P = self._class_proba(A) if getattr(self, "class_labels_", None) is not None else None
+        img = self._decode(Z, np.random.default_rng(self._seed()), P=P)
         return self._blend(img, A)
 
     # ---------------------------------------------------------- persistence
@@ -544,7 +705,35 @@ def ridge_prior_stacked_factory(seed: int, dataset_name: str, n_train: int, *, f
                                **{"pixel_blend": "auto", **options})
 
 
-_RIDGE_PRIOR_OPTIONS = dict(choices={"decoding": DECODINGS}, ranges={"knn": (1, None), "n_samples": (1, None),
+#: The registered variants that need class labels and a class map (refused on data sets without them).
+CLASS_METHODS = ("ridge-prior-class", "ridge-prior-class-shrink")
+
+
+def ridge_prior_class_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, stimuli=None,
+                              **options: Any) -> RidgePriorDecoder:
+    """``ridge-prior`` with ``class_decoding="knn"``: corpus neighbours per class decoded from the signals.
+
+    The class map is the data set's registered one (:data:`cortexflow.priors.class_decoding.CLASS_MAPS`)
+    unless ``class_map`` is given; a data set with neither is refused.
+    """
+    options = {"class_decoding": "knn", **options}
+    if options.get("class_map") is None:
+        cmap = default_class_map(dataset_name)
+        if cmap is None:
+            raise ConfigError(f"data set {dataset_name!r} has no registered class map (data-set label -> corpus "
+                              f"label); pass class_map= (--set METHOD:class_map=...) or use ridge-prior")
+        options["class_map"] = cmap
+    return ridge_prior_factory(seed, dataset_name, n_train, fast=fast, stimuli=stimuli, **options)
+
+
+def ridge_prior_class_shrink_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False,
+                                     stimuli=None, **options: Any) -> RidgePriorDecoder:
+    """``ridge-prior-class`` with ``class_decoding="knn+prior"`` (embedding pulled toward the class centroid)."""
+    return ridge_prior_class_factory(seed, dataset_name, n_train, fast=fast, stimuli=stimuli,
+                                     **{"class_decoding": "knn+prior", **options})
+
+
+_RIDGE_PRIOR_OPTIONS = dict(choices={"decoding": DECODINGS, "class_decoding": CLASS_DECODINGS}, ranges={"knn": (1, None), "n_samples": (1, None),
                                                                      "threshold": (0, None),
                                                                      "fine_tune_epochs": (0, None)})
 register_method(
@@ -560,5 +749,19 @@ register_method(
     label="ridge-prior-stacked",
     description="ridge-prior averaged with pixel ridge, the weight chosen from 0, 0.25, ..., 1 by the "
                 "training rows' out-of-fold MSE (pixel_blend='auto')",
+    **_RIDGE_PRIOR_OPTIONS,
+)
+register_method(
+    "ridge-prior-class", ridge_prior_class_factory, estimator=RidgePriorDecoder, needs=("prior",), version="1",
+    label="ridge-prior-class", in_all=False,
+    description="ridge-prior whose corpus neighbours are drawn per class, weighted by a logistic-regression "
+                "class code decoded from the signals (needs training labels and the data set's class map)",
+    **_RIDGE_PRIOR_OPTIONS,
+)
+register_method(
+    "ridge-prior-class-shrink", ridge_prior_class_shrink_factory, estimator=RidgePriorDecoder, needs=("prior",),
+    version="1", label="ridge-prior-class-shrink", in_all=False,
+    description="ridge-prior-class whose predicted embedding is also pulled toward the class centroid of the "
+                "training embeddings (weight chosen by the training rows' out-of-fold MSE)",
     **_RIDGE_PRIOR_OPTIONS,
 )
