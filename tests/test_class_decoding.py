@@ -163,3 +163,18 @@ def test_checkpoint_round_trip_keeps_the_class_code(toy, tmp_path):
     back = RidgePriorDecoder.load(tmp_path / "ckpt")
     np.testing.assert_allclose(back.predict(X[30:]), est.predict(X[30:]), atol=1e-6)
     assert back.class_shrink_ == 0.25 and list(back.class_labels_) == [1, 2]
+
+
+def test_knn_weight_given_or_chosen_on_training_rows(toy):
+    X, Y, labels, prior = toy
+    half = _est(prior, class_decoding="off").fit(X[:30], Y[:30])
+    assert half.knn_weight_ == 0.5 and "knn_weight" not in half.report_info_
+    auto = _est(prior, class_decoding="off", knn_weight="auto").fit(X[:30], Y[:30])
+    assert auto.knn_weight_ in (0.25, 0.5, 0.75, 1.0) and set(auto.knn_weight_cv_mse_) == {0.25, 0.5, 0.75, 1.0}
+    assert auto.knn_weight_cv_mse_[auto.knn_weight_] == min(auto.knn_weight_cv_mse_.values())
+    only_knn = _est(prior, class_decoding="off", knn_weight=1.0).fit(X[:30], Y[:30])
+    np.testing.assert_allclose(only_knn.predict(X[30:]),
+                               _est(prior, class_decoding="off", decoding="corpus-knn").fit(X[:30], Y[:30])
+                               .predict(X[30:]), atol=1e-6)
+    with pytest.raises(ConfigError, match="knn_weight"):
+        _est(prior, knn_weight="most").fit(X[:30], Y[:30], labels=labels[:30])

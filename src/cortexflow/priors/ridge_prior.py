@@ -122,6 +122,8 @@ def prior_report_info(prior: FittedPrior) -> dict[str, Any]:
 
 #: Candidate weights of the pixel ridge image for ``pixel_blend="auto"``.
 BLEND_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: Candidate weights of the corpus-neighbour image for ``knn_weight="auto"`` (``"hybrid"`` decoding).
+KNN_WEIGHT_GRID = (0.25, 0.5, 0.75, 1.0)
 #: Candidate weights of the class centroid for ``class_shrink="auto"`` (``class_decoding="knn+prior"``).
 SHRINK_GRID = (0.0, 0.25, 0.5, 0.75)
 DECODINGS = ("hybrid", "prior", "corpus-knn")
@@ -211,6 +213,11 @@ class RidgePriorDecoder(BaseDecoder):
         corpus images).
     knn : int
         Corpus images averaged by ``"corpus-knn"`` and ``"hybrid"``.
+    knn_weight : float or "auto"
+        Weight ``v`` of the corpus-neighbour image in ``"hybrid"`` decoding,
+        ``(1 - v) * prior_image + v * neighbour_image``; 0.5 (default) is the plain
+        mean; ``"auto"`` chooses it from (0.25, 0.5, 0.75, 1) by the pixel MSE of
+        the training rows' out-of-fold images.
     pixel_blend : float or "auto"
         Weight ``w`` of a pixel ridge image (ridge from the same z-scored
         signals to the pixels) averaged with the prior's image:
@@ -312,6 +319,7 @@ class RidgePriorDecoder(BaseDecoder):
         fine_tune_lr: float = 3e-4,
         decoding: str = "hybrid",
         knn: int = 10,
+        knn_weight: float | str = 0.5,
         pixel_blend: float | str = 0.0,
         class_decoding: str = "off",
         class_map: dict | None = None,
@@ -340,6 +348,7 @@ class RidgePriorDecoder(BaseDecoder):
         self.fine_tune_lr = fine_tune_lr
         self.decoding = decoding
         self.knn = knn
+        self.knn_weight = knn_weight
         self.pixel_blend = pixel_blend
         self.class_decoding = class_decoding
         self.class_map = class_map
@@ -382,6 +391,13 @@ class RidgePriorDecoder(BaseDecoder):
             raise DataValidationError(f"Y has shape {Y.shape}; ridge-prior needs 28x28 stimuli (n, 28, 28)")
         alphas = self._alphas()
         check_decoding(self.decoding, self.knn, self.pixel_blend)
+        if self.knn_weight != "auto":
+            try:
+                v = float(self.knn_weight)
+            except (TypeError, ValueError):
+                v = float("nan")
+            if not 0 <= v <= 1:
+                raise ConfigError(f"knn_weight={self.knn_weight!r} must be 'auto' or a number in [0, 1]")
         train_labels = self._training_labels(Y, labels)
         exclude = guard_stimuli(self.stimuli, Y)
         if isinstance(self.prior, FittedPrior):  # handed in by cortexflow.methods.build (no I/O here)
@@ -409,6 +425,8 @@ class RidgePriorDecoder(BaseDecoder):
         self._fit_decoding(A, targets, Y, exclude, train_labels)
         self.report_info_ = {**prior_report_info(prior), "alpha": self.alpha_, "residual_scale": self.residual_scale_,
                              "decoding": self.decoding, "pixel_blend": self.pixel_blend_}
+        if self.knn_weight != 0.5:
+            self.report_info_["knn_weight"] = self.knn_weight_
         if train_labels is not None:
             self.report_info_.update(class_decoding=self.class_decoding, class_C=self.class_C_,
                                      class_cv_accuracy=self.class_cv_accuracy_, class_shrink=self.class_shrink_)
@@ -478,9 +496,11 @@ class RidgePriorDecoder(BaseDecoder):
             if labels is not None:
                 self._fit_class_code(A, T, labels, folds, corpus_labels)
         self.residual_scale_ = 0.0 if self.decoding == "corpus-knn" else self._choose_scale(oof, Y, groups, rng)
+        self.knn_weight_ = 0.5 if self.knn_weight == "auto" else float(self.knn_weight)  # checked below
         self.class_shrink_ = 0.0
         if labels is not None and self.class_decoding == "knn+prior":
             self._choose_shrink(oof, Y, groups, rng)
+        self._choose_knn_weight(oof, Y, groups, rng)
         self.pixel_blend_, self.pixel_ridge_ = 0.0, None
         if self.pixel_blend != 0:
             self._fit_pixel_blend(A, Y, folds, oof, groups, rng)
@@ -505,6 +525,25 @@ class RidgePriorDecoder(BaseDecoder):
         self._oof_proba = oof_class_probabilities(A, labels, classes, folds, C if np.isfinite(C) else 1.0)
         self.class_cv_accuracy_ = float(np.mean(classes[self._oof_proba.argmax(1)] == labels))
         self.class_centroids_ = np.stack([T[labels == c].mean(axis=0) for c in classes]).astype(np.float32)
+
+    def _choose_knn_weight(self, oof, Y, groups, rng) -> None:
+        """``knn_weight_``: given, or chosen on the training rows' out-of-fold images (``"hybrid"`` only)."""
+        self.__dict__.pop("knn_weight_cv_mse_", None)
+        if self.knn_weight != "auto":
+            self.knn_weight_ = float(self.knn_weight)
+            return
+        self.knn_weight_ = 0.5
+        if self.decoding != "hybrid":
+            return
+        P = getattr(self, "_oof_proba", None)
+        b = getattr(self, "class_shrink_", 0.0) if P is not None else 0.0
+        Z = (1 - b) * oof + b * (P @ self.class_centroids_.astype(np.float64)) if b else oof
+        cap = max(1, int(self.n_samples) // 2)
+        prior_img = self._decode_mean(Z, self.residual_scale_, rng, groups, cap)
+        knn_img = self._corpus_knn(Z, P)
+        errors = {v: float((((1 - v) * prior_img + v * knn_img - Y) ** 2).mean()) for v in KNN_WEIGHT_GRID}
+        self.knn_weight_cv_mse_ = errors
+        self.knn_weight_ = min(errors, key=errors.get)
 
     def _class_proba(self, A: np.ndarray) -> np.ndarray:
         if len(self.class_labels_) == 1:
@@ -597,7 +636,9 @@ class RidgePriorDecoder(BaseDecoder):
             return self._corpus_knn(Z, P)
         img = self._decode_mean(Z, self.residual_scale_, rng, groups, cap)
         if self.decoding == "hybrid":
-            img = 0.5 * (img + self._corpus_knn(Z, P))
+            v = getattr(self, "knn_weight_", 0.5)  # absent from checkpoints written before the option existed
+            knn = self._corpus_knn(Z, P)
+            img = 0.5 * (img + knn) if v == 0.5 else (1 - v) * img + v * knn
         return img
 
     def _choose_scale(self, oof: np.ndarray, Y: np.ndarray, groups: np.ndarray, rng: np.random.Generator) -> float:
