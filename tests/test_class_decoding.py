@@ -148,7 +148,7 @@ def test_builder_hands_training_labels_only_and_test_rows_never_reach_training(v
     preds = []
     for d in (vangerven, poisoned):
         est = make_estimator("ridge-prior-class", 0, "vangerven", len(d.X_train), stimuli=scored_stimuli(vangerven),
-                             n_samples=4, residual_grid=[0.0], resolve=False).set_params(prior=prior)
+                             n_samples=4, residual_grid=[0.0], class_C=1.0, resolve=False).set_params(prior=prior)
         assert len(est.labeled_stimuli[1]) == len(vangerven.Y_train)
         preds.append(est.fit(d.X_train, d.Y_train).predict(vangerven.X_test))
     assert np.isnan(poisoned.X_test).all()
