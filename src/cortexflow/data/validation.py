@@ -129,7 +129,7 @@ def validate_signals(
             hint = (f"; it looks transposed: its shape {X.shape} is (n_features, n_rows), so pass its transpose, "
                     f"shape {X.shape[::-1]} (one recording per row)")
         raise DataValidationError(
-            f"{source}: key {key!r} has {X.shape[1]} features per row (shape {X.shape}); expected {n_features}{hint}"
+            f"{source}: key {key!r} has {X.shape[1]} features per row; expected {n_features}{hint}"
         )
     _check_finite(X, source, key)
     X = _to_float32(X, source, key)
