@@ -392,3 +392,20 @@ def test_non_finite_embeddings_name_the_prior_and_the_row():
     with pytest.raises(DataValidationError, match=r"'miyawaki-patterns' prior hold NaN or infinite values in 1 of 4 "
                                                   r"row\(s\) \(first: row 2\)"):
         prior.decode_embeddings(z)
+
+
+# ------------------------------------------------------------------------ a full disk while train writes its checkpoint
+def test_disk_full_while_train_writes_the_checkpoint_is_one_line(tmp_path, monkeypatch):
+    """The checkpoint write of every method (ridge-prior's included) fails with ENOSPC: one line, no checkpoint."""
+    import errno
+
+    import cortexflow.models.checkpoint as checkpoint
+
+    def full(path, data, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", full)
+    out = tmp_path / "out"
+    line = _err_line(CliRunner().invoke(cli, ["train", "--method", "ridge", "--dataset", str(_file(tmp_path)),
+                                              "--out", str(out), "--no-progress"]))
+    assert "No space left on device" in line and "ENOSPC" in line and "disk is full" in line
+    assert not (out / CHECKPOINT_META).exists() and not (out / CHECKPOINT_WEIGHTS).exists()
