@@ -21,7 +21,9 @@ from typing import Iterator
 import click
 import torch
 
-from cortexflow.exceptions import ConfigError, CortexFlowError
+from cortexflow.exceptions import CortexFlowError
+# The one parser of the thread and worker variables lives with the thread policy (re-exported here).
+from cortexflow.training.devices import NUM_THREADS_ENV, WORKERS_ENV, env_int, num_threads_from_env, workers_from_env
 
 __all__ = [
     "parse_sets",
@@ -40,10 +42,6 @@ __all__ = [
 
 #: Environment variable that shows the full traceback of a failed command (like ``--debug``).
 DEBUG_ENV = "CORTEXFLOW_DEBUG"
-#: Intra-op threads of PyTorch (and BLAS) for training and prediction.
-NUM_THREADS_ENV = "CORTEXFLOW_NUM_THREADS"
-#: Parallel benchmark workers.
-WORKERS_ENV = "CORTEXFLOW_WORKERS"
 
 
 def parse_sets(values: tuple[str, ...], *, option: str = "--set") -> dict[str, str]:
@@ -166,37 +164,6 @@ def error_boundary(ctx: click.Context) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------- environment settings
-def env_int(name: str, *, minimum: int = 1, maximum: int | None = None) -> int | None:
-    """The integer value of environment variable ``name``, or None when it is unset or empty.
-
-    Raises
-    ------
-    ConfigError
-        The value is not an integer in ``[minimum, maximum]`` (one line naming the variable).
-    """
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return None
-    allowed = f"an integer >= {minimum}" if maximum is None else f"an integer in {minimum}..{maximum}"
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ConfigError(f"${name}={raw!r} is not an integer; allowed: {allowed} (or unset)") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        raise ConfigError(f"${name}={raw!r} is out of range; allowed: {allowed} (or unset)")
-    return value
-
-
-def num_threads_from_env() -> int | None:
-    """``$CORTEXFLOW_NUM_THREADS``, validated (an integer >= 1), or None when unset."""
-    return env_int(NUM_THREADS_ENV, minimum=1, maximum=4096)
-
-
-def workers_from_env() -> int | None:
-    """``$CORTEXFLOW_WORKERS``, validated (an integer >= 1), or None when unset."""
-    return env_int(WORKERS_ENV, minimum=1, maximum=4096)
-
-
 def apply_num_threads() -> int | None:
     """Set PyTorch's intra-op threads from ``$CORTEXFLOW_NUM_THREADS`` (validated); return the value or None."""
     n = num_threads_from_env()

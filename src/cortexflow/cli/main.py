@@ -23,7 +23,7 @@ from cortexflow.cli.eeg import eeg
 from cortexflow.cli.prior import prior
 from cortexflow.data.eeg.registered import describe_eeg, is_raw_eeg_dataset, load_eeg
 from cortexflow.data.fetch import fetch_dataset
-from cortexflow.data.loading import load_dataset, read_arrays
+from cortexflow.data.loading import load_dataset, read_arrays, select_signal_array
 from cortexflow.data.registry import DATASETS, get_dataset_info
 from cortexflow.data.spec import no_official_split_message
 from cortexflow.data.summary import describe_dataset
@@ -394,23 +394,7 @@ def _read_input(path: Path, key: str | None) -> np.ndarray:
             return np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise DataValidationError(f"{path}: cannot be read as a .npy array ({exc})") from exc
-    arrays = read_arrays(path)
-    if key:
-        if key in arrays:
-            return arrays[key]
-        raise DataValidationError(f"{path}: key {key!r} not found (keys present: {sorted(arrays)}); choose one with --key")
-    folded: dict[str, list[str]] = {}
-    for k in arrays:
-        folded.setdefault(k.lower(), []).append(k)
-    clashes = [names for names in folded.values() if len(names) > 1 and names[0].lower() in {c.lower() for c in _INPUT_KEYS}]
-    if clashes:
-        raise DataValidationError(f"{path}: keys {sorted(clashes[0])} differ only in case; choose one with --key")
-    found = [k for k in _INPUT_KEYS if k in arrays]
-    if len(found) > 1:
-        raise DataValidationError(f"{path}: holds several signal arrays ({', '.join(found)}); choose one with --key")
-    if found:
-        return arrays[found[0]]
-    raise DataValidationError(f"{path}: none of the keys {list(_INPUT_KEYS)} found (keys present: {sorted(arrays)}); choose one with --key")
+    return select_signal_array(read_arrays(path), str(path), key, candidates=_INPUT_KEYS)
 
 
 def _check_input_shape(X: np.ndarray, source: str, n_features: int) -> None:

@@ -20,14 +20,34 @@ from cortexflow.data.readers.nifti import is_nifti_path
 from cortexflow.data.registry import DATASETS, DatasetInfo, did_you_mean
 from cortexflow.data.grids import recover_grid
 from cortexflow.data.spec import is_spec_path, read_spec_data
-from cortexflow.data.validation import check_same_rows, normalize_image_shape, validate_signals, validate_stimuli
+from cortexflow.data.validation import (
+    check_orientation,
+    check_same_rows,
+    normalize_image_shape,
+    validate_signals,
+    validate_stimuli,
+)
 from cortexflow.exceptions import DataValidationError
 
-__all__ = ["BrainDataset", "load_dataset", "read_arrays", "check_data_file", "REQUIRED_KEYS"]
+__all__ = [
+    "BrainDataset",
+    "load_dataset",
+    "read_arrays",
+    "check_data_file",
+    "check_case_variants",
+    "select_signal_array",
+    "REQUIRED_KEYS",
+    "LABEL_KEYS",
+    "SIGNAL_KEYS",
+]
 
 logger = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("fmriTrn", "stimTrn", "fmriTest", "stimTest")
+#: Optional class labels of a dataset file.
+LABEL_KEYS = ("labelTrn", "labelTest")
+#: Keys that may hold the signals of a new recording (``cortexflow reconstruct --input``), in this order.
+SIGNAL_KEYS = ("fmriTest", "X", "fmri", "signals")
 # Fewer training rows than this cannot say whether a feature varies across trials.
 MIN_TRAIN_ROWS = 2
 # What the first bytes of a file say it is.
@@ -174,6 +194,74 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return {k: v for k, v in data.items() if not k.startswith("__")}
 
 
+def check_case_variants(arrays: dict, keys, source: str, *, hint: str = "rename or remove one of them") -> None:
+    """Refuse a file in which one of ``keys`` sits beside a key that differs from it only in case.
+
+    ``FMRITRN`` beside ``fmriTrn`` is ambiguous: reading ``fmriTrn`` would
+    silently ignore the other array.
+
+    Raises
+    ------
+    DataValidationError
+        Naming the file and both keys.
+    """
+    folded: dict[str, list[str]] = {}
+    for k in arrays:
+        folded.setdefault(str(k).lower(), []).append(str(k))
+    for wanted in keys:
+        names = folded.get(wanted.lower(), [])
+        if len(names) > 1:
+            raise DataValidationError(
+                f"{source}: keys {' and '.join(repr(n) for n in sorted(names))} differ only in case, so which one "
+                f"is {wanted!r} is ambiguous; {hint}"
+            )
+
+
+def _case_hint(arrays: dict, missing: list[str]) -> str:
+    """``; found 'FMRITRN' (differs only in case from 'fmriTrn')`` for each missing key present in another case."""
+    found = [f"{k!r} (differs only in case from {m!r})" for m in missing for k in arrays if str(k).lower() == m.lower()]
+    return f"; found {', '.join(found)}: rename it" if found else ""
+
+
+def select_signal_array(arrays: dict, source: str, key: str | None = None, *,
+                        candidates: tuple[str, ...] = SIGNAL_KEYS, option: str = "--key") -> np.ndarray:
+    """The signal array of a file of new recordings: ``key``, or the one candidate key the file holds.
+
+    Parameters
+    ----------
+    arrays : dict of str to ndarray
+        The file's variables (:func:`read_arrays`).
+    source : str
+        The file, named in messages.
+    key : str, optional
+        The variable to read; without it the file must hold exactly one of
+        ``candidates`` (and no key that differs from one only in case).
+    candidates : tuple of str
+    option : str
+        How the user chooses a key (named in messages).
+
+    Raises
+    ------
+    DataValidationError
+        ``key`` is not in the file; several candidates are (ambiguous: the
+        message names them); keys that differ only in case; no candidate.
+    """
+    if key:
+        if key in arrays:
+            return arrays[key]
+        raise DataValidationError(f"{source}: key {key!r} not found (keys present: {sorted(arrays)}); choose one "
+                                  f"with {option}")
+    check_case_variants(arrays, candidates, source, hint=f"choose one with {option}")
+    found = [k for k in candidates if k in arrays]
+    if len(found) > 1:
+        raise DataValidationError(f"{source}: holds several signal arrays ({', '.join(found)}), so which one to read "
+                                  f"is ambiguous; choose one with {option}")
+    if found:
+        return arrays[found[0]]
+    raise DataValidationError(f"{source}: none of the keys {list(candidates)} found (keys present: {sorted(arrays)}); "
+                              f"choose one with {option}")
+
+
 def _labels(arrays: dict, key: str, n: int, source: str) -> np.ndarray | None:
     if key not in arrays:
         return None
@@ -284,12 +372,16 @@ def load_dataset(
         pixel_order = pixel_order or "C"
     source = str(path)
     arrays = read_arrays(path)
+    check_case_variants(arrays, REQUIRED_KEYS + LABEL_KEYS, source)
     missing = [k for k in REQUIRED_KEYS if k not in arrays]
     if missing:
         raise DataValidationError(
             f"{source}: missing key(s) {missing}; a dataset file must hold {list(REQUIRED_KEYS)} "
-            f"(found {sorted(arrays)})"
+            f"(found {sorted(arrays)}){_case_hint(arrays, missing)}"
         )
+    for sig, stim in (("fmriTrn", "stimTrn"), ("fmriTest", "stimTest")):
+        if np.ndim(arrays[stim]) >= 1:  # signals stored (n_features, n_rows): say so, not "wrong feature count"
+            check_orientation(arrays[sig], int(np.shape(arrays[stim])[0]), source=source, key=sig, rows_key=stim)
     X_train = validate_signals(arrays["fmriTrn"], source=source, key="fmriTrn", allow_degenerate=allow_degenerate)
     if len(X_train) < MIN_TRAIN_ROWS:
         raise DataValidationError(

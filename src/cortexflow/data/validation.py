@@ -13,6 +13,7 @@ __all__ = [
     "validate_stimuli",
     "infer_stimulus_scale",
     "check_same_rows",
+    "check_orientation",
     "normalize_image_shape",
     "N_PIXELS",
     "IMAGE_SHAPE",
@@ -104,10 +105,17 @@ def validate_signals(
     Raises
     ------
     DataValidationError
-        Non-numeric data, wrong number of dimensions or columns, NaN/Inf, or a
-        degenerate signal.
+        Non-numeric or boolean data, wrong number of dimensions or columns
+        (an array whose rows match ``n_features`` is named as transposed),
+        NaN/Inf, or a degenerate signal.
     """
     X = _as_numeric(X, source, key)
+    if X.dtype == bool:
+        raise DataValidationError(
+            f"{source}: key {key!r} holds boolean values (dtype bool, shape {X.shape}); brain signals must be "
+            "numbers, one recording per row (convert a mask or spike raster to a number type yourself if that is "
+            "what you mean)"
+        )
     if X.ndim != 2:
         raise DataValidationError(
             f"{source}: key {key!r} has shape {X.shape}; expected 2-D (n_samples, n_features), one row per "
@@ -116,8 +124,12 @@ def validate_signals(
     if X.shape[0] == 0 or X.shape[1] == 0:
         raise DataValidationError(f"{source}: key {key!r} is empty (shape {X.shape})")
     if n_features is not None and X.shape[1] != n_features:
+        hint = ""
+        if X.shape[0] == n_features:
+            hint = (f"; it looks transposed: its shape {X.shape} is (n_features, n_rows), so pass its transpose, "
+                    f"shape {X.shape[::-1]} (one recording per row)")
         raise DataValidationError(
-            f"{source}: key {key!r} has {X.shape[1]} features per row; expected {n_features}"
+            f"{source}: key {key!r} has {X.shape[1]} features per row; expected {n_features}{hint}"
         )
     _check_finite(X, source, key)
     X = _to_float32(X, source, key)
@@ -335,6 +347,31 @@ def infer_stimulus_scale(Y, *, source: str = "<array>", key: str = "Y") -> float
         f"{source}: key {key!r} (dtype {Y.dtype}) has values in [{lo:g}, {hi:g}]; cannot tell which value stands "
         f"for white ({why}); rescale the stimuli to [0, 1] or pass stimulus_scale explicitly"
     )
+
+
+def check_orientation(X, n_rows: int, *, source: str, key: str, rows_key: str) -> None:
+    """Refuse a 2-D signal array that looks transposed: ``n_rows`` columns but not ``n_rows`` rows.
+
+    Parameters
+    ----------
+    X : array-like
+        The signal array as read (before :func:`validate_signals`).
+    n_rows : int
+        The number of rows it must have (the row count of ``rows_key``, its stimuli).
+    source, key, rows_key : str
+        Named in the message (file, signal key, stimulus key).
+
+    Raises
+    ------
+    DataValidationError
+        ``X`` is (n_features, n_rows) instead of (n_rows, n_features).
+    """
+    shape = np.shape(X)
+    if len(shape) == 2 and shape[0] != n_rows and shape[1] == n_rows:
+        raise DataValidationError(
+            f"{source}: key {key!r} has shape {shape} but key {rows_key!r} has {n_rows} rows; it looks transposed "
+            f"(shape (n_features, n_rows)): store its transpose, shape {shape[::-1]}, one recording per row"
+        )
 
 
 def check_same_rows(a: np.ndarray, b: np.ndarray, *, source: str, key_a: str, key_b: str) -> None:

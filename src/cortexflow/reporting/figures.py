@@ -1,7 +1,14 @@
-"""Figures: stimulus/reconstruction grids and metric bar charts (matplotlib, Agg backend)."""
+"""Figures: stimulus/reconstruction grids and metric bar charts (matplotlib, Agg backend).
+
+Every title and label is drawn through :func:`cortexflow.utils.text.plain_label`:
+ANSI escapes and control characters of user-given names (data sets, methods,
+options) are removed, as in the written reports, and a ``$`` is shown as a
+dollar sign instead of starting matplotlib's mathtext.
+"""
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from pathlib import Path
@@ -11,15 +18,64 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.category  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cortexflow.utils.io import atomic_write_bytes  # noqa: E402
+from cortexflow.utils.text import plain_label  # noqa: E402
 
 __all__ = ["reconstruction_grid", "save_image", "bar_chart", "save_figure", "save_stimulus_sheet"]
 
 
+def _clean_text(text) -> None:
+    raw = text.get_text()
+    if raw:
+        clean = plain_label(raw, keep_newlines=True)
+        if clean != raw:
+            text.set_text(clean)
+
+
+def _clean_tick_formatter(axis) -> None:
+    """Clean the text tick labels of ``axis`` (fixed or categorical ones; numeric formatters are left alone)."""
+    formatter = axis.get_major_formatter()
+    fixed = isinstance(formatter, (matplotlib.ticker.FixedFormatter, matplotlib.category.StrCategoryFormatter))
+    if isinstance(formatter, matplotlib.ticker.FuncFormatter):  # what set_ticklabels makes for fixed tick positions
+        func = formatter.func
+        fixed = isinstance(func, functools.partial) and bool(func.args) and isinstance(func.args[0], dict)
+    if fixed and not getattr(formatter, "_cortexflow_clean", False):
+        wrapped = matplotlib.ticker.FuncFormatter(
+            lambda x, pos=None, inner=formatter: plain_label(inner(x, pos), keep_newlines=True))
+        wrapped._cortexflow_clean = True
+        axis.set_major_formatter(wrapped)
+
+
+def _clean_texts(fig) -> None:
+    """Pass the titles, axis labels, text tick labels, annotations and legends of ``fig`` through plain_label."""
+    texts = [t for t in (getattr(fig, "_suptitle", None), getattr(fig, "_supxlabel", None),
+                         getattr(fig, "_supylabel", None)) if t is not None] + list(fig.texts)
+    for ax in fig.axes:
+        texts += [ax.title, getattr(ax, "_left_title", None), getattr(ax, "_right_title", None),
+                  ax.xaxis.label, ax.yaxis.label, *ax.texts]
+        legend = ax.get_legend()
+        if legend is not None:
+            texts += list(legend.get_texts()) + [legend.get_title()]
+        for axis in (ax.xaxis, ax.yaxis):
+            _clean_tick_formatter(axis)
+    for text in texts:
+        if text is not None:
+            _clean_text(text)
+
+
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it."""
+    """Save a matplotlib figure as PNG atomically and close it.
+
+    Every text of the figure (titles, axis labels, text tick labels, annotations, legends) is
+    first passed through :func:`~cortexflow.utils.text.plain_label`, so a
+    figure drawn elsewhere (e.g. the benchmark's metric panel) gets no control
+    characters and no mathtext from a user-given name either.
+    """
+    _clean_texts(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
@@ -96,11 +152,11 @@ def reconstruction_grid(
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
-                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+                ax.set_ylabel(plain_label(label), rotation=0, ha="right", va="center", fontsize=8)
             if r == 0 and column_labels is not None:
-                ax.set_title(str(column_labels[c]), fontsize=7)
+                ax.set_title(plain_label(column_labels[c]), fontsize=7)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(plain_label(title), fontsize=9)
     return save_figure(fig, path)
 
 
@@ -121,15 +177,15 @@ def bar_chart(
     errs = [errors.get(k, 0.0) for k in names]
     ax.bar(x, vals, yerr=errs, capsize=4, color="#4C72B0")
     ax.set_xticks(x)
-    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(ylabel)
+    ax.set_xticklabels([plain_label(k) for k in names], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(plain_label(ylabel))
     if marks:
         top = max(v + e for v, e in zip(vals, errs)) if vals else 0
         for i, k in enumerate(names):
             if marks.get(k):
-                ax.text(i, vals[i] + errs[i] + 0.02 * abs(top), marks[k], ha="center", va="bottom", fontsize=9)
+                ax.text(i, vals[i] + errs[i] + 0.02 * abs(top), plain_label(marks[k]), ha="center", va="bottom", fontsize=9)
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(plain_label(title), fontsize=9)
     return save_figure(fig, path)
 
 

@@ -40,6 +40,11 @@ __all__ = [
     "autocast",
     "make_grad_scaler",
     "available_cores",
+    "NUM_THREADS_ENV",
+    "WORKERS_ENV",
+    "env_int",
+    "num_threads_from_env",
+    "workers_from_env",
     "default_num_threads",
     "configure_threads",
     "set_deterministic",
@@ -48,6 +53,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 AMP_MODES = ("off", "auto", "bf16", "fp16")
+#: Intra-op threads of PyTorch (and BLAS) for training and prediction.
+NUM_THREADS_ENV = "CORTEXFLOW_NUM_THREADS"
+#: Worker processes that share this machine's cores (parallel benchmark workers).
+WORKERS_ENV = "CORTEXFLOW_WORKERS"
+#: Largest value either variable accepts.
+MAX_ENV_COUNT = 4096
 
 
 def resolve_device(device: "str | torch.device | None" = "auto") -> torch.device:
@@ -119,6 +130,41 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def env_int(name: str, *, minimum: int = 1, maximum: int | None = None) -> int | None:
+    """The integer value of environment variable ``name``, or None when it is unset or empty.
+
+    The one parser of CortexFlow's numeric environment variables: the
+    command line (:mod:`cortexflow.cli._common`) and the Python API
+    (:func:`default_num_threads`) both read them through it.
+
+    Raises
+    ------
+    ConfigError
+        The value is not an integer in ``[minimum, maximum]`` (one line naming the variable).
+    """
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return None
+    allowed = f"an integer >= {minimum}" if maximum is None else f"an integer in {minimum}..{maximum}"
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"${name}={raw!r} is not an integer; allowed: {allowed} (or unset)") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ConfigError(f"${name}={raw!r} is out of range; allowed: {allowed} (or unset)")
+    return value
+
+
+def num_threads_from_env() -> int | None:
+    """``$CORTEXFLOW_NUM_THREADS``, validated (an integer in 1..4096), or None when unset."""
+    return env_int(NUM_THREADS_ENV, minimum=1, maximum=MAX_ENV_COUNT)
+
+
+def workers_from_env() -> int | None:
+    """``$CORTEXFLOW_WORKERS``, validated (an integer in 1..4096), or None when unset."""
+    return env_int(WORKERS_ENV, minimum=1, maximum=MAX_ENV_COUNT)
+
+
 def default_num_threads(workers: int | None = None) -> int:
     """The thread policy described in the module docstring.
 
@@ -127,21 +173,21 @@ def default_num_threads(workers: int | None = None) -> int:
     workers : int, optional
         Number of worker processes sharing this machine; read from
         ``CORTEXFLOW_WORKERS`` when not given (1 by default).
+
+    Raises
+    ------
+    ConfigError
+        ``CORTEXFLOW_NUM_THREADS`` or ``CORTEXFLOW_WORKERS`` is set to
+        something other than an integer in 1..4096 (``abc``, ``0``, ``-1``),
+        or ``workers`` is not an integer >= 1.
     """
-    env = os.environ.get("CORTEXFLOW_NUM_THREADS")
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise ConfigError(f"CORTEXFLOW_NUM_THREADS={env!r} is not an integer") from None
-        if n < 1:
-            raise ConfigError(f"CORTEXFLOW_NUM_THREADS={env!r} must be >= 1")
+    n = num_threads_from_env()
+    if n is not None:
         return n
     if workers is None:
-        try:
-            workers = int(os.environ.get("CORTEXFLOW_WORKERS", "1"))
-        except ValueError:
-            workers = 1
+        workers = workers_from_env() or 1
+    elif isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers={workers!r}; allowed: an integer >= 1")
     cores = available_cores()
     if cores <= 2:
         return 1
