@@ -34,7 +34,7 @@ from cortexflow.training.config import CCCV1Config
 from cortexflow.methods.options import options_from_dataclass, options_from_estimator
 from cortexflow.methods.registry import register_method
 from cortexflow.models.ensemble import check_config_options
-from cortexflow.methods.sklearn_notes import FLOAT32, UNDERTRAINED
+from cortexflow.methods.sklearn_notes import UNDERTRAINED
 from cortexflow.training.config import get_config
 
 __all__ = ["EEGDecoder"]
