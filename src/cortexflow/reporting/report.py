@@ -26,6 +26,7 @@ import pandas as pd  # noqa: E402
 
 from cortexflow.reporting.figures import reconstruction_grid, save_figure  # noqa: E402
 from cortexflow.utils.io import atomic_write_text  # noqa: E402
+from cortexflow.utils.text import plain_label, strip_controls
 
 __all__ = ["summary_table", "metric_panel", "write_report", "md_escape", "safe_filename", "strip_controls",
            "csv_cell", "csv_safe", "write_csv", "SPLIT_MEANING",
@@ -125,7 +126,7 @@ def metric_panel(summary: pd.DataFrame, ds: str, split: str, path: str | os.Path
         errs = np.nan_to_num(sub[f"{m}_sd"].to_numpy())
         ax.bar(x, vals, yerr=errs, capsize=3, color=colors)
         ax.set_xticks(x)
-        ax.set_xticklabels(names, rotation=40, ha="right", fontsize=7)
+        ax.set_xticklabels([plain_label(n) for n in names], rotation=40, ha="right", fontsize=7)
         ax.set_title(METRIC_LABELS[m], fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
         top = float(np.nanmax(vals + errs)) if len(vals) else 0.0
@@ -137,8 +138,9 @@ def metric_panel(summary: pd.DataFrame, ds: str, split: str, path: str | os.Path
                 mk = marks.get((n, m), "")
                 if mk:
                     ax.text(i, vals[i] + errs[i] + 0.02 * abs(top), mk, ha="center", va="bottom", fontsize=7)
-    fig.suptitle(f"{ds}, {split} split: mean ± 1 sd over test images"
-                 + (f"; marks: paired Wilcoxon vs {reference}, Holm-adjusted" if reference else ""), fontsize=9)
+    fig.suptitle(plain_label(f"{ds}, {split} split: mean ± 1 sd over test images"
+                             + (f"; marks: paired Wilcoxon vs {reference}, Holm-adjusted" if reference else "")),
+                 fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -155,21 +157,8 @@ def md_escape(text: Any) -> str:
     return _MD_SPECIAL.sub(r"\\\1", strip_controls(text, keep_newlines=False))
 
 
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
-_CONTROL_KEEP_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_CONTROL_ALL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 #: First characters that make a spreadsheet program read a cell as a formula.
 FORMULA_START = ("=", "+", "-", "@")
-
-
-def strip_controls(text: Any, *, keep_newlines: bool = True) -> str:
-    """``text`` without ANSI escape sequences and control characters (newlines and tabs kept if asked).
-
-    >>> strip_controls("a\x1b[31mred\x1b[0m\x07b")
-    'aredb'
-    """
-    t = _ANSI.sub("", str(text))
-    return _CONTROL_KEEP_LINES.sub("", t) if keep_newlines else _CONTROL_ALL.sub(" ", t)
 
 
 def csv_cell(value: Any) -> Any:
