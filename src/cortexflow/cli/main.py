@@ -380,7 +380,6 @@ def evaluate(checkpoint: str, dataset: str, data_dir, out_dir, overwrite: bool, 
 
 
 #: Keys ``reconstruct`` looks for in a .mat/.npz input when --key is not given.
-_INPUT_KEYS = ("fmriTest", "X", "fmri", "signals")
 #: Per-row PNGs that ``reconstruct`` writes by default (every row is always in reconstructions.npy).
 RECONSTRUCT_MAX_PNG = 100
 #: Rows predicted at once by ``reconstruct`` (bounded memory whatever the input size).
@@ -394,7 +393,7 @@ def _read_input(path: Path, key: str | None) -> np.ndarray:
             return np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise DataValidationError(f"{path}: cannot be read as a .npy array ({exc})") from exc
-    return select_signal_array(read_arrays(path), str(path), key, candidates=_INPUT_KEYS)
+    return select_signal_array(read_arrays(path), str(path), key)
 
 
 def _check_input_shape(X: np.ndarray, source: str, n_features: int) -> None:
