@@ -67,6 +67,10 @@ def test_eeg_records_are_benchmark_result_store_records(tmp_path):
         assert [r["stimulus"] for r in rows] == [r["label"] for r in rows]  # the stimulus of a trial is its class
         methods.add(task.method)
     assert methods == {"mean-template", "cccv1-eeg-flatten"}
+    # other readers of the store know these are no image-dataset runs
+    from cortexflow.benchmark.semantic import score_benchmark
+
+    assert score_benchmark(tmp_path / "out", encoder="pixels", progress=False)["runs"] == 0
     # the per-trial table is read back from those records; the folds are the stratified split's
     trials = pd.read_csv(tmp_path / "out" / "results.csv")
     want = list(StratifiedKFold(2, shuffle=True, random_state=0).split(np.zeros(ep.n_epochs), ep.labels))
@@ -119,3 +123,18 @@ def test_a_task_loads_its_recording_where_the_epochs_are_not_in_memory(tmp_path,
     monkeypatch.setattr(eeg_mod, "_EEG_DATA", {})
     with pytest.raises(DataValidationError, match="in memory"):
         run_task(memory)
+
+
+@pytest.mark.slow
+def test_worker_processes_load_the_recording_and_give_the_same_results(tmp_path):
+    from cortexflow.data.eeg import load_eeg
+
+    src = tmp_path / "MW-small.csv"
+    _mw_export(src, _epochs())
+    ep = load_eeg(str(src))
+    kw = dict(source=str(src), load_options={"headset": None, "stimuli": None})
+    here = _run(ep, tmp_path / "here", threads=1, **kw)  # one torch thread in both (float sums depend on it)
+    pool = _run(ep, tmp_path / "pool", jobs=2, threads=1, **kw)
+    assert here["runs_computed"] == 6
+    assert pool["runs_computed"] == 6
+    assert (tmp_path / "pool" / "results.csv").read_text() == (tmp_path / "here" / "results.csv").read_text()
