@@ -132,6 +132,10 @@ def test_task_key_covers_what_determines_a_result(dataset):
         assert dataclasses.replace(t, **change).key != t.key, change
     assert type(t).from_dict(json.loads(json.dumps(t.to_dict()))) == t
     assert "kind" not in t.key_payload()  # the keys of reconstruction tasks stored before task kinds existed hold
+    from cortexflow.exceptions import DataValidationError
+
+    with pytest.raises(DataValidationError, match="unknown task kind 'bogus'; allowed: reconstruction, eeg-cv"):
+        run_task(dataclasses.replace(t, kind="bogus"))
 
 
 def test_stratified_split_runs_in_the_benchmark(tmp_path):

@@ -56,7 +56,7 @@ from cortexflow.models.eeg_estimator import EEG_METHODS, EEGDecoder
 from cortexflow.models.frontends import FRONTENDS
 from cortexflow.reporting.report import write_csv
 from cortexflow.training.config import get_config
-from cortexflow.utils.io import atomic_write_json, atomic_write_text, json_safe
+from cortexflow.utils.io import atomic_write_json, atomic_write_text, file_lock, json_safe
 
 __all__ = [
     "DEFAULT_PREPROCESS",
@@ -606,10 +606,11 @@ def run_eeg_evaluation(
     }
     paths = {"results": out / "results.csv", "fits": out / "fits.csv", "summary": out / "summary.json",
              "table": out / "summary.md"}
-    write_csv(paths["results"], trials)
-    write_csv(paths["fits"], fits)
-    atomic_write_json(paths["summary"], json_safe(payload))
-    atomic_write_text(paths["table"], format_summary_table(summary))
+    with file_lock(out / "runs" / ".report.lock", what="EEG evaluation output folder"):  # as the benchmark's
+        write_csv(paths["results"], trials)
+        write_csv(paths["fits"], fits)
+        atomic_write_json(paths["summary"], json_safe(payload))
+        atomic_write_text(paths["table"], format_summary_table(summary))
     return {**payload, "paths": {k: str(v) for k, v in paths.items()}}
 
 

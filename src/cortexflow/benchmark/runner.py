@@ -93,9 +93,10 @@ class BenchmarkConfig:
     methods : str or list of str
         ``"all"`` or a comma list of registered methods.
     splits : str or list of str
-        ``official``, ``kfold``, ``novel-stimulus`` (comma list).
+        ``official``, ``kfold``, ``novel-stimulus``, ``stratified`` (comma list; ``stratified`` needs
+        the dataset's class labels).
     n_folds : int
-        Folds of ``kfold`` and ``novel-stimulus``.
+        Folds of ``kfold``, ``stratified`` and ``novel-stimulus``.
     seeds : int or list of int
         Number of model seeds (0..seeds-1) or the seeds themselves.
     out : path-like
