@@ -127,9 +127,29 @@ def test_task_key_covers_what_determines_a_result(dataset):
     t = _plan(dataset, "ridge", "kfold", n_folds=3, seeds=1).tasks[0]
     assert t.key == dataclasses.replace(t, data_dir="/elsewhere").key  # where the data lie is not part of it
     for change in [dict(seed=1), dict(fold=1), dict(n_folds=4), dict(split_seed=1), dict(method="mean-image"),
-                   dict(checksum="0" * 64), dict(fast=True), dict(options=(("cv", 3),)), dict(method_version="2")]:
+                   dict(checksum="0" * 64), dict(fast=True), dict(options=(("cv", 3),)), dict(method_version="2"),
+                   dict(kind="eeg-cv")]:
         assert dataclasses.replace(t, **change).key != t.key, change
     assert type(t).from_dict(json.loads(json.dumps(t.to_dict()))) == t
+    assert "kind" not in t.key_payload()  # the keys of reconstruction tasks stored before task kinds existed hold
+    from cortexflow.exceptions import DataValidationError
+
+    with pytest.raises(DataValidationError, match="unknown task kind 'bogus'; allowed: reconstruction, eeg-cv"):
+        run_task(dataclasses.replace(t, kind="bogus"))
+
+
+def test_stratified_split_runs_in_the_benchmark(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.arange(24) % 3
+    Y = rng.uniform(size=(3, 28 * 28)).astype(np.float32)[labels]
+    X = (rng.normal(size=(24, 20)) + labels[:, None]).astype(np.float32)
+    path = tmp_path / "labelled.npz"
+    np.savez(path, fmriTrn=X, stimTrn=Y, fmriTest=X[:3], stimTest=Y[:3], labelTrn=labels + 1, labelTest=labels[:3] + 1)
+    res = _run(str(path), "mean-image", "stratified", n_folds=4, seeds=1, out=tmp_path / "out", report=False)
+    assert res["computed"] == 4
+    df = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert sorted(df["image"]) == list(range(24))  # every training row tested once
+    assert (df.groupby("fold")["stimulus"].apply(lambda s: sorted(np.bincount(s))) .map(tuple) == (2, 2, 2)).all()
 
 
 def test_run_task_is_pure_and_checks_the_checksum(dataset):

@@ -116,7 +116,10 @@ def test_cli_evaluate_on_an_export_writes_strict_json(tmp_path):
     trials = pd.read_csv(out / "results.csv")
     assert len(trials) == 12 * 3 and (out / "summary.md").read_text().startswith("| front-end |")
     assert len(pd.read_csv(out / "fits.csv")) == 4
-    assert sorted(p.name for p in out.iterdir()) == ["fits.csv", "results.csv", "summary.json", "summary.md"]
+    # the four tables, and the per-fit records of the benchmark's result store
+    assert sorted(p.name for p in out.iterdir()) == ["fits.csv", "results.csv", "runs", "summary.json", "summary.md"]
+    assert len(list((out / "runs").glob("*.json"))) == 2 + 4  # the floor of each fold and the 4 fits
+    assert summary["runs_computed"] == 6 and summary["runs_resumed"] == 0
 
 
 def test_cli_evaluate_rejects_bad_options(tmp_path):
@@ -148,7 +151,7 @@ def test_unwritable_output_fails_before_training(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("mine")
     ep = _epochs(n_per_class=3)
-    with pytest.raises(ConfigError, match="cannot write"):
+    with pytest.raises(ConfigError, match="cannot create the output folder"):
         run_eeg_evaluation(ep, class_images(ep.class_names), blocker / "out", frontends=["flatten"], n_folds=3,
                            config=TINY)
     assert blocker.read_text() == "mine"

@@ -73,6 +73,16 @@ def test_benchmark_runs_cccv1_semantic_and_scores_semantic_metrics(tmp_path, mon
     got = df[(df["method"] == "cccv1") & (df["split"] == "official")].sort_values("image")
     np.testing.assert_allclose(got["semantic_cosine"], want["semantic_cosine"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got["semantic_two_way"], want["semantic_two_way"])
+    # the scores live in the benchmark's store, beside each record: scoring again computes nothing
+    assert scored["computed"] == 6 and len(list((out / "runs" / "scores").rglob("*.json"))) == 6
+    text = (out / "semantic_results.csv").read_text()
+    again = score_benchmark(out, encoder="pixels", fast=True, progress=False)
+    assert (again["runs"], again["computed"], again["resumed"]) == (6, 0, 6)
+    assert (out / "semantic_results.csv").read_text() == text
+    victim = ResultStore(out).scores_path(plan.tasks[0], "semantic:pixels:final")
+    victim.write_text(victim.read_text().replace('"semantic_cosine": ', '"semantic_cosine": 1', 1))  # edited
+    third = score_benchmark(out, encoder="pixels", fast=True, progress=False)
+    assert third["computed"] == 1 and (out / "semantic_results.csv").read_text() == text
 
 
 def test_score_benchmark_without_runs_says_so(tmp_path):

@@ -74,3 +74,26 @@ def test_resolve_folds(ds):
     assert k == 4 and "only 4 unique stimuli; using 4 folds" in notes[0]
     with pytest.raises(ConfigError, match="at least 2 unique training stimuli"):
         resolve_folds(ds.Y_train[:3], "novel-stimulus", 2, "toy")
+
+
+def test_stratified_split_is_scikit_learns_stratified_kfold_over_the_labels(ds):
+    from sklearn.model_selection import StratifiedKFold
+
+    from cortexflow.data.splits import SPLIT_KINDS, split_labels
+
+    assert "stratified" in SPLIT_KINDS
+    labeled = SimpleNamespace(**vars(ds), labels_train=np.repeat(np.arange(4), 3))
+    want = list(StratifiedKFold(3, shuffle=True, random_state=2).split(np.zeros(12), labeled.labels_train))
+    for fold, (tr, te) in enumerate(want):
+        train, test = split_indices(labeled, "stratified", fold, 3, seed=2)
+        np.testing.assert_array_equal(train, tr)
+        np.testing.assert_array_equal(test, te)
+        assert np.bincount(labeled.labels_train[test]).tolist() == [1, 1, 1, 1]  # one trial of each class
+    epochs = SimpleNamespace(labels=np.array([0, 1] * 3))  # EEGEpochs carry .labels
+    np.testing.assert_array_equal(split_labels(epochs), epochs.labels)
+    assert len(list(iter_splits(epochs, "stratified", 3, 0))) == 3
+    assert scored_images(labeled, "stratified") is labeled.Y_train
+    with pytest.raises(ConfigError, match="smallest class's trial count \\(3\\)"):
+        split_indices(labeled, "stratified", 0, 4)
+    with pytest.raises(ConfigError, match="needs class labels"):
+        split_indices(ds, "stratified", 0, 3)

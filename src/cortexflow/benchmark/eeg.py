@@ -3,13 +3,20 @@
 Two protocols, both on :class:`~cortexflow.data.eeg.EEGEpochs` whose labels
 index class images (the targets):
 
-* :func:`cross_validate_eeg` (``cortexflow eeg evaluate``): stratified K-fold
-  cross-validation of every front-end and model seed, each fit repeated with
-  the training targets permuted (the shuffled-label control), plus the
-  mean-template floor (every test trial predicted as the mean training
-  target). Per-trial two-way identification, MSE and nearest-template class
-  accuracy; :func:`summarize_eeg_cv` turns them into mean ± sd over seeds
-  and paired tests of the true labels against the control.
+* :func:`cross_validate_eeg` and :func:`run_eeg_evaluation` (``cortexflow eeg
+  evaluate``): stratified K-fold cross-validation (the ``stratified`` split
+  of :mod:`cortexflow.data.splits`) of every front-end and model seed, each
+  fit repeated with the training targets permuted (the shuffled-label
+  control), plus the mean-template floor (every test trial predicted as the
+  mean training target). Each fit is one benchmark
+  :class:`~cortexflow.benchmark.tasks.Task` of kind ``"eeg-cv"``
+  (:func:`plan_eeg_tasks`), run by the benchmark's executors and stored in
+  its :class:`~cortexflow.benchmark.store.ResultStore` (verified records; a
+  rerun into the same folder computes only what is missing), scored by the
+  benchmark's score step (:func:`~cortexflow.benchmark.tasks.score_task`)
+  plus the nearest-template class. :func:`summarize_eeg_cv` turns the stored
+  per-trial rows into mean ± sd over seeds and paired tests (with
+  permutation p-values) of the true labels against the control.
 * :func:`simulated_identification` (``cortexflow eeg simulate``): one
   stratified hold-out split of simulated EEG, the pathway check of ``docs/eeg.md``.
 
@@ -21,6 +28,9 @@ stopping (an inner split of the training trials) and the mean template.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -30,23 +40,35 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import train_test_split
 
+from cortexflow.benchmark.runner import run_tasks
+from cortexflow.benchmark.store import ResultStore, check_output_dir
+from cortexflow.benchmark.tasks import Task, TaskResult, score_task
 from cortexflow.data.eeg import DIGIT_CLASSES, EEGEpochs, EpochPreprocessor, preprocess_epochs, simulate_evoked_eeg
+from cortexflow.data.splits import split_indices
 from cortexflow.data.stimuli import class_images, targets_for_labels
 from cortexflow.evaluation.metrics import mse_per_image, two_way_identification
-from cortexflow.evaluation.stats import holm_bonferroni, paired_test
-from cortexflow.exceptions import ConfigError, DataValidationError
-from cortexflow.models.eeg_estimator import EEGDecoder
+from cortexflow.evaluation.stats import holm_bonferroni, paired_test, sign_flip_pvalue
+from cortexflow.exceptions import ChecksumError, ConfigError, DataValidationError
+from cortexflow.methods.registry import get_method
+from cortexflow.models.eeg_estimator import EEG_METHODS, EEGDecoder
 from cortexflow.models.frontends import FRONTENDS
+from cortexflow.reporting.report import write_csv
 from cortexflow.training.config import get_config
-from cortexflow.utils.io import atomic_write_json, atomic_write_text
-from cortexflow.utils.progress import progress_bar
+from cortexflow.utils.io import atomic_write_json, atomic_write_text, file_lock, json_safe
 
 __all__ = [
     "DEFAULT_PREPROCESS",
     "DEFAULT_SIMULATION",
+    "EEG_TASK_KIND",
+    "MEAN_TEMPLATE",
+    "RESULT_COLUMNS",
     "cross_validate_eeg",
+    "collect_eeg_results",
+    "eeg_checksum",
+    "plan_eeg_tasks",
+    "run_eeg_task",
     "nearest_template",
     "sign_flip_pvalue",
     "simulated_identification",
@@ -67,6 +89,23 @@ DEFAULT_SIMULATION: dict[str, float] = {"evoked_uv": 40.0, "class_spread": 1.0}
 #: Name of the mean-template floor in the results.
 MEAN_TEMPLATE = "mean-template"
 
+#: :attr:`~cortexflow.benchmark.tasks.Task.kind` of one EEG cross-validation fit
+EEG_TASK_KIND = "eeg-cv"
+
+#: Columns of ``results.csv`` (one row per test trial and fit)
+RESULT_COLUMNS = ("frontend", "labels", "seed", "fold", "trial", "event_id", "label", "mse", "two_way", "decoded",
+                  "correct")
+
+#: Columns of ``fits.csv`` (one row per fit)
+FIT_COLUMNS = ("frontend", "labels", "seed", "fold", "n_train", "n_test", "best_epoch", "stopped_epoch", "seconds")
+
+#: ``Task.dataset`` of epochs given in memory (they run in the process that planned them)
+IN_MEMORY = "<in-memory epochs>"
+
+_METHOD_OF = {fe: name for name, fe in EEG_METHODS.items()}  # front-end -> registered method
+_EEG_DATA: dict[str, tuple[EEGEpochs, np.ndarray]] = {}  # checksum -> (epochs, class images), this process
+_FOLD_CACHE: dict[tuple, tuple] = {}  # the last fold's preprocessed trials, this process
+
 
 def nearest_template(pred: np.ndarray, images: np.ndarray) -> np.ndarray:
     """Index of the class image most correlated with each prediction (the decoded class)."""
@@ -75,28 +114,6 @@ def nearest_template(pred: np.ndarray, images: np.ndarray) -> np.ndarray:
     p = (p - p.mean(1, keepdims=True)) / (p.std(1, keepdims=True) + 1e-12)
     q = (q - q.mean(1, keepdims=True)) / (q.std(1, keepdims=True) + 1e-12)
     return (p @ q.T).argmax(1)
-
-
-def sign_flip_pvalue(diff: Sequence[float], *, n_perm: int = 10_000, seed: int = 0) -> float:
-    """Two-sided sign-flip permutation p-value of the mean of paired differences.
-
-    Each permutation flips the sign of every difference at random (the null:
-    the two conditions are exchangeable within a pair); ``p = (1 + #{|mean*|
-    >= |mean|}) / (1 + n_perm)``. NaN for no differences; 1.0 when all are 0.
-    """
-    d = np.asarray(diff, dtype=np.float64)
-    if d.size == 0:
-        return float("nan")
-    obs = abs(d.mean())
-    if obs == 0:
-        return 1.0
-    rng = np.random.default_rng(seed)
-    hits = 0
-    for start in range(0, n_perm, 1000):
-        k = min(1000, n_perm - start)
-        signs = rng.choice((-1.0, 1.0), size=(k, d.size))
-        hits += int((np.abs((signs * d).mean(axis=1)) >= obs - 1e-15).sum())
-    return (1 + hits) / (1 + n_perm)
 
 
 def _check_cv_args(epochs: EEGEpochs, images: np.ndarray, frontends: Sequence[str], n_folds: int,
@@ -131,6 +148,201 @@ def _score(pred: np.ndarray, true: np.ndarray, labels: np.ndarray, images: np.nd
     }
 
 
+def eeg_checksum(epochs: EEGEpochs, images: np.ndarray) -> str:
+    """sha256 of what an EEG evaluation reads: the trials, labels, event ids, sampling rate and class images."""
+    h = hashlib.sha256()
+    for a in (epochs.data, epochs.labels, epochs.event_ids, np.float64(epochs.sfreq), images):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def plan_eeg_tasks(
+    epochs: EEGEpochs,
+    images: np.ndarray,
+    *,
+    frontends: Sequence[str] = ("flatten", "shallow", "eegnet"),
+    n_folds: int = 5,
+    seeds: Sequence[int] = (0, 1, 2),
+    split_seed: int = 0,
+    control: bool = True,
+    preprocess: dict | None = None,
+    config: Any = "auto",
+    config_overrides: dict | None = None,
+    frontend_params: dict | None = None,
+    device: str = "cpu",
+    source: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    load_options: dict | None = None,
+    name: str | None = None,
+) -> list[Task]:
+    """The benchmark tasks of an EEG cross-validation, checked before any work.
+
+    Per fold of the ``stratified`` split: the mean-template floor (method
+    ``"mean-template"``, seed 0, labels ``"none"``), then for each front-end
+    (method ``cccv1-eeg-<front-end>``), seed and condition (option
+    ``labels``: ``"true"``, or ``"shuffled"`` for the control) one fit.
+    Everything that changes a result is in the task (and so in its store
+    key): the data's checksum (:func:`eeg_checksum`), the preprocessing, the
+    configuration and its overrides, the front-end parameters, the device.
+    The epochs are also kept in this process, so the tasks run here without
+    reading the recording again.
+
+    Returns
+    -------
+    list of Task
+        Of kind :data:`EEG_TASK_KIND`, in the order of the rows of ``results.csv``.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    frontends = list(frontends)
+    seeds = [int(s) for s in seeds]
+    _check_cv_args(epochs, images, frontends, n_folds, seeds)
+    overrides = dict(config_overrides or {})
+    get_config(config, n_train=epochs.n_epochs, **overrides)  # bad settings fail before any work
+    split_indices(epochs, "stratified", 0, int(n_folds), int(split_seed))  # and so do bad folds
+    checksum = eeg_checksum(epochs, images)
+    _EEG_DATA[checksum] = (epochs, images)
+    pre_kw = {**DEFAULT_PREPROCESS, **(preprocess or {})}
+    common = {
+        "config": _dumps(config.to_dict() if hasattr(config, "to_dict") else config),
+        "config_overrides": _dumps(overrides),
+        "device": str(device),
+        "frontend_params": _dumps(frontend_params),
+        "load": _dumps(dict(load_options or {})),
+        "preprocess": _dumps(pre_kw),
+    }
+    name = name or str((epochs.metadata or {}).get("name") or (Path(source).name if source else "eeg"))
+    data_dir = str(data_dir) if data_dir is not None else None
+
+    def task(method: str, seed: int, fold: int, labels: str) -> Task:
+        opts = {**common, "labels": labels}
+        version = "1" if method == MEAN_TEMPLATE else get_method(method).version
+        return Task(dataset=source or IN_MEMORY, dataset_name=name, checksum=checksum, method=method,
+                    split="stratified", fold=fold, n_folds=int(n_folds), split_seed=int(split_seed), seed=seed,
+                    options=tuple(sorted(opts.items())), method_version=version, data_dir=data_dir,
+                    kind=EEG_TASK_KIND)
+
+    conditions = ["true", "shuffled"] if control else ["true"]
+    tasks = []
+    for k in range(int(n_folds)):
+        tasks.append(task(MEAN_TEMPLATE, 0, k, "none"))
+        tasks.extend(task(_METHOD_OF[fe], seed, k, cond) for fe in frontends for seed in seeds for cond in conditions)
+    return tasks
+
+
+def _eeg_data(task: Task) -> tuple[EEGEpochs, np.ndarray]:
+    """The epochs and class images of a task (kept per process; loaded from ``task.dataset`` when not here)."""
+    if task.checksum in _EEG_DATA:
+        return _EEG_DATA[task.checksum]
+    if task.dataset == IN_MEMORY:
+        raise DataValidationError(f"task {task.label}: its epochs were given in memory to another process; run "
+                                  "it with jobs=1, or give the recording's source so that workers can load it")
+    from cortexflow.data.eeg import load_eeg  # the registered recordings and MindBigData files
+
+    load = json.loads(dict(task.options)["load"])
+    ep = load_eeg(task.dataset, task.data_dir, device=(load.get("headset") or "").upper() or None)
+    images = np.asarray(class_images(ep.class_names, load.get("stimuli")), dtype=np.float32)
+    got = eeg_checksum(ep, images)
+    if got != task.checksum:
+        raise ChecksumError(f"EEG data {task.dataset!r} has checksum {got[:12]}..., but task {task.label} was "
+                            f"planned for {task.checksum[:12]}...")
+    _EEG_DATA[got] = (ep, images)
+    return ep, images
+
+
+def _fold_data(task: Task, ep: EEGEpochs, preprocess: dict) -> tuple:
+    """Rows and preprocessed trials of the task's fold (the preprocessor fitted on its training trials)."""
+    key = (task.checksum, task.n_folds, task.split_seed, task.fold, _dumps(preprocess))
+    if key not in _FOLD_CACHE:
+        tr, te = split_indices(ep, "stratified", task.fold, task.n_folds, task.split_seed)
+        prep = EpochPreprocessor(ep.sfreq, **preprocess).fit(ep.data[tr])
+        _FOLD_CACHE.clear()  # one fold at a time: the tasks of a fold run one after another
+        _FOLD_CACHE[key] = (tr, te, prep.sfreq_, prep.transform(ep.data[tr]), prep.transform(ep.data[te]))
+    return _FOLD_CACHE[key]
+
+
+def run_eeg_task(task: Task) -> TaskResult:
+    """Run one EEG cross-validation fit (a task of kind :data:`EEG_TASK_KIND`) and score its test trials.
+
+    The preprocessor is fitted on the fold's training trials; the decoder
+    (or the mean-template floor) on their targets (permuted, seeded by seed
+    and fold, for ``labels="shuffled"``). The rows are those of the
+    benchmark's score step (:func:`~cortexflow.benchmark.tasks.score_task`;
+    ``image`` is the trial, ``stimulus`` its class) plus the columns of
+    ``results.csv`` (``frontend``, ``labels``, ``trial``, ``event_id``,
+    ``label``, ``decoded``, ``correct``).
+    """
+    opts = dict(task.options)
+    ep, images = _eeg_data(task)
+    tr, te, sfreq, X_tr, X_te = _fold_data(task, ep, json.loads(opts["preprocess"]))
+    y_tr, y_te = ep.labels[tr], ep.labels[te]
+    true_te = targets_for_labels(y_te, images)
+    info: dict[str, Any] = {"n_train": int(len(tr)), "n_test": int(len(te))}
+    t0, c0 = time.perf_counter(), time.process_time()
+    if task.method == MEAN_TEMPLATE:
+        frontend = MEAN_TEMPLATE
+        pred = np.broadcast_to(targets_for_labels(y_tr, images).mean(axis=0), true_te.shape)
+        t1, c1 = time.perf_counter(), time.process_time()
+    else:
+        frontend = EEG_METHODS[task.method]
+        y_fit = y_tr
+        if opts["labels"] == "shuffled":
+            y_fit = np.random.default_rng([task.seed, task.fold, 10_000]).permutation(y_tr)
+        cfg = get_config(json.loads(opts["config"]), n_train=len(tr), **json.loads(opts["config_overrides"]))
+        dec = EEGDecoder(frontend=frontend, frontend_params=json.loads(opts["frontend_params"]), sfreq=sfreq,
+                         config=cfg, random_state=task.seed, device=opts["device"])
+        dec.fit(X_tr, targets_for_labels(y_fit, images))
+        t1, c1 = time.perf_counter(), time.process_time()
+        pred = dec.predict(X_te)
+        info.update(best_epoch=int(dec.train_result_.best_epoch), stopped_epoch=int(dec.train_result_.stopped_epoch))
+    t2 = time.perf_counter()
+    result = score_task(task, pred, true_te, te, y_te, t1 - t0, t2 - t1)
+    result.fit_cpu_seconds = c1 - c0
+    result.info = info
+    scores = _score(pred, true_te, y_te, images)
+    event_ids = ep.event_ids[te]
+    for i, row in enumerate(result.rows):
+        row.update(frontend=frontend, labels=opts["labels"], trial=int(te[i]), event_id=int(event_ids[i]),
+                   label=int(y_te[i]), decoded=int(scores["decoded"][i]), correct=float(scores["correct"][i]))
+        if not (row["mse"] == float(scores["mse"][i]) and row["two_way"] == float(scores["two_way"][i])):
+            raise DataValidationError(f"task {task.label}: the score step and the EEG scores disagree at trial "
+                                      f"{int(te[i])}")
+    logger.info("fold %d %s seed %d %s labels: two-way %.3f in %.1f s", task.fold, frontend, task.seed,
+                opts["labels"], float(np.mean(scores["two_way"])), t2 - t0)
+    return result
+
+
+def collect_eeg_results(tasks: Sequence[Task], store: ResultStore) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``results.csv`` and ``fits.csv`` of finished EEG tasks, read from the store (in the order of ``tasks``).
+
+    Raises
+    ------
+    DataValidationError
+        A task has no valid record in the store.
+    """
+    trial_rows: list[dict] = []
+    fit_rows: list[dict] = []
+    for t in tasks:
+        if not store.has(t):
+            raise DataValidationError(f"EEG task {t.label} has no valid record in {store.runs}")
+        rec = store.load_record(t)
+        trial_rows.extend(rec["rows"])
+        if t.method != MEAN_TEMPLATE:
+            row = rec["rows"][0]
+            info = rec.get("report_info") or {}
+            fit_rows.append({"frontend": row["frontend"], "labels": row["labels"], "seed": t.seed, "fold": t.fold,
+                             "n_train": info.get("n_train"), "n_test": info.get("n_test"),
+                             "best_epoch": info.get("best_epoch"), "stopped_epoch": info.get("stopped_epoch"),
+                             "seconds": round(float(rec["fit_seconds"]) + float(rec["predict_seconds"]), 3)})
+    trials = pd.DataFrame(trial_rows, columns=list(RESULT_COLUMNS))
+    return trials, pd.DataFrame(fit_rows, columns=list(FIT_COLUMNS))
+
+
 def cross_validate_eeg(
     epochs: EEGEpochs,
     images: np.ndarray,
@@ -146,12 +358,23 @@ def cross_validate_eeg(
     frontend_params: dict | None = None,
     device: str = "cpu",
     progress: bool | None = None,
+    out: str | os.PathLike | None = None,
+    source: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    load_options: dict | None = None,
+    backend: str = "local",
+    jobs: int = 1,
+    threads: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stratified K-fold cross-validation of EEG decoders, with shuffled-label control and mean-template floor.
 
-    The folds (``StratifiedKFold(n_folds, shuffle=True, random_state=split_seed)``)
+    The folds (the ``stratified`` split of :mod:`cortexflow.data.splits`:
+    ``StratifiedKFold(n_folds, shuffle=True, random_state=split_seed)``)
     are the same for every front-end, seed and condition, so every
-    comparison is paired trial by trial. For each fold: the preprocessor is
+    comparison is paired trial by trial. Each fit is one task of
+    :func:`plan_eeg_tasks`, run through the benchmark's executors into a
+    :class:`~cortexflow.benchmark.store.ResultStore` (``out``, or a
+    temporary folder). For each fold: the preprocessor is
     fitted on the training trials; then for each front-end and seed an
     :class:`EEGDecoder` is trained on the true targets and, with
     ``control=True``, another on the training targets permuted (seeded by
@@ -185,6 +408,17 @@ def cross_validate_eeg(
         Passed to :class:`EEGDecoder`.
     progress : bool, optional
         Progress bar over the fits.
+    out : path-like, optional
+        Result store folder (``out/runs``); finished fits found there are not
+        recomputed. None: a temporary folder, removed afterwards.
+    source, data_dir, load_options :
+        How a worker process loads the epochs (``load_eeg(source, data_dir,
+        device=load_options["headset"])``, class images from
+        ``load_options["stimuli"]``); without ``source`` the tasks run in
+        this process only (``jobs=1``).
+    backend, jobs, threads :
+        The executor (:func:`cortexflow.benchmark.executors.make_executor`);
+        ``threads=None`` keeps torch's thread setting.
 
     Returns
     -------
@@ -198,56 +432,17 @@ def cross_validate_eeg(
         One row per fit: ``frontend, labels, seed, fold, n_train, n_test,
         best_epoch, stopped_epoch, seconds``.
     """
-    images = np.asarray(images, dtype=np.float32)
-    frontends = list(frontends)
-    seeds = [int(s) for s in seeds]
-    _check_cv_args(epochs, images, frontends, n_folds, seeds)
-    overrides = dict(config_overrides or {})
-    get_config(config, n_train=epochs.n_epochs, **overrides)  # bad settings fail before any work
-    pre_kw = {**DEFAULT_PREPROCESS, **(preprocess or {})}
-    folds = list(StratifiedKFold(int(n_folds), shuffle=True, random_state=split_seed).split(
-        np.zeros(epochs.n_epochs), epochs.labels))
-    conditions = ["true", "shuffled"] if control else ["true"]
-    n_fits = len(folds) * len(frontends) * len(seeds) * len(conditions)
-    trial_rows: list[pd.DataFrame] = []
-    fit_rows: list[dict] = []
-    bar = progress_bar(total=n_fits, desc="eeg evaluate", unit="fit", progress=progress)
-    try:
-        for k, (tr, te) in enumerate(folds):
-            cfg = get_config(config, n_train=len(tr), **overrides)
-            prep = EpochPreprocessor(epochs.sfreq, **pre_kw).fit(epochs.data[tr])
-            X_tr, X_te = prep.transform(epochs.data[tr]), prep.transform(epochs.data[te])
-            y_tr, y_te = epochs.labels[tr], epochs.labels[te]
-            true_te = targets_for_labels(y_te, images)
-            base = {"fold": k, "trial": te, "event_id": epochs.event_ids[te], "label": y_te}
-            floor = np.broadcast_to(targets_for_labels(y_tr, images).mean(axis=0), true_te.shape)
-            trial_rows.append(pd.DataFrame({"frontend": MEAN_TEMPLATE, "labels": "none", "seed": 0, **base,
-                                            **_score(floor, true_te, y_te, images)}))
-            for fe in frontends:
-                for seed in seeds:
-                    for cond in conditions:
-                        y_fit = y_tr
-                        if cond == "shuffled":
-                            y_fit = np.random.default_rng([seed, k, 10_000]).permutation(y_tr)
-                        t0 = time.perf_counter()
-                        dec = EEGDecoder(frontend=fe, frontend_params=frontend_params, sfreq=prep.sfreq_,
-                                         config=cfg, random_state=seed, device=device)
-                        dec.fit(X_tr, targets_for_labels(y_fit, images))
-                        pred = dec.predict(X_te)
-                        seconds = time.perf_counter() - t0
-                        trial_rows.append(pd.DataFrame({"frontend": fe, "labels": cond, "seed": seed, **base,
-                                                        **_score(pred, true_te, y_te, images)}))
-                        fit_rows.append({"frontend": fe, "labels": cond, "seed": seed, "fold": k,
-                                         "n_train": len(tr), "n_test": len(te),
-                                         "best_epoch": int(dec.train_result_.best_epoch),
-                                         "stopped_epoch": int(dec.train_result_.stopped_epoch),
-                                         "seconds": round(seconds, 3)})
-                        logger.info("fold %d %s seed %d %s labels: two-way %.3f in %.1f s", k, fe, seed, cond,
-                                    float(trial_rows[-1]["two_way"].mean()), seconds)
-                        bar.update(1)
-    finally:
-        bar.close()
-    return pd.concat(trial_rows, ignore_index=True), pd.DataFrame(fit_rows)
+    tasks = plan_eeg_tasks(epochs, images, frontends=frontends, n_folds=n_folds, seeds=seeds,
+                           split_seed=split_seed, control=control, preprocess=preprocess, config=config,
+                           config_overrides=config_overrides, frontend_params=frontend_params, device=device,
+                           source=source, data_dir=data_dir, load_options=load_options)
+    with contextlib.ExitStack() as stack:
+        root = Path(out) if out is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        store = ResultStore(check_output_dir(root))
+        counts = run_tasks(tasks, store, backend=backend, jobs=jobs, threads=threads, progress=progress)
+        logger.info("eeg evaluate: %d fits, %d computed, %d found in %s", counts["total"], counts["computed"],
+                    counts["done_before"], store.root)
+        return collect_eeg_results(tasks, store)
 
 
 def _mean_sd(values: np.ndarray) -> tuple[float, float]:
@@ -344,28 +539,6 @@ def format_summary_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _json_safe(obj: Any) -> Any:
-    """``obj`` with NaN/Inf floats replaced by None (strict JSON has no NaN)."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
-def _check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass  # a unique name: nothing of the user's is touched
-    except OSError as exc:
-        raise ConfigError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
-
-
 def run_eeg_evaluation(
     epochs: EEGEpochs,
     images: np.ndarray,
@@ -382,27 +555,39 @@ def run_eeg_evaluation(
     device: str = "cpu",
     progress: bool | None = None,
     extra: dict | None = None,
+    source: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    load_options: dict | None = None,
+    backend: str = "local",
+    jobs: int = 1,
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """Run :func:`cross_validate_eeg` and write its results into ``out``.
+    """Run :func:`cross_validate_eeg` with its result store in ``out`` and write the tables there.
 
-    Files (each written atomically): ``results.csv`` (one row per test trial
-    and fit), ``fits.csv`` (one row per fit), ``summary.json`` (settings,
-    ``extra`` such as the data set's description and the command,
-    :func:`summarize_eeg_cv`'s table and tests) and ``summary.md`` (the
-    tables). ``out`` is checked for writability before any training.
+    ``out`` is checked (created, writable, nothing in the way) before any
+    training, with the benchmark's :func:`~cortexflow.benchmark.store.check_output_dir`.
+    Every fit is stored in ``out/runs`` as it finishes (the benchmark's
+    record format); run again into the same folder, only the missing fits
+    are computed. Files (each written atomically): ``results.csv`` (one row
+    per test trial and fit) and ``fits.csv`` (one row per fit), both through
+    :func:`cortexflow.reporting.report.write_csv`; ``summary.json``
+    (settings, ``extra`` such as the data set's description and the command,
+    :func:`summarize_eeg_cv`'s table and tests computed from the stored
+    rows, the counts of computed and resumed fits) and ``summary.md`` (the tables).
 
     Returns
     -------
     dict
         The content of ``summary.json`` plus ``paths``.
     """
-    out = Path(out)
-    _check_writable(out)
+    out = check_output_dir(out)
     t0 = time.perf_counter()
-    trials, fits = cross_validate_eeg(
-        epochs, images, frontends=frontends, n_folds=n_folds, seeds=seeds, split_seed=split_seed, control=control,
-        preprocess=preprocess, config=config, config_overrides=config_overrides, device=device, progress=progress,
-    )
+    tasks = plan_eeg_tasks(epochs, images, frontends=frontends, n_folds=n_folds, seeds=seeds, split_seed=split_seed,
+                           control=control, preprocess=preprocess, config=config, config_overrides=config_overrides,
+                           device=device, source=source, data_dir=data_dir, load_options=load_options)
+    store = ResultStore(out)
+    counts = run_tasks(tasks, store, backend=backend, jobs=jobs, threads=threads, progress=progress)
+    trials, fits = collect_eeg_results(tasks, store)
     summary = summarize_eeg_cv(trials)
     payload = {
         "settings": {"frontends": list(frontends), "n_folds": int(n_folds), "seeds": [int(s) for s in seeds],
@@ -413,15 +598,19 @@ def run_eeg_evaluation(
                      "n_epochs": epochs.n_epochs, "class_counts": epochs.class_counts()},
         **(extra or {}),
         **summary,
+        "runs_total": counts["total"],
+        "runs_computed": counts["computed"],
+        "runs_resumed": counts["done_before"],
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "fit_seconds_total": float(fits["seconds"].sum()) if len(fits) else 0.0,
     }
     paths = {"results": out / "results.csv", "fits": out / "fits.csv", "summary": out / "summary.json",
              "table": out / "summary.md"}
-    atomic_write_text(paths["results"], trials.to_csv(index=False))
-    atomic_write_text(paths["fits"], fits.to_csv(index=False))
-    atomic_write_json(paths["summary"], _json_safe(payload))
-    atomic_write_text(paths["table"], format_summary_table(summary))
+    with file_lock(out / "runs" / ".report.lock", what="EEG evaluation output folder"):  # as the benchmark's
+        write_csv(paths["results"], trials)
+        write_csv(paths["fits"], fits)
+        atomic_write_json(paths["summary"], json_safe(payload))
+        atomic_write_text(paths["table"], format_summary_table(summary))
     return {**payload, "paths": {k: str(v) for k, v in paths.items()}}
 
 

@@ -30,7 +30,7 @@ from cortexflow import __version__
 from cortexflow.benchmark.executors import BACKENDS, make_executor
 from cortexflow.benchmark.methods import REFERENCE_METHOD, check_options, get_method, resolve_methods
 from cortexflow.benchmark.store import ResultStore, check_output_dir
-from cortexflow.benchmark.tasks import ID_COLUMNS, METRIC_COLUMNS, Task, load_task_data, stimulus_ids
+from cortexflow.benchmark.tasks import DEFAULT_KIND, ID_COLUMNS, METRIC_COLUMNS, Task, load_task_data, stimulus_ids
 from cortexflow.data.spec import no_official_split_message
 from cortexflow.data.splits import SPLIT_KINDS, iter_splits, resolve_folds, scored_images, scored_slice
 from cortexflow.evaluation.stats import paired_comparisons
@@ -47,6 +47,7 @@ __all__ = [
     "UNITS",
     "build_tasks",
     "execute",
+    "run_tasks",
     "collect_results",
     "grid_data",
     "split_facts",
@@ -92,9 +93,10 @@ class BenchmarkConfig:
     methods : str or list of str
         ``"all"`` or a comma list of registered methods.
     splits : str or list of str
-        ``official``, ``kfold``, ``novel-stimulus`` (comma list).
+        ``official``, ``kfold``, ``novel-stimulus``, ``stratified`` (comma list; ``stratified`` needs
+        the dataset's class labels).
     n_folds : int
-        Folds of ``kfold`` and ``novel-stimulus``.
+        Folds of ``kfold``, ``stratified`` and ``novel-stimulus``.
     seeds : int or list of int
         Number of model seeds (0..seeds-1) or the seeds themselves.
     out : path-like
@@ -318,6 +320,8 @@ def split_facts(plan: BenchmarkPlan, split_seed: int) -> list[str]:
 
 # ------------------------------------------------------------------- run
 def _batched(task: Task) -> bool:
+    if task.kind != DEFAULT_KIND:
+        return False
     spec = get_method(task.method)
     return spec.supports_batched and spec.fit_predict_many is not None and ("mode", "batched") in task.train
 
@@ -331,27 +335,44 @@ def _groups(tasks: Sequence[Task]) -> list[list[Task]]:
 
 def execute(plan: BenchmarkPlan, store: ResultStore, config: BenchmarkConfig,
             progress: bool | None = True) -> dict[str, int]:
-    """Run the plan's unfinished tasks and store each result as it arrives.
-
-    Tasks of methods with a batched hook (in ``batched`` train mode) go to the
-    executor as groups (all folds x seeds of one dataset, split and options);
-    the others one by one. Every unfinished task is locked first; tasks that
-    another benchmark writing into the same folder holds are waited for, not
-    recomputed. After Ctrl-C or an error the results stored so far are kept.
+    """Run the plan's unfinished tasks and store each result as it arrives (:func:`run_tasks`).
 
     Returns
     -------
     dict
         ``{"total": ..., "done_before": ..., "computed": ...}``
     """
-    pending = [t for t in plan.tasks if not store.has(t)]
-    done_before = len(plan.tasks) - len(pending)
+    return run_tasks(plan.tasks, store, backend=config.backend, jobs=config.jobs, threads=config.threads,
+                     backend_options=config.backend_options, progress=progress)
+
+
+def run_tasks(tasks: Sequence[Task], store: ResultStore, *, backend: str = "local", jobs: int = 1,
+              threads: int | None = 1, backend_options: Mapping[str, Any] | None = None,
+              progress: bool | None = True) -> dict[str, int]:
+    """Run the unfinished ``tasks`` with an executor and store each result as it arrives.
+
+    The one execution path of every experiment (``cortexflow benchmark``,
+    ``cortexflow eeg evaluate``): finished tasks (valid records in
+    ``store``) are skipped; tasks of methods with a batched hook (in
+    ``batched`` train mode) go to the executor as groups (all folds x seeds
+    of one dataset, split and options), the others one by one. Every
+    unfinished task is locked first; tasks that another process writing into
+    the same folder holds are waited for, not recomputed. After Ctrl-C or an
+    error the results stored so far are kept.
+
+    Returns
+    -------
+    dict
+        ``{"total": ..., "done_before": ..., "computed": ...}``
+    """
+    pending = [t for t in tasks if not store.has(t)]
+    done_before = len(tasks) - len(pending)
     if done_before:
-        logger.info("%d of %d runs already finished in %s; resuming", done_before, len(plan.tasks), store.root)
+        logger.info("%d of %d runs already finished in %s; resuming", done_before, len(tasks), store.root)
     computed = 0
     try:
-        with make_executor(config.backend, jobs=config.jobs, threads=config.threads, progress=progress,
-                           **dict(config.backend_options)) as executor:
+        with make_executor(backend, jobs=jobs, threads=threads, progress=progress,
+                           **dict(backend_options or {})) as executor:
             todo, elsewhere = store.claim(pending)
             while todo:
                 groups = _groups([t for t in todo if _batched(t)])
@@ -364,7 +385,7 @@ def execute(plan: BenchmarkPlan, store: ResultStore, config: BenchmarkConfig,
                 elsewhere = []
     finally:
         store.release_all()
-    return {"total": len(plan.tasks), "done_before": done_before, "computed": computed}
+    return {"total": len(tasks), "done_before": done_before, "computed": computed}
 
 
 def collect_results(plan: BenchmarkPlan, store: ResultStore) -> pd.DataFrame:

@@ -16,6 +16,13 @@ key, has no rows, holds non-numeric metrics, does not match its content hash
 or whose predictions file does not match its sha256 (``predictions_sha256``)
 or its rows is reported with a warning and its task is recomputed.
 
+Scores computed afterwards from a finished task's stored predictions (for
+example the semantic metrics of :mod:`cortexflow.benchmark.semantic`) are
+kept beside it, in ``OUT/runs/scores/<scorer>/<key>.json``
+(:meth:`ResultStore.save_scores`): extra per-image metric columns tied to the
+record they scored (its ``record_sha256``), content-hashed and validated like
+the records, so scoring again computes only what is missing or changed.
+
 Two benchmarks writing into one folder share the work through per-task lock
 files (``runs/<key>.lock`` holding the owner's pid and start time, created
 with ``O_EXCL``): a task locked by another live process is left to it and
@@ -49,8 +56,8 @@ from cortexflow.utils.io import (
     sha256_json,
 )
 
-__all__ = ["ResultStore", "InvalidRecord", "validate_record", "check_output_dir", "OUTPUT_FILES", "record_key",
-           "RECORD_FORMAT"]
+__all__ = ["ResultStore", "InvalidRecord", "validate_record", "validate_scores", "check_output_dir", "OUTPUT_FILES",
+           "record_key", "RECORD_FORMAT"]
 
 #: Version of the run-record layout (2: keyed by data set name and content, with content hashes).
 RECORD_FORMAT = 2
@@ -104,6 +111,35 @@ def validate_record(rec: Any, key: str) -> list[dict]:
         bad = [f"{m}={row[m]!r}" for m in METRIC_COLUMNS if not _is_number(row[m]) or math.isinf(row[m])]
         if bad:
             raise InvalidRecord(f"row {i} has non-numeric metric values: {', '.join(bad)}")
+    return rows
+
+
+def validate_scores(scores: Any, key: str, scorer: str, record: dict, metrics: Sequence[str]) -> list[dict]:
+    """Check a parsed score file of the run record ``record`` (key ``key``); return its rows.
+
+    Raises
+    ------
+    InvalidRecord
+        With the reason (another key or scorer, scores of another version of
+        the record, a content hash that does not match, rows that do not match
+        the record's or hold non-numeric values of ``metrics``).
+    """
+    if not isinstance(scores, dict):
+        raise InvalidRecord(f"expected a JSON object, found a {type(scores).__name__}")
+    if scores.get("key") != key or scores.get("scorer") != scorer:
+        raise InvalidRecord(f"it scores {scores.get('key')!r} with {scores.get('scorer')!r}, not {key!r} with {scorer!r}")
+    if scores.get("record_sha256") != record.get("record_sha256"):
+        raise InvalidRecord("it was computed from another version of the run record")
+    if scores.get("scores_sha256") != sha256_json({k: v for k, v in scores.items() if k != "scores_sha256"}):
+        raise InvalidRecord("its content does not match its sha256 (edited by hand or damaged)")
+    rows = scores.get("rows")
+    if not isinstance(rows, list) or len(rows) != len(record.get("rows", [])):
+        raise InvalidRecord(f"it holds {len(rows) if isinstance(rows, list) else 'no'} rows; the record has "
+                            f"{len(record.get('rows', []))}")
+    for i, row in enumerate(rows):
+        bad = [m for m in metrics if not isinstance(row, dict) or not _is_number(row.get(m)) or math.isinf(row[m])]
+        if bad:
+            raise InvalidRecord(f"row {i} lacks numeric values of {', '.join(bad)}")
     return rows
 
 
@@ -257,6 +293,34 @@ class ResultStore:
         self._valid.add(key)
         self.release(task)
         return path
+
+    # ------------------------------------------------------------ scores
+    def scores_path(self, task: Task, scorer: str) -> Path:
+        """Path of the scores ``scorer`` computed from a task's stored predictions."""
+        name = "".join(c if c.isalnum() or c in "._-" else "_" for c in scorer)
+        return self.runs / "scores" / name / f"{record_key(task)}.json"
+
+    def load_scores(self, task: Task, scorer: str, metrics: Sequence[str]) -> list[dict] | None:
+        """The rows of valid scores of a finished task, or None (none yet, or invalid: reported, to recompute)."""
+        path = self.scores_path(task, scorer)
+        if not path.exists():
+            return None
+        try:
+            return validate_scores(json.loads(path.read_text()), record_key(task), scorer, self.load_record(task),
+                                   metrics)
+        except (OSError, ValueError) as exc:  # JSONDecodeError, InvalidRecord
+            logger.warning("invalid scores %s (%s); they will be recomputed", path, exc)
+            return None
+
+    def save_scores(self, task: Task, scorer: str, rows: list[dict]) -> Path:
+        """Write the per-image ``rows`` that ``scorer`` computed from a finished task's predictions (atomically)."""
+        payload = json_roundtrip({"key": record_key(task), "scorer": scorer,
+                                  "record_sha256": self.load_record(task).get("record_sha256"), "rows": rows,
+                                  "cortexflow_version": __version__})
+        payload["scores_sha256"] = sha256_json(payload)
+        path = self.scores_path(task, scorer)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write_json(path, payload)
 
     # ------------------------------------------------------------ locks
     def lock_owner(self, task: Task) -> int | None:

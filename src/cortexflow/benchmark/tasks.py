@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import json
 import logging
 import time
@@ -40,12 +41,20 @@ __all__ = [
     "stimulus_ids",
     "all_stimuli",
     "run_task",
+    "TASK_KINDS",
+    "register_task_kind",
     "run_group",
     "score_task",
     "report_info",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: the kind of task of ``cortexflow benchmark`` (see :attr:`Task.kind`)
+DEFAULT_KIND = "reconstruction"
+
+#: other task kinds: name -> "module:function" running one task (imported on first use, in any process)
+TASK_KINDS: dict[str, str] = {"eeg-cv": "cortexflow.benchmark.eeg:run_eeg_task"}
 
 #: bump when a change of the protocol (splits, metrics, row layout) changes results
 PROTOCOL_VERSION = "1"
@@ -88,6 +97,11 @@ class Task:
         when not empty.
     data_dir : str, optional
         Data folder; not part of the key.
+    kind : str
+        What :func:`run_task` runs: ``"reconstruction"`` (a method fitted on
+        a dataset's rows) or a kind registered with :func:`register_task_kind`
+        (``"eeg-cv"``: :mod:`cortexflow.benchmark.eeg`). Part of the key when
+        not ``"reconstruction"``.
     """
 
     dataset: str
@@ -104,6 +118,7 @@ class Task:
     method_version: str = "1"
     train: tuple = ()
     data_dir: str | None = None
+    kind: str = "reconstruction"
 
     def key_payload(self) -> dict[str, Any]:
         """Everything that determines the result of this task."""
@@ -119,7 +134,8 @@ class Task:
             "split_seed": self.split_seed,
             "fold": self.fold,
             "seed": self.seed,
-        } | ({"train": [list(kv) for kv in self.train]} if self.train else {})
+        } | ({"train": [list(kv) for kv in self.train]} if self.train else {}) | (
+            {"kind": self.kind} if self.kind != DEFAULT_KIND else {})
 
     @property
     def key(self) -> str:
@@ -248,8 +264,29 @@ def report_info(estimator: Any, task: Task) -> dict:
         raise DataValidationError(f"method {task.method!r}: report_info_ is not JSON-serialisable: {exc}") from exc
 
 
+def register_task_kind(name: str, target: str) -> None:
+    """Register a task kind: ``target`` is ``"module:function"``, a function of one :class:`Task` -> :class:`TaskResult`.
+
+    The module is imported where the task runs (a worker process imports it
+    itself), so the function must be importable by name.
+    """
+    if not isinstance(target, str) or ":" not in target:
+        raise ValueError(f"task kind {name!r}: target {target!r} must be 'module:function'")
+    TASK_KINDS[str(name)] = target
+
+
+def _kind_runner(kind: str):
+    try:
+        module, _, func = TASK_KINDS[kind].partition(":")
+    except KeyError:
+        raise DataValidationError(f"unknown task kind {kind!r}; allowed: {', '.join([DEFAULT_KIND, *TASK_KINDS])}") from None
+    return getattr(importlib.import_module(module), func)
+
+
 def run_task(task: Task) -> TaskResult:
     """Fit the task's method on its training rows and score its test rows.
+
+    Tasks of another :attr:`Task.kind` go to the function registered for it.
 
     A pure function of ``task`` (besides reading the dataset file): it can run
     in any process or on any machine that can load the dataset.
@@ -259,6 +296,8 @@ def run_task(task: Task) -> TaskResult:
     ChecksumError
         The dataset found does not have the task's checksum.
     """
+    if task.kind != DEFAULT_KIND:
+        return _kind_runner(task.kind)(task)
     ds = load_task_data(task.dataset, task.data_dir)
     check_checksum(task, ds)
     X_tr, Y_tr, X_te, Y_te, test_index, stim = task_rows(ds, task)

@@ -224,7 +224,7 @@ def _set_threads(threads: int) -> None:
 @click.option("--device", default="cpu", show_default=True, help="Torch device of training ('cpu', 'cuda', ...).")
 @click.option("--threads", default=1, show_default=True, type=int, help="Torch threads (0: torch's default).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder for results.csv, fits.csv, summary.json and summary.md.")
+              help="Folder for results.csv, fits.csv, summary.json, summary.md and the per-fit records (runs/).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def evaluate_cmd(source, data_dir, headset, frontends, folds, seeds, split_seed, no_control, l_freq, h_freq, notch,
                  new_sfreq, crop_s, no_normalize, stimuli, config, sets, device, threads, out_dir,
@@ -234,7 +234,9 @@ def evaluate_cmd(source, data_dir, headset, frontends, folds, seeds, split_seed,
     Stratified K-fold over the trials; targets are the class images; each
     front-end and seed is trained on the true and on permuted training
     targets; preprocessing is per trial and fitted on training trials only.
-    Prints the table; writes results.csv, fits.csv, summary.json, summary.md.
+    Every fit is a benchmark task stored in OUT/runs (run again into the same
+    folder, only missing fits are computed). Prints the table; writes
+    results.csv, fits.csv, summary.json, summary.md.
     """
     names = _frontend_list(frontends)
     _set_threads(threads)
@@ -249,9 +251,13 @@ def evaluate_cmd(source, data_dir, headset, frontends, folds, seeds, split_seed,
         ep, images, out_dir, frontends=names, n_folds=folds, seeds=list(range(seeds)), split_seed=split_seed,
         control=not no_control, preprocess=preprocess, config=config, config_overrides=parse_sets(sets),
         device=device, progress=False if no_progress else None, extra={"dataset": describe_eeg(ep), "command": command},
+        source=str(source), data_dir=data_dir, load_options={"headset": headset, "stimuli": stimuli},
     )
     click.echo(format_summary_table(res))
     click.echo(f"{len(names) * folds * seeds * (1 if no_control else 2)} fits in {res['wall_seconds']:.0f} s")
+    if res["runs_resumed"]:
+        click.echo(f"{res['runs_resumed']} of {res['runs_total']} runs (fits and floors) were found in {out_dir}/runs "
+                   "and not recomputed")
     for k, v in res["paths"].items():
         click.echo(f"{k:<8} {v}")
 

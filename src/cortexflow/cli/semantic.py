@@ -57,9 +57,15 @@ def embed_cmd(dataset: str, encoder: str, data_dir, cache_dir) -> None:
 @click.option("--no-progress", is_flag=True)
 def score_cmd(out: str, encoder: str, layer: str, reference: str, unit: str, fast: bool, cache_dir,
               no_progress: bool) -> None:
-    """Add semantic metrics (two-way identification and centred cosine in ENCODER space) to a finished benchmark OUT."""
+    """Add semantic metrics (two-way identification and centred cosine in ENCODER space) to a finished benchmark OUT.
+
+    The per-image scores of each run are stored beside its record (OUT/runs/scores/); scoring again computes only
+    new or changed runs.
+    """
     res = score_benchmark(out, encoder=encoder, layer=layer, cache_dir=cache_dir, reference=reference, unit=unit,
                           fast=fast, progress=False if no_progress else None)
     click.echo(f"scored {res['runs']} runs")
+    if res["resumed"]:
+        click.echo(f"{res['resumed']} of them were scored before (stored in {out}/runs/scores) and not recomputed")
     for k, p in res["paths"].items():
         click.echo(f"{k}: {p}")

@@ -1,4 +1,4 @@
-"""Train/test splits: official, seeded K-fold, and novel-stimulus group K-fold.
+"""Train/test splits: official, seeded K-fold, stratified K-fold, and novel-stimulus group K-fold.
 
 One function, :func:`split_indices`, gives the rows of one fold of any split
 kind; :func:`iter_splits` gives every fold, :func:`split_data` the arrays and
@@ -10,9 +10,14 @@ folds before any work starts.
 - ``kfold``: seeded, shuffled K-fold over the official training rows.
 - ``novel-stimulus``: group K-fold over the official training rows in which
   no test image (by content) appears among the fold's training images.
+- ``stratified``: seeded, shuffled K-fold over the official training rows
+  that keeps each class's share in every fold (scikit-learn's
+  ``StratifiedKFold(n_folds, shuffle=True, random_state=seed)``) over the
+  rows' class labels: a dataset's ``labels_train``, or the ``labels`` of
+  :class:`~cortexflow.data.eeg.EEGEpochs` (``cortexflow eeg evaluate``).
 
-For ``kfold`` and ``novel-stimulus`` test indices point into the official
-*training* rows.
+For ``kfold``, ``stratified`` and ``novel-stimulus`` test indices point into
+the official *training* rows.
 
 >>> import numpy as np
 >>> images = np.repeat(np.eye(4, dtype=np.float32)[:, None, :].repeat(4, axis=1), 2, axis=0)
@@ -29,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
-from sklearn.model_selection import GroupKFold, KFold
+from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
 
 from cortexflow.exceptions import ConfigError
 
@@ -40,6 +45,8 @@ __all__ = [
     "count_seen",
     "kfold_splits",
     "novel_stimulus_splits",
+    "stratified_splits",
+    "split_labels",
     "inner_validation_split",
     "split_indices",
     "iter_splits",
@@ -49,7 +56,7 @@ __all__ = [
     "scored_slice",
 ]
 
-SPLIT_KINDS = ("official", "kfold", "novel-stimulus")
+SPLIT_KINDS = ("official", "kfold", "novel-stimulus", "stratified")
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +116,35 @@ def novel_stimulus_splits(images: np.ndarray, n_splits: int = 10, seed: int = 0)
         yield Split("novel-stimulus", fold, tr, te)
 
 
+def split_labels(data: Any) -> np.ndarray:
+    """Class label of every row the ``stratified`` split divides (``labels`` of epochs, ``labels_train`` of a dataset).
+
+    Raises
+    ------
+    ConfigError
+        ``data`` carries no class labels.
+    """
+    for attr in ("labels", "labels_train"):
+        labels = getattr(data, attr, None)
+        if labels is not None:
+            return np.asarray(labels)
+    raise ConfigError(f"the stratified split needs class labels; {getattr(data, 'name', type(data).__name__)} "
+                      "has none (no labels or labels_train)")
+
+
+def stratified_splits(labels: np.ndarray, n_splits: int = 5, seed: int = 0) -> Iterator[Split]:
+    """Seeded, shuffled stratified K-fold over rows with class ``labels`` (each class split over the folds)."""
+    labels = np.asarray(labels)
+    counts = np.unique(labels, return_counts=True)[1]
+    smallest = int(counts.min()) if len(counts) else 0
+    if not 2 <= int(n_splits) <= smallest:
+        raise ConfigError(f"--folds {n_splits}: stratified folds need 2 <= folds <= the smallest class's trial "
+                          f"count ({smallest})")
+    skf = StratifiedKFold(int(n_splits), shuffle=True, random_state=seed)
+    for fold, (tr, te) in enumerate(skf.split(np.zeros(len(labels)), labels)):
+        yield Split("stratified", fold, tr, te)
+
+
 def _group_kfold_splits(groups: np.ndarray, n_splits: int, seed: int) -> Iterator[Split]:
     """``kfold`` of a data set whose trials carry a run/session group: no group is split across train and test."""
     n_groups = len(np.unique(groups))
@@ -152,9 +188,9 @@ def iter_splits(data: Any, kind: str, n_folds: int = 10, seed: int = 0) -> Itera
     data : Dataset or ndarray
         A dataset (with ``Y_train`` and ``Y_test``), or the official training
         images (n, H, W) or (n, H, W, C) for ``kfold`` and ``novel-stimulus``.
-    kind : {"official", "kfold", "novel-stimulus"}
+    kind : {"official", "kfold", "novel-stimulus", "stratified"}
     n_folds : int
-        Folds of ``kfold`` and ``novel-stimulus`` (ignored by ``official``).
+        Folds of ``kfold``, ``stratified`` and ``novel-stimulus`` (ignored by ``official``).
     seed : int
         Seed of the fold assignment.
 
@@ -176,6 +212,8 @@ def iter_splits(data: Any, kind: str, n_folds: int = 10, seed: int = 0) -> Itera
             yield from _group_kfold_splits(np.asarray(groups), n_folds, seed)
             return
         yield from kfold_splits(len(_train_images(data)), n_folds, seed)
+    elif kind == "stratified":
+        yield from stratified_splits(split_labels(data), n_folds, seed)
     else:
         yield from novel_stimulus_splits(_train_images(data), n_folds, seed)
 
@@ -247,7 +285,7 @@ def resolve_folds(train_images: np.ndarray, kind: str, n_folds: int, name: str =
     n_train = len(train_images)
     if kind == "official":
         return 0, []
-    if kind == "kfold":
+    if kind in ("kfold", "stratified"):  # stratified: the class counts are checked by iter_splits
         if not 2 <= n_folds <= n_train:
             raise ConfigError(f"--folds {n_folds} must lie between 2 and the {n_train} training rows of {name}")
         return n_folds, []

@@ -46,6 +46,7 @@ from scipy import stats as sps
 from cortexflow.exceptions import ConfigError
 
 __all__ = [
+    "sign_flip_pvalue",
     "holm_bonferroni",
     "cohens_dz",
     "bootstrap_ci",
@@ -84,6 +85,31 @@ def holm_bonferroni(pvalues: Sequence[float]) -> np.ndarray:
         running = max(running, min(1.0, (m - rank) * p[i]))
         out[i] = running
     return out
+
+
+def sign_flip_pvalue(diff: Sequence[float], *, n_perm: int = 10_000, seed: int = 0) -> float:
+    """Two-sided sign-flip permutation p-value of the mean of paired differences.
+
+    Each permutation flips the sign of every difference at random (the null:
+    the two conditions are exchangeable within a pair); ``p = (1 + #{|mean*|
+    >= |mean|}) / (1 + n_perm)``. NaN for no differences; 1.0 when all are 0.
+
+    >>> sign_flip_pvalue([0.0, 0.0])
+    1.0
+    """
+    d = np.asarray(diff, dtype=np.float64)
+    if d.size == 0:
+        return float("nan")
+    obs = abs(d.mean())
+    if obs == 0:
+        return 1.0
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, n_perm, 1000):
+        k = min(1000, n_perm - start)
+        signs = rng.choice((-1.0, 1.0), size=(k, d.size))
+        hits += int((np.abs((signs * d).mean(axis=1)) >= obs - 1e-15).sum())
+    return (1 + hits) / (1 + n_perm)
 
 
 def cohens_dz(diff: Sequence[float]) -> float:
