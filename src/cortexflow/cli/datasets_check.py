@@ -49,7 +49,8 @@ def check_facts(ds: BrainDataset) -> dict[str, Any]:
     info["groups"] = int(len(np.unique(groups))) if groups is not None else None
     arrays = (ds.X_train, ds.Y_train, ds.X_test, ds.Y_test)
     info["memory_mb"] = round(sum(a.nbytes for a in arrays) / 2**20, 2)
-    info["splits"] = list(SPLIT_KINDS) if len(ds.Y_test) else [k for k in SPLIT_KINDS if k != "official"]
+    kinds = [k for k in SPLIT_KINDS if k != "stratified" or getattr(ds, "labels_train", None) is not None]
+    info["splits"] = kinds if len(ds.Y_test) else [k for k in kinds if k != "official"]
     md = ds.metadata
     for k in ("spec", "has_official_split", "color"):
         if k in md:
