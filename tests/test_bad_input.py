@@ -174,7 +174,7 @@ def test_directory_passed_as_data_file(tmp_path):
 def test_empty_dataset_name(tmp_path):
     with pytest.raises(DataValidationError, match="empty dataset name"):
         load_dataset("")
-    res = CliRunner().invoke(cli, ["train", "--dataset", "", "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(cli, ["train", "--method", "cccv1", "--dataset", "", "--out", str(tmp_path / "o")])
     assert "empty dataset name" in _err_line(res)
 
 
@@ -215,7 +215,7 @@ def test_unknown_dataset_names_get_a_suggestion(typo, suggestion):
 
 def test_failed_train_leaves_no_empty_output_folder(tmp_path):
     out = tmp_path / "runs" / "new"
-    line = _err_line(CliRunner().invoke(cli, ["train", "--dataset", "vangervn", "--out", str(out)]))
+    line = _err_line(CliRunner().invoke(cli, ["train", "--method", "cccv1", "--dataset", "vangervn", "--out", str(out)]))
     assert "did you mean vangerven?" in line
     assert not (tmp_path / "runs").exists()
 
@@ -256,7 +256,7 @@ def test_bad_settings_are_refused_before_any_work(setting, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
         get_config("small").replace(**{key: value})
     out = tmp_path / "o"
-    line = _err_line(CliRunner().invoke(cli, ["train", "--dataset", "no-such-file.mat", "--out", str(out),
+    line = _err_line(CliRunner().invoke(cli, ["train", "--method", "cccv1", "--dataset", "no-such-file.mat", "--out", str(out),
                                               "--set", setting]))
     # refused before the data or the folder were touched, naming the setting
     assert key in line and ("CCCV1Config" in line or "option" in line) and not out.exists()
@@ -272,7 +272,7 @@ def test_config_types_are_checked_in_python():
 
 @pytest.mark.parametrize("seed", ["-1", "2147483648", "abc"])
 def test_train_seed_out_of_range_is_a_usage_error(seed, tmp_path):
-    res = CliRunner().invoke(cli, ["train", "--dataset", "vangerven", "--seed", seed, "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(cli, ["train", "--method", "cccv1", "--dataset", "vangerven", "--seed", seed, "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "--seed" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "o").exists()
 
@@ -326,7 +326,7 @@ def test_train_refuses_a_foreign_non_empty_folder(user_file, tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("my notes")
-    args = ["train", "--dataset", str(user_file), "--out", str(out), "--device", "cpu", "--no-progress", *TINY]
+    args = ["train", "--method", "cccv1", "--dataset", str(user_file), "--out", str(out), "--device", "cpu", "--no-progress", *TINY]
     assert "not written by `cortexflow train`" in _err_line(CliRunner().invoke(cli, args))
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     res = CliRunner().invoke(cli, [*args, "--overwrite"])
@@ -339,7 +339,7 @@ def test_train_refuses_a_foreign_non_empty_folder(user_file, tmp_path):
 
 def test_train_never_deletes_a_users_file_in_the_checkpoint_folder(user_file, tmp_path):
     out = tmp_path / "run"
-    args = ["train", "--dataset", str(user_file), "--out", str(out), "--device", "cpu", "--no-progress", *TINY]
+    args = ["train", "--method", "cccv1", "--dataset", str(user_file), "--out", str(out), "--device", "cpu", "--no-progress", *TINY]
     assert CliRunner().invoke(cli, args).exit_code == 0
     (out / "checkpoint" / "README.txt").write_text("keep me")
     for extra in ([], ["--overwrite"]):
@@ -350,7 +350,7 @@ def test_train_never_deletes_a_users_file_in_the_checkpoint_folder(user_file, tm
 
 def test_output_files_have_consistent_permissions(user_file, tmp_path):
     out = tmp_path / "run"
-    res = CliRunner().invoke(cli, ["train", "--dataset", str(user_file), "--out", str(out), "--device", "cpu",
+    res = CliRunner().invoke(cli, ["train", "--method", "cccv1", "--dataset", str(user_file), "--out", str(out), "--device", "cpu",
                                    "--no-progress", *TINY])
     assert res.exit_code == 0, res.output
     umask = _umask()
@@ -362,21 +362,21 @@ def test_output_files_have_consistent_permissions(user_file, tmp_path):
 def test_unwritable_output_fails_before_any_work(user_file, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    res = CliRunner().invoke(cli, ["train", "--dataset", str(user_file), "--out", str(blocker / "run"), *TINY])
+    res = CliRunner().invoke(cli, ["train", "--method", "cccv1", "--dataset", str(user_file), "--out", str(blocker / "run"), *TINY])
     assert "is not writable" in _err_line(res)
-    res = CliRunner().invoke(cli, ["train", "--dataset", str(user_file), "--out", str(blocker), *TINY])
+    res = CliRunner().invoke(cli, ["train", "--method", "cccv1", "--dataset", str(user_file), "--out", str(blocker), *TINY])
     assert res.exit_code == 2 and "is a file" in res.output  # click's own check of --out
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs a non-root POSIX user (root writes anywhere)")
-@pytest.mark.parametrize("command", ["train", "reconstruct", "evaluate"])
+@pytest.mark.parametrize("command", ["train", "--method", "cccv1", "reconstruct", "evaluate"])
 def test_read_only_output_folder_fails_first(command, user_file, checkpoint, tmp_path):
     out = tmp_path / "ro"
     out.mkdir()
     out.chmod(0o500)
     inp = tmp_path / "x.npy"
     np.save(inp, np.zeros((2, 30), dtype=np.float32))
-    args = {"train": ["train", "--dataset", str(user_file), *TINY],
+    args = {"train": ["train", "--method", "cccv1", "--dataset", str(user_file), *TINY],
             "reconstruct": ["reconstruct", "--checkpoint", str(checkpoint), "--input", str(inp)],
             "evaluate": ["evaluate", "--checkpoint", str(checkpoint), "--dataset", str(user_file)]}[command]
     try:
@@ -385,7 +385,7 @@ def test_read_only_output_folder_fails_first(command, user_file, checkpoint, tmp
         out.chmod(0o700)
 
 
-@pytest.mark.parametrize("command", ["train", "reconstruct", "evaluate"])
+@pytest.mark.parametrize("command", ["train", "--method", "cccv1", "reconstruct", "evaluate"])
 def test_unwritable_output_folder_fails_first_even_as_root(command, user_file, checkpoint, tmp_path, monkeypatch):
     """The same check with the write refused by the operating system stood in for (root ignores chmod)."""
     import cortexflow.utils.io as io
@@ -398,7 +398,7 @@ def test_unwritable_output_folder_fails_first_even_as_root(command, user_file, c
     monkeypatch.setattr(CCCV1Decoder, "predict", lambda *a, **k: pytest.fail("prediction started"))
     inp = tmp_path / "x.npy"
     np.save(inp, np.zeros((2, 30), dtype=np.float32))
-    args = {"train": ["train", "--dataset", str(user_file), *TINY],
+    args = {"train": ["train", "--method", "cccv1", "--dataset", str(user_file), *TINY],
             "reconstruct": ["reconstruct", "--checkpoint", str(checkpoint), "--input", str(inp)],
             "evaluate": ["evaluate", "--checkpoint", str(checkpoint), "--dataset", str(user_file)]}[command]
     line = _err_line(CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "out")]))

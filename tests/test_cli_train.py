@@ -19,7 +19,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("run") / "vangerven"
-    res = CliRunner().invoke(cli, ["train", "--dataset", "vangerven", "--data-dir", str(data_dir), "--seed", "0",
+    res = CliRunner().invoke(cli, ["train", "--method", "cccv1", "--dataset", "vangerven", "--data-dir", str(data_dir), "--seed", "0",
                                    "--out", str(out), "--device", "cpu", "--no-progress", *FAST])
     assert res.exit_code == 0, res.output
     return out, res
@@ -121,11 +121,11 @@ def test_reconstruct_with_missing_key_exits_2(trained, tmp_path):
 
 
 def test_train_rejects_unknown_setting(data_dir, tmp_path):
-    res = CliRunner().invoke(cli, ["train", "--dataset", "vangerven", "--out", str(tmp_path / "x"),
+    res = CliRunner().invoke(cli, ["train", "--method", "cccv1", "--dataset", "vangerven", "--out", str(tmp_path / "x"),
                                    "--set", "epoch=3", "--no-progress"])
     assert res.exit_code == 2
     assert "epoch" in res.stderr and "epochs" in res.stderr
-    res = CliRunner().invoke(cli, ["train", "--dataset", "vangerven", "--set", "epochs"])
+    res = CliRunner().invoke(cli, ["train", "--method", "cccv1", "--dataset", "vangerven", "--set", "epochs"])
     assert res.exit_code == 2 and "KEY=VALUE" in res.output
     assert not (tmp_path / "x").exists()
 
@@ -138,7 +138,7 @@ def test_train_device_options(data_dir, tmp_path):
 
     out = tmp_path / "run"
     try:
-        res = CliRunner().invoke(cli, ["train", "--dataset", "vangerven", "--data-dir", str(data_dir), "--out", str(out),
+        res = CliRunner().invoke(cli, ["train", "--method", "cccv1", "--dataset", "vangerven", "--data-dir", str(data_dir), "--out", str(out),
                                        "--device", "cpu", "--amp", "bf16", "--deterministic", "--no-progress", *FAST])
         assert res.exit_code == 0, res.output
         assert torch.are_deterministic_algorithms_enabled()
@@ -147,10 +147,10 @@ def test_train_device_options(data_dir, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["device"], metrics["amp"], metrics["deterministic"]) == ("cpu", "bf16", True)
     assert json.loads((out / "checkpoint" / "checkpoint.json").read_text())["params"]["amp"] == "bf16"
-    res = CliRunner().invoke(cli, ["train", "--dataset", "vangerven", "--amp", "fp8"])
+    res = CliRunner().invoke(cli, ["train", "--method", "cccv1", "--dataset", "vangerven", "--amp", "fp8"])
     assert res.exit_code == 2 and "fp8" in res.output
     if not torch.cuda.is_available():
-        res = CliRunner().invoke(cli, ["train", "--dataset", "vangerven", "--data-dir", str(data_dir),
+        res = CliRunner().invoke(cli, ["train", "--method", "cccv1", "--dataset", "vangerven", "--data-dir", str(data_dir),
                                        "--out", str(tmp_path / "gpu"), "--device", "cuda", "--no-progress", *FAST])
         assert res.exit_code == 2 and "CUDA is not available" in res.stderr
         assert not (tmp_path / "gpu").exists()
@@ -161,7 +161,7 @@ def test_train_on_a_users_file(vangerven, tmp_path):
     np.savez(path, fmriTrn=vangerven.X_train[:40], stimTrn=vangerven.Y_train[:40],
              fmriTest=vangerven.X_test[:4], stimTest=vangerven.Y_test[:4])
     out = tmp_path / "run"
-    res = CliRunner().invoke(cli, ["train", "--dataset", str(path), "--out", str(out), "--device", "cpu",
+    res = CliRunner().invoke(cli, ["train", "--method", "cccv1", "--dataset", str(path), "--out", str(out), "--device", "cpu",
                                    "--no-progress", "--set", "epochs=2", "--set", "hidden_dim=32",
                                    "--set", "embed_dim=16"])
     assert res.exit_code == 0, res.output

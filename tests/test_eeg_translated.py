@@ -84,7 +84,7 @@ def test_degenerate_hint_names_a_flag_that_exists(data_dir, tmp_path):
 
     if not dataset_path("mindbigdata", data_dir).is_file():
         pytest.skip("mindbigdata file not in the data folder")
-    res = CliRunner().invoke(cli, ["train", "--dataset", "mindbigdata", "--data-dir", str(data_dir),
+    res = CliRunner().invoke(cli, ["train", "--method", "cccv1", "--dataset", "mindbigdata", "--data-dir", str(data_dir),
                                    "--out", str(tmp_path / "run")])
     assert res.exit_code == 2 and "cortexflow datasets info NAME --allow-degenerate" in res.stderr
     info = cli.commands["datasets"].commands["info"]

@@ -287,7 +287,7 @@ def test_second_writer_of_an_output_folder_is_refused(command, checkpoint, tmp_p
     np.save(inp, np.random.default_rng(0).normal(size=(3, 30)).astype(np.float32))
     out = tmp_path / "r"
     args = {"reconstruct": ["reconstruct", "--checkpoint", str(path), "--input", str(inp), "--out", str(out)],
-            "train": ["train", "--dataset", str(user_file), "--out", str(out), "--set", "epochs=1", "--no-progress"]}
+            "train": ["train", "--method", "cccv1", "--dataset", str(user_file), "--out", str(out), "--set", "epochs=1", "--no-progress"]}
     child = _hold_lock_in_another_process(out)
     try:
         line = _err_line(CliRunner().invoke(cli, args[command]))
