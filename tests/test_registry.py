@@ -334,3 +334,13 @@ def test_every_registered_method_accepts_any_sklearn_random_state(name, contract
     for random_state in (None, np.random.RandomState(3)):
         est.set_params(random_state=random_state, **extra)
         assert np.isfinite(est.fit(X, Y).predict(X[:2])).all(), (name, random_state)
+
+
+def test_train_defaults_to_the_best_method_on_new_images():
+    from cortexflow.cli.main import DEFAULT_TRAIN_METHOD
+
+    assert DEFAULT_TRAIN_METHOD == "ridge-prior" and get_method(DEFAULT_TRAIN_METHOD).checkpoint_kind
+    r = CliRunner().invoke(cli, ["train", "--help"])
+    assert "(ridge-prior by default)" in " ".join(r.output.split()) and "ridge-prior" in r.output
+    bad = CliRunner().invoke(cli, ["train", "--dataset", "x.npz", "--config", "small"])
+    assert bad.exit_code == 2 and "--config applies to --method cccv1" in bad.output

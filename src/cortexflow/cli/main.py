@@ -225,6 +225,11 @@ TRAIN_OUTPUTS = ["metrics.json", "reconstructions.png"]
 EVALUATE_OUTPUTS = ["metrics.json", "reconstructions.png"]
 
 
+#: What ``cortexflow train`` trains without --method: the best method on new images in the benchmark
+#: (vangerven official split and 10-fold CV, docs/results.md); CCCV1 stays one flag away.
+DEFAULT_TRAIN_METHOD = "ridge-prior"
+
+
 def _train_methods() -> list[str]:
     """Methods that ``cortexflow train --method`` trains and saves: every registered method with a checkpoint."""
     return [m for m in list_methods() if get_method(m).checkpoint_kind is not None]
@@ -271,9 +276,10 @@ class _MethodChoice(click.ParamType):
 
 @cli.command()
 @click.option("--dataset", "dataset", required=True, help="Registered name or path to a .mat/.npz file.")
-@click.option("--method", default="cccv1", show_default=True, type=_MethodChoice(),
+@click.option("--method", default=DEFAULT_TRAIN_METHOD, show_default=True, type=_MethodChoice(),
               help="Method to train and save (any registered method; see 'cortexflow methods list'); its "
-                   "checkpoint loads in evaluate and reconstruct.")
+                   "checkpoint loads in evaluate and reconstruct. The default, ridge-prior, is the benchmark's "
+                   "best method on new images; --method cccv1 trains the CCCV1 network.")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed, an int in [0, 2**31 - 1].")
 @click.option("--out", "out_dir", default="runs/train", show_default=True, type=click.Path(file_okay=False))
 @click.option("--overwrite", is_flag=True,
@@ -292,7 +298,7 @@ class _MethodChoice(click.ParamType):
 @_pixel_order_option
 def train(dataset: str, method: str, seed: int, out_dir: str, overwrite: bool, config: str, sets, data_dir, device: str,
           amp: str, deterministic: bool, no_progress: bool, stimulus_scale, pixel_order) -> None:
-    """Train a decoder (CCCV1 by default) on the official split; write checkpoint, metrics.json and a PNG grid."""
+    """Train a decoder (ridge-prior by default) on the official split; write checkpoint, metrics.json and a PNG grid."""
 
     # Every option is checked before any work: the overrides against the chosen (or a stand-in) preset
     # (or the method's options), the device, and the output folder.
@@ -303,7 +309,7 @@ def train(dataset: str, method: str, seed: int, out_dir: str, overwrite: bool, c
         options = {}
     else:
         if config != "auto":
-            raise click.BadParameter(f"{config!r}: --config applies to --method cccv1; give the training settings "
+            raise click.BadParameter(f"{config!r}: --config applies to --method cccv1 (pass it); give the training settings "
                                      f"of {method} with --set KEY=VALUE", param_hint="--config")
         options = _parse_option_values(overrides)
         check_options(method, options)
