@@ -369,7 +369,7 @@ def test_unwritable_output_fails_before_any_work(user_file, tmp_path):
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs a non-root POSIX user (root writes anywhere)")
-@pytest.mark.parametrize("command", ["train", "--method", "cccv1", "reconstruct", "evaluate"])
+@pytest.mark.parametrize("command", ["train", "reconstruct", "evaluate"])
 def test_read_only_output_folder_fails_first(command, user_file, checkpoint, tmp_path):
     out = tmp_path / "ro"
     out.mkdir()
@@ -385,7 +385,7 @@ def test_read_only_output_folder_fails_first(command, user_file, checkpoint, tmp
         out.chmod(0o700)
 
 
-@pytest.mark.parametrize("command", ["train", "--method", "cccv1", "reconstruct", "evaluate"])
+@pytest.mark.parametrize("command", ["train", "reconstruct", "evaluate"])
 def test_unwritable_output_folder_fails_first_even_as_root(command, user_file, checkpoint, tmp_path, monkeypatch):
     """The same check with the write refused by the operating system stood in for (root ignores chmod)."""
     import cortexflow.utils.io as io

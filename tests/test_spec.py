@@ -171,7 +171,7 @@ def test_datasets_check_prints_the_facts(arrays_spec):
     assert (info["n_train"], info["n_test"], info["n_features"], info["image_shape"]) == (10, 2, 30, [20, 16])
     assert info["n_unique_stimuli"] == 6 and info["n_test_seen_in_train"] == 2
     assert info["repeats"] == {"min": 2, "max": 2, "mean": 2.0} and info["groups"] == 2
-    assert info["splits"] == ["official", "kfold", "novel-stimulus"] and info["memory_mb"] > 0
+    assert info["splits"] == ["official", "kfold", "novel-stimulus", "stratified"] and info["memory_mb"] > 0  # labelled
 
 
 # ------------------------------------------------------------------ errors

@@ -45,7 +45,14 @@ from sklearn.model_selection import train_test_split
 from cortexflow.benchmark.runner import run_tasks
 from cortexflow.benchmark.store import ResultStore, check_output_dir
 from cortexflow.benchmark.tasks import Task, TaskResult, score_task
-from cortexflow.data.eeg import DIGIT_CLASSES, EEGEpochs, EpochPreprocessor, preprocess_epochs, simulate_evoked_eeg
+from cortexflow.data.eeg import (
+    DIGIT_CLASSES,
+    EEGEpochs,
+    EpochPreprocessor,
+    load_eeg,
+    preprocess_epochs,
+    simulate_evoked_eeg,
+)
 from cortexflow.data.splits import split_indices
 from cortexflow.data.stimuli import class_images, targets_for_labels
 from cortexflow.evaluation.metrics import mse_per_image, two_way_identification
@@ -242,7 +249,6 @@ def _eeg_data(task: Task) -> tuple[EEGEpochs, np.ndarray]:
     if task.dataset == IN_MEMORY:
         raise DataValidationError(f"task {task.label}: its epochs were given in memory to another process; run "
                                   "it with jobs=1, or give the recording's source so that workers can load it")
-    from cortexflow.data.eeg import load_eeg  # the registered recordings and MindBigData files
 
     load = json.loads(dict(task.options)["load"])
     ep = load_eeg(task.dataset, task.data_dir, device=(load.get("headset") or "").upper() or None)
