@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from cortexflow.baselines._common import default_alphas, fit_ridge_cv
 from cortexflow.data.preprocessing import SignalScaler
 from cortexflow.data.splits import stimulus_groups
-from cortexflow.exceptions import ConfigError, DataValidationError
+from cortexflow.exceptions import ConfigError
 from cortexflow.methods.registry import register_method
 from cortexflow.methods.sklearn_notes import TRANSFORMER_CHECKS, images_only
 from cortexflow.models.base import BaseDecoder
