@@ -117,7 +117,7 @@ def test_bad_options_are_named(tiny_prior):
 @pytest.mark.parametrize("method", ["cccv1-prior", "brain-diffuser-prior", "mindvis-prior"])
 def test_user_file_without_prior_is_a_clear_error(cache, method):
     X, Y = _problem()
-    with pytest.raises(ConfigError, match="no default image prior.*font-letters, miyawaki-patterns, mnist-t10k"):
+    with pytest.raises(ConfigError, match="no default image prior.*color-shapes, font-letters, miyawaki-patterns, mnist-t10k"):
         make_estimator(method, 0, "my_recording.mat", 20, fast=True, stimuli=Y)  # the builder resolves the prior
     est = make_estimator(method, 0, "my_recording.mat", 20, fast=True, stimuli=Y, resolve=False)
     with pytest.raises(ConfigError, match="no default image prior"):

@@ -63,9 +63,9 @@ def _weights(model):
 
 # ---------------------------------------------------------------- corpora
 def test_registry_and_defaults():
-    assert list_corpora() == ["font-letters", "miyawaki-patterns", "mnist-t10k"]
+    assert list_corpora() == ["color-shapes", "font-letters", "miyawaki-patterns", "mnist-t10k"]
     assert default_prior("vangerven") == "mnist-t10k"
-    assert default_prior("miyawaki") == "miyawaki-patterns"
+    assert default_prior("miyawaki") == default_prior("miyawaki-10x10") == "miyawaki-patterns"
     assert default_prior("mindbigdata") == default_prior("mindbigdata_raw") == "mnist-t10k"
     assert default_prior("crell") == "font-letters"
     assert default_prior("my_data.mat") is None and default_prior(None) is None
@@ -223,7 +223,9 @@ def test_guard_rejects_bad_input():
     with pytest.raises(DataValidationError, match="threshold"):
         drop_near_duplicates(np.zeros((2, 28, 28)), np.zeros((1, 28, 28)), threshold=-1)
     with pytest.raises(DataValidationError, match="shape"):
-        drop_near_duplicates(np.zeros((2, 27, 28)), np.zeros((1, 28, 28)))
+        drop_near_duplicates(np.zeros((2, 27, 28, 5)), np.zeros((1, 28, 28)))
+    # a corpus of another shape is converted to the stimuli's (tests/test_prior_shapes.py)
+    assert drop_near_duplicates(np.zeros((2, 27, 28)), np.ones((1, 28, 28)))[0].shape == (2, 28, 28)
     kept, dropped = drop_near_duplicates(np.zeros((2, 28, 28)), np.zeros((0, 28, 28)))
     assert len(kept) == 2 and len(dropped) == 0
 

@@ -17,9 +17,25 @@ evaluation data. Three corpora are registered:
     The 26 lower-case letters drawn with matplotlib's DejaVu fonts, with
     random affine and elastic deformation, black on white like the Crell
     letter targets. Generated from a seed (and kept in ``<cache root>/corpora/``).
+``color-shapes``
+    RGB images (32x32x3) of coloured rectangles, ellipses and triangles on a
+    coloured background: a corpus for RGB data sets. Generated from a seed.
 
 :func:`default_prior` names the corpus that a registered data set uses when a
 method is not told which.
+
+**Any image shape at use.** A corpus is stored at its own shape
+(``CorpusInfo.image_shape``) and converted to a data set's shape when it is
+loaded for it (``load_corpus(..., image_shape=)``, :func:`convert_images`):
+the colour first (grayscale -> RGB copies the channel; RGB -> grayscale takes
+the ITU-R BT.601 luma ``0.299 R + 0.587 G + 0.114 B``), then the size, each
+axis on its own: **area** averaging where a side shrinks (every output pixel
+the exact mean of the input area it covers), **bilinear** interpolation
+(half-pixel centres, edges clamped) where it grows. A corpus drawn on a grid
+(``grid_shape``: ``miyawaki-patterns``, 10x10) is first read back to its exact
+grid and rendered at the target size by the nearest-neighbour rule of the
+miyawaki file (:func:`cortexflow.data.grids.upscale_grid`), so at 10x10 it is
+the binary grids themselves. At the stored shape nothing is changed.
 """
 
 from __future__ import annotations
@@ -38,7 +54,10 @@ import numpy as np
 
 from cortexflow.data.fetch import MIRROR_ENV, cached_sha256, download_verified, get_cache_dir, get_data_dir
 from cortexflow.exceptions import ChecksumError, ConfigError, CortexFlowError, DataValidationError
-from cortexflow.data.generators import LETTERS_VERSION, MIYAWAKI_VERSION, font_letters, miyawaki_patterns
+from cortexflow.data.generators import (COLOR_SHAPES_VERSION, LETTERS_VERSION, MIYAWAKI_VERSION, color_shapes,
+                                        font_letters, miyawaki_patterns)
+from cortexflow.data.grids import recover_grid, upscale_grid
+from cortexflow.data.validation import normalize_image_shape
 from cortexflow.utils.io import atomic_write_with, removed_if_empty_on_error
 
 __all__ = [
@@ -55,6 +74,8 @@ __all__ = [
     "content_checksum",
     "default_prior",
     "DEFAULT_PRIORS",
+    "convert_images",
+    "resize_images",
 ]
 
 logger = logging.getLogger(__name__)
@@ -116,6 +137,11 @@ class CorpusInfo:
         Bumped whenever the generator's output changes; part of the checksum.
     citation, licence : str
         Human-readable text.
+    image_shape : tuple of int
+        Shape of one stored image: ``(H, W)`` or ``(H, W, 3)``.
+    grid_shape : tuple of int or None
+        The coarse grid the images are nearest-neighbour upscalings of (``(10, 10)``
+        for ``miyawaki-patterns``); used to convert them to other shapes exactly.
     """
 
     name: str
@@ -128,6 +154,8 @@ class CorpusInfo:
     generator_version: str = ""
     citation: str = ""
     licence: str = ""
+    image_shape: tuple[int, ...] = (IMAGE_SIZE, IMAGE_SIZE)
+    grid_shape: tuple[int, int] | None = None
 
     def to_dict(self) -> dict:
         """JSON-serialisable dict (with each file's ``url``)."""
@@ -143,7 +171,8 @@ class Corpus:
     Attributes
     ----------
     name : str
-    images : ndarray of float32, shape (n, 28, 28), values in [0, 1]
+    images : ndarray of float32, shape (n, H, W) or (n, H, W, 3), values in [0, 1]
+        At the corpus' own shape, or at the shape asked of :func:`load_corpus`.
     labels : ndarray of int64, shape (n,), or None
         Class of each image where the corpus has classes (digit, letter index, shape kind).
     checksum : str
@@ -320,8 +349,8 @@ def _read_generated(path: Path, info: CorpusInfo, checksum: str) -> tuple[np.nda
         if str(z["checksum"]) != checksum:
             raise ValueError("it was generated with other parameters")
         images, labels, stored = z["images"], z["labels"], str(z["content_sha256"])
-    if images.dtype != np.float32 or images.shape != (info.n_images, IMAGE_SIZE, IMAGE_SIZE):
-        raise ValueError(f"images {images.dtype} {images.shape}; expected float32 ({info.n_images}, 28, 28)")
+    if images.dtype != np.float32 or images.shape != (info.n_images, *info.image_shape):
+        raise ValueError(f"images {images.dtype} {images.shape}; expected float32 {(info.n_images, *info.image_shape)}")
     if labels.shape != (info.n_images,) or labels.dtype != np.int64:
         raise ValueError(f"labels {labels.dtype} {labels.shape}; expected int64 ({info.n_images},)")
     if content_checksum(images, labels) != stored:
@@ -364,6 +393,7 @@ def load_corpus(
     *,
     progress: bool | None = None,
     cache_dir: str | os.PathLike | None = None,
+    image_shape: tuple[int, ...] | None = None,
 ) -> Corpus:
     """Load (fetching or generating) the images of corpus ``name``.
 
@@ -380,6 +410,9 @@ def load_corpus(
     cache_dir : path-like, optional
         Cache root where generated corpora are kept (default ``$CORTEXFLOW_CACHE``,
         else the user cache folder).
+    image_shape : tuple of int, optional
+        Return the images converted to this shape (``(H, W)`` or ``(H, W, 3)``; see
+        the module docstring). The stored corpus and its ``checksum`` are unchanged.
 
     Returns
     -------
@@ -402,9 +435,89 @@ def load_corpus(
     else:
         images, labels, checksum = _generated(info, generated_checksum(info), cache_dir)
     images = np.ascontiguousarray(images, dtype=np.float32)
-    if images.shape != (info.n_images, IMAGE_SIZE, IMAGE_SIZE):
-        raise DataValidationError(f"corpus {name!r}: got images {images.shape}; expected ({info.n_images}, 28, 28)")
+    if images.shape != (info.n_images, *info.image_shape):
+        raise DataValidationError(f"corpus {name!r}: got images {images.shape}; expected {(info.n_images, *info.image_shape)}")
+    if image_shape is not None:
+        images = convert_images(images, image_shape, grid_shape=info.grid_shape, source=f"corpus {name!r}")
     return Corpus(name=name, images=images, labels=labels, checksum=checksum, info=info)
+
+
+def _axis_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) linear map of one axis: identity, area average (shrink) or bilinear (grow)."""
+    if n_out == n_in:
+        return np.eye(n_in)
+    M = np.zeros((n_out, n_in))
+    if n_out < n_in:  # area: output pixel j covers [j * r, (j + 1) * r) of the input, r = n_in / n_out
+        r = n_in / n_out
+        for j in range(n_out):
+            lo, hi = j * r, (j + 1) * r
+            for i in range(int(np.floor(lo)), min(int(np.ceil(hi)), n_in)):
+                M[j, i] = max(0.0, min(hi, i + 1) - max(lo, i)) / r
+        return M
+    for j in range(n_out):  # bilinear, half-pixel centres (align_corners=False), edges clamped
+        src = min(max((j + 0.5) * n_in / n_out - 0.5, 0.0), n_in - 1.0)
+        i0 = int(np.floor(src))
+        i1 = min(i0 + 1, n_in - 1)
+        M[j, i0] += 1.0 - (src - i0)
+        M[j, i1] += src - i0
+    return M
+
+
+def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Images (n, H, W[, C]) resized to (n, h, w[, C]): area average per shrinking axis, bilinear per growing one.
+
+    Float32, clipped to [0, 1]; unchanged (the same array) at the same size.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    h, w = int(size[0]), int(size[1])
+    if images.shape[1:3] == (h, w):
+        return images
+    R = _axis_matrix(images.shape[1], h)
+    C = _axis_matrix(images.shape[2], w)
+    out = np.einsum("hi,ni...->nh...", R, images.astype(np.float64))
+    out = np.einsum("wj,nhj...->nhw...", C, out)
+    return np.ascontiguousarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
+
+
+def convert_images(images: np.ndarray, image_shape: tuple[int, ...], *, grid_shape: tuple[int, int] | None = None,
+                   source: str = "images") -> np.ndarray:
+    """Corpus images (n, H, W[, 3]) converted to ``image_shape`` (colour, then size; see the module docstring).
+
+    Parameters
+    ----------
+    images : ndarray (n, H, W) or (n, H, W, 3) in [0, 1]
+    image_shape : tuple of int
+        Target ``(h, w)`` or ``(h, w, 3)`` (sides 8..256; ``(h, w, 1)`` is ``(h, w)``).
+    grid_shape : (int, int), optional
+        The images are exact nearest-neighbour upscalings of this grid: read
+        the grid back and render it at the target size (nearest neighbour,
+        the rule of :mod:`cortexflow.data.grids`) instead of resampling.
+    source : str
+        Named in error messages.
+
+    Returns
+    -------
+    ndarray of float32 (n, *image_shape); the input itself when it already has that shape.
+    """
+    target = normalize_image_shape(image_shape, source=source)
+    images = np.asarray(images, dtype=np.float32)
+    if images.shape[1:] == target:
+        return images
+    want_rgb, is_rgb = len(target) == 3, images.ndim == 4
+    if is_rgb and not want_rgb:
+        images = np.tensordot(images.astype(np.float64), np.array([0.299, 0.587, 0.114]), axes=([3], [0]))
+        images = np.clip(images, 0.0, 1.0).astype(np.float32)
+    elif want_rgb and not is_rgb:
+        images = np.repeat(images[..., None], 3, axis=3)
+    h, w = target[:2]
+    if images.shape[1:3] == (h, w):
+        return np.ascontiguousarray(images, dtype=np.float32)
+    if grid_shape is not None:
+        grid = recover_grid(images, grid_shape, source=source, key="images")
+        if h >= grid.shape[1] and w >= grid.shape[2]:
+            return np.ascontiguousarray(upscale_grid(grid, (h, w)), dtype=np.float32)
+        return resize_images(grid, (h, w))
+    return resize_images(images, (h, w))
 
 
 # ---------------------------------------------------------------- registry
@@ -449,6 +562,7 @@ _register(
         n_images=10000,
         params={"n_random": 5000, "n_shapes": 5000, "seed": 0},
         generator_version=MIYAWAKI_VERSION,
+        grid_shape=(10, 10),
         citation="Miyawaki, Y. et al. (2008). Neuron 60(5): decoders trained on random 10x10 patterns.",
         licence="generated by CortexFlow",
     ),
@@ -472,10 +586,29 @@ _register(
     font_letters,
 )
 
+_register(
+    CorpusInfo(
+        name="color-shapes",
+        kind="generated",
+        description=(
+            "RGB 32x32 images of one to three coloured rectangles, ellipses and triangles on a coloured "
+            "background: a small prior corpus for RGB data sets"
+        ),
+        n_images=6000,
+        params={"n_images": 6000, "seed": 0, "size": 32},
+        generator_version=COLOR_SHAPES_VERSION,
+        citation="generated by CortexFlow",
+        licence="generated by CortexFlow",
+        image_shape=(32, 32, 3),
+    ),
+    color_shapes,
+)
+
 #: Default prior corpus of each registered data set (a prefix match for the digit EEG sets).
 DEFAULT_PRIORS: dict[str, str] = {
     "vangerven": "mnist-t10k",
     "miyawaki": "miyawaki-patterns",
+    "miyawaki-10x10": "miyawaki-patterns",
     "mindbigdata": "mnist-t10k",
     "crell": "font-letters",
 }
@@ -485,8 +618,9 @@ def default_prior(dataset_name: str | None) -> str | None:
     """Default prior corpus of a data set, or ``None`` when it has none (a user's file).
 
     ``vangerven`` and the digit EEG data sets (``mindbigdata*``) use
-    ``mnist-t10k``, ``miyawaki`` uses ``miyawaki-patterns`` and ``crell*``
-    uses ``font-letters``.
+    ``mnist-t10k``, ``miyawaki`` and ``miyawaki-10x10`` use ``miyawaki-patterns``
+    (converted to each one's image shape at use: 28x28 and the exact 10x10 grids)
+    and ``crell*`` uses ``font-letters``.
     """
     if not dataset_name:
         return None

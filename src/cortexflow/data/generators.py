@@ -8,8 +8,11 @@
   ``round(i * 9 / 27)``). White shapes on black, as in the file.
 * :func:`font_letters`: lower-case letters in matplotlib's DejaVu fonts, random
   affine and elastic deformation, black ink on white like the Crell targets.
+* :func:`color_shapes`: RGB images (32x32x3 by default) of one to three
+  coloured rectangles, ellipses and triangles on a coloured background: a
+  small RGB corpus for RGB data sets (no RGB brain data is registered).
 
-Bump ``MIYAWAKI_VERSION`` / ``LETTERS_VERSION`` whenever a change alters the
+Bump ``MIYAWAKI_VERSION`` / ``LETTERS_VERSION`` / ``COLOR_SHAPES_VERSION`` whenever a change alters the
 output: they are part of the corpus checksum, hence of every prior's cache key.
 """
 
@@ -33,10 +36,14 @@ __all__ = [
     "miyawaki_patterns",
     "font_letters",
     "LETTER_FONTS",
+    "COLOR_SHAPES_VERSION",
+    "COLOR_SHAPE_KINDS",
+    "color_shapes",
 ]
 
 MIYAWAKI_VERSION = "1"
 LETTERS_VERSION = "1"
+COLOR_SHAPES_VERSION = "1"
 
 #: Cell of the 10x10 grid that each of the 28 pixel rows (and columns) shows.
 GRID_INDEX = np.rint(np.arange(28) * 9 / 27).astype(np.int64)
@@ -240,4 +247,54 @@ def font_letters(per_letter: int, seed: int, letters: str = string.ascii_lowerca
         font = int(rng.integers(0, len(LETTER_FONTS)))
         ink = _place(crops[font][lab], rng.uniform(14, 20), rng)
         images[i] = 1.0 - _deform(ink, rng)
+    return images, labels
+
+
+COLOR_SHAPE_KINDS = ("rectangle", "ellipse", "triangle")
+
+
+def _shape_mask(rng: np.random.Generator, kind: str, size: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """Boolean (size, size) mask of one random shape of ``kind``, 25-70 % of the side across."""
+    w, h = rng.uniform(0.25, 0.7, size=2) * size
+    cx, cy = rng.uniform(w / 2, size - w / 2), rng.uniform(h / 2, size - h / 2)
+    if kind == "rectangle":
+        return (np.abs(xx - cx) <= w / 2) & (np.abs(yy - cy) <= h / 2)
+    if kind == "ellipse":
+        return ((xx - cx) / (w / 2)) ** 2 + ((yy - cy) / (h / 2)) ** 2 <= 1.0
+    # triangle, apex up or down: |x - cx| <= (w / 2) * t, t running 0..1 from the apex to the base
+    t = (yy - (cy - h / 2)) / h
+    if rng.random() < 0.5:
+        t = 1.0 - t
+    return (t >= 0) & (t <= 1) & (np.abs(xx - cx) <= (w / 2) * t)
+
+
+def color_shapes(n_images: int, seed: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """RGB images of one to three random coloured shapes on a coloured background.
+
+    Parameters
+    ----------
+    n_images : int
+    seed : int
+    size : int
+        Side of the square images.
+
+    Returns
+    -------
+    images : ndarray of float32, shape (n_images, size, size, 3), values in [0, 1]
+    labels : ndarray of int64, shape (n_images,)
+        Index in :data:`COLOR_SHAPE_KINDS` of the first (largest drawn first) shape.
+    """
+    rng = np.random.default_rng(seed)
+    images = np.empty((n_images, size, size, 3), dtype=np.float32)
+    labels = np.empty(n_images, dtype=np.int64)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+    for i in range(n_images):
+        img = np.empty((size, size, 3), dtype=np.float64)
+        img[:] = rng.uniform(0.0, 1.0, size=3) * rng.uniform(0.2, 1.0)
+        for j in range(int(rng.integers(1, 4))):
+            k = int(rng.integers(len(COLOR_SHAPE_KINDS)))
+            if j == 0:
+                labels[i] = k
+            img[_shape_mask(rng, COLOR_SHAPE_KINDS[k], size, yy, xx)] = rng.uniform(0.0, 1.0, size=3)
+        images[i] = img
     return images, labels

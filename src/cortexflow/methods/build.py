@@ -63,8 +63,10 @@ def resolve_prior(est: Any, stimuli: np.ndarray, *, data_dir=None, cache_dir=Non
     ----------
     est : estimator
         A prior-backed estimator (``prior`` a corpus name or None, ``prior_config``, ``threshold``...).
-    stimuli : ndarray (m, H, W)
-        Every stimulus that will be scored (the guard set).
+    stimuli : ndarray (m, H, W) or (m, H, W, 3)
+        Every stimulus that will be scored (the guard set). Its image shape
+        ``stimuli.shape[1:]`` is the data set's: the prior is built for it (its
+        layout and cache key follow it) and the corpus is converted to it at use.
     data_dir, cache_dir : path-like, optional
         Data folder of file corpora and the prior cache root.
     progress : bool, optional
@@ -76,16 +78,19 @@ def resolve_prior(est: Any, stimuli: np.ndarray, *, data_dir=None, cache_dir=Non
         With ``corpus_images``: the corpus minus the near-duplicates of ``stimuli``
         (set when the estimator's decoding uses corpus neighbours, else None).
     """
+    shape = tuple(np.shape(stimuli)[1:])
     if isinstance(getattr(est, "prior", None), FittedPrior):
+        est.prior.check_image_shape(shape, what=f"{type(est).__name__} prior")
         return est.prior
     corpus, cfg = requested_prior(est)
+    cfg = cfg.replace(image_shape=shape)
     threshold = float(getattr(est, "threshold"))
     fitted = get_prior(corpus, exclude=stimuli, config=cfg, data_dir=data_dir, cache_dir=cache_dir,
                        progress=progress, threshold=threshold)
     images = None
     if getattr(est, "decoding", None) in _CORPUS_DECODINGS and getattr(est, "ridge_skip", True):
-        images, _ = drop_near_duplicates(load_corpus(corpus, data_dir, cache_dir=cache_dir).images, stimuli,
-                                         threshold=threshold)
+        corpus_images = load_corpus(corpus, data_dir, cache_dir=cache_dir, image_shape=cfg.image_shape).images
+        images, _ = drop_near_duplicates(corpus_images, stimuli, threshold=threshold)
     fitted.corpus_images = images
     return fitted
 

@@ -50,7 +50,7 @@ class PriorImageModel(nn.Module):
         self.prior = prior
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return self.decoder.model.encode(x.reshape(len(x), 28, 28)), None
+        return self.decoder.model.encode(x.reshape(len(x), *self.prior.image_shape)), None
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z.float()).reshape(len(z), -1)
@@ -66,6 +66,15 @@ class PriorConditionedDecoder(ConditionedImageDecoder):
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.decoder(super().decode(tokens)).reshape(len(tokens), -1)
+
+
+def _fitted_image_shape(est: Any, Y: np.ndarray) -> tuple[int, ...]:
+    """The image shape of the rows being fitted: ``image_shape_`` (set by the fit), else square grayscale."""
+    shape = getattr(est, "image_shape_", None)
+    if shape is not None and int(np.prod(shape)) == int(np.prod(np.shape(Y)[1:])):
+        return tuple(int(v) for v in shape)
+    side = int(round(np.sqrt(np.prod(np.shape(Y)[1:]))))
+    return (side, side)
 
 
 class BrainDiffuserPrior(BrainDiffuserLite):
@@ -104,6 +113,7 @@ class BrainDiffuserPrior(BrainDiffuserLite):
                          alphas=alphas, random_state=random_state, device=device, progress=progress)
 
     checkpoint_kind = "brain-diffuser-prior"
+    _image_shape = _fitted_image_shape
     checkpoint_schema = {**BrainDiffuserLite.checkpoint_schema, **PRIOR_STATE}
 
     def _check_params(self) -> None:
@@ -114,7 +124,7 @@ class BrainDiffuserPrior(BrainDiffuserLite):
         return PriorImageModel(self.prior_).eval()
 
     def _fit_image_model(self, Yf: np.ndarray, seed: int) -> nn.Module:
-        self.prior_ = fitted_prior_of(self, Yf.reshape(len(Yf), 28, 28))
+        self.prior_ = fitted_prior_of(self, Yf.reshape(len(Yf), *self._image_shape(Yf)))
         self.report_info_ = prior_report_info(self.prior_)
         return PriorImageModel(self.prior_).eval()
 
@@ -152,6 +162,7 @@ class MindVisPrior(MindVisLite):
                          unlabelled=unlabelled, random_state=random_state, device=device, progress=progress)
 
     checkpoint_kind = "mindvis-prior"
+    _image_shape = _fitted_image_shape
     checkpoint_schema = {**MindVisLite.checkpoint_schema, **PRIOR_STATE}
 
     def _check_params(self) -> None:
@@ -163,7 +174,7 @@ class MindVisPrior(MindVisLite):
                                        self.prior_.embed_dim)
 
     def _image_decoder(self, mae: MaskedSignalModel, n_pixels: int, Y: np.ndarray) -> nn.Module:
-        self.prior_ = fitted_prior_of(self, Y.reshape(len(Y), 28, 28))
+        self.prior_ = fitted_prior_of(self, Y.reshape(len(Y), *self._image_shape(Y)))
         self.report_info_ = prior_report_info(self.prior_)
         return PriorConditionedDecoder(mae, prior_decoder(self.prior_), self.prior_.embed_dim)
 

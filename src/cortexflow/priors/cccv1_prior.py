@@ -500,8 +500,8 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         Parameters
         ----------
         X : array-like, shape (n, n_features)
-        Y : array-like, shape (n, 28, 28)
-            Training stimuli, values in [0, 1].
+        Y : array-like, shape (n, H, W) or (n, H, W, 3)
+            Training stimuli, values in [0, 1]; the prior is resolved at their shape.
         metadata : dict, optional
             Dataset metadata kept with the estimator.
         """
@@ -509,8 +509,6 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         seeds = member_seeds(self._seed(), self.n_members)
         X, Y = self._validate_fit_input(X, Y)
         Y = Y.astype(np.float32)
-        if Y.ndim != 3 or Y.shape[1:] != (28, 28):
-            raise DataValidationError(f"{type(self).__name__} needs 28x28 target images; got Y of shape {Y.shape}")
         if Y.min() < 0 or Y.max() > 1:
             raise DataValidationError(f"Y must hold images in [0, 1]; got values in [{Y.min():.3g}, {Y.max():.3g}]")
         t0 = time.perf_counter()
@@ -523,7 +521,8 @@ class CCCV1PriorDecoder(CCCV1Decoder):
             cfg = cfg.replace(loss_weights=dict(DEFAULT_LOSS_WEIGHTS))
         self.config_ = cfg
         self.signal_scaler_ = SignalScaler().fit(X)
-        self.target_scaler_ = ImageScaler.from_state({"n_pixels_": 784, "data_min_": 0.0, "data_max_": 1.0})
+        self.target_scaler_ = ImageScaler.from_state({"n_pixels_": int(np.prod(Y.shape[1:])), "data_min_": 0.0,
+                                                      "data_max_": 1.0})
         Xs = self.signal_scaler_.transform(X)
         Yf = Y.reshape(len(Y), -1)
         targets = np.asarray(self.prior_.encode_images(Y), dtype=np.float32)
@@ -592,7 +591,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         return None if post is None else post.kept_corpus_images()
 
     def predict(self, X) -> np.ndarray:
-        """Reconstructions (n, 28, 28) float32 in [0, 1]: the members' mean image, each decoded by ``decoding``."""
+        """Reconstructions (n, *image_shape) float32 in [0, 1]: the members' mean image, each decoded by ``decoding``."""
         check_is_fitted(self, "model_")
         if getattr(self, "posterior_", None) is None:
             return super().predict(X)
@@ -692,10 +691,16 @@ def fitted_prior_of(est: Any, Y: np.ndarray, exclude: np.ndarray | None = None) 
     users, the corpus ``est.prior`` (or the default of ``est.dataset``), trained
     on the corpus minus the near-duplicates of ``exclude`` (default: ``est.stimuli``,
     else the training images ``Y``), read from the cache when trained before.
+
+    The prior is at the image shape of ``Y`` (``(H, W)`` or ``(H, W, 3)``): a
+    handed-in prior of another shape is refused, a prior by name is built for it.
     """
+    shape = tuple(np.shape(Y)[1:])
     if isinstance(est.prior, FittedPrior):
+        est.prior.check_image_shape(shape, what=type(est).__name__)
         return est.prior
     corpus, cfg = requested_prior(est)
+    cfg = cfg.replace(image_shape=shape)
     if exclude is None:
         exclude = guard_stimuli(est.stimuli, Y)
     return get_prior(corpus, exclude=exclude, config=cfg, data_dir=est.data_dir,
@@ -703,7 +708,7 @@ def fitted_prior_of(est: Any, Y: np.ndarray, exclude: np.ndarray | None = None) 
 
 
 class PriorDecoder(nn.Module):
-    """The prior's decoder as a module from embeddings (B, d) to images (B, 28, 28).
+    """The prior's decoder as a module from embeddings (B, d) to images (B, *image_shape).
 
     It stays in eval mode (its BatchNorm layers use the corpus statistics)
     even while the brain network around it trains.

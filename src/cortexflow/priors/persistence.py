@@ -10,7 +10,10 @@ module registers with that mechanism:
 * the ``"priors"`` section: the weights of every
   :class:`~cortexflow.training.prior.FittedPrior` a decoder holds (tensors
   ``priors.<i>.*``) with the prior's config and info (corpus, images,
-  near-duplicates dropped, cache key) in ``checkpoint.json``; a prior
+  near-duplicates dropped, cache key) in ``checkpoint.json``; the config holds
+  the prior's ``image_shape`` (absent in checkpoints written before it existed:
+  28x28), and every reference to a prior is refused on load when that shape is
+  not the checkpoint's image shape; a prior
   referenced twice (``cccv1-prior``'s ``prior_`` and its ``posterior_.prior_``)
   is stored once;
 * the value types ``prior`` (a reference into that section) and ``prior_config``;
@@ -41,6 +44,7 @@ from cortexflow.exceptions import CheckpointError, CortexFlowError
 from cortexflow.models.base import COMMON_STATE
 from cortexflow.models.checkpoint import (
     FIT_ONLY_PARAMS,
+    IMAGE_DIMS,
     QUANTISE_MIN_SIZE,
     StateField,
     StatePacker,
@@ -99,7 +103,15 @@ def _prior_ref(unpacker: StateUnpacker, node: dict, key: str) -> FittedPrior:
     priors = unpacker.priors
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(priors):
         raise unpacker.error(key, f"refers to prior {index!r}; the checkpoint holds {len(priors)}")
-    return priors[index]
+    prior = priors[index]
+    image = getattr(unpacker, "dims", {}).get(IMAGE_DIMS)
+    if image is not None:
+        image = tuple(int(v) for v in image)
+        image = image[:2] if len(image) == 3 and image[2] == 1 else image
+        if prior.image_shape != image:
+            raise unpacker.error(key, f"is a prior for images of shape {list(prior.image_shape)}, but the "
+                                      f"checkpoint's image shape is {list(image)}")
+    return prior
 
 
 register_shared_section("priors", _pack_prior, _unpack_prior)

@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from cortexflow.baselines._common import default_alphas, fit_ridge_cv
 from cortexflow.data.preprocessing import SignalScaler
 from cortexflow.data.splits import stimulus_groups
-from cortexflow.exceptions import ConfigError, DataValidationError
+from cortexflow.exceptions import ConfigError
 from cortexflow.methods.registry import register_method
 from cortexflow.methods.sklearn_notes import TRANSFORMER_CHECKS, images_only
 from cortexflow.models.base import BaseDecoder
@@ -335,16 +335,16 @@ class RidgePriorDecoder(BaseDecoder):
         """Fit the scaler and the ridge on the training rows (training the prior if not cached)."""
         X, Y = self._validate_fit_input(X, Y)
         Y = Y.astype(np.float32)
-        if Y.shape[1:] != (28, 28):
-            raise DataValidationError(f"Y has shape {Y.shape}; ridge-prior needs 28x28 stimuli (n, 28, 28)")
         alphas = self._alphas()
         check_decoding(self.decoding, self.knn, self.pixel_blend)
         exclude = guard_stimuli(self.stimuli, Y)
         if isinstance(self.prior, FittedPrior):  # handed in by cortexflow.methods.build (no I/O here)
             prior = self.prior
+            prior.check_image_shape(Y.shape[1:], what="ridge-prior")
             self.corpus_ = str(prior.info["corpus"])
         else:  # convenience for Python users: the corpus by name, trained or read from the cache here
             self.corpus_, cfg = requested_prior(self)
+            cfg = cfg.replace(image_shape=Y.shape[1:])  # the prior's layout follows the data set's image shape
             prior = get_prior(self.corpus_, exclude=exclude, config=cfg, data_dir=self.data_dir,
                               cache_dir=self.cache_dir, progress=self.progress, threshold=self.threshold)
         corpus_images = getattr(prior, "corpus_images", None)
@@ -387,7 +387,7 @@ class RidgePriorDecoder(BaseDecoder):
         if self.decoding in ("corpus-knn", "hybrid"):
             images = getattr(self.prior_, "corpus_images", None)
             if images is None:
-                images, _ = drop_near_duplicates(load_corpus(self.corpus_, self.data_dir).images,
+                images, _ = drop_near_duplicates(load_corpus(self.corpus_, self.data_dir, image_shape=Y.shape[1:]).images,
                                                  exclude if exclude is not None else Y, threshold=self.threshold)
             self.corpus_images_ = images
             self.corpus_embeddings_ = self.prior_.encode_images(images)
@@ -417,13 +417,14 @@ class RidgePriorDecoder(BaseDecoder):
             return self.prior_.decode_embeddings(Z.astype(np.float32))
         R, n = self.residuals_, len(self.residuals_)
         k = int(cap or self.n_samples)
-        out = np.empty((len(Z), 28, 28), dtype=np.float32)
+        shape = self.prior_.image_shape
+        out = np.empty((len(Z), *shape), dtype=np.float32)
         if groups is None:
             pool = rng.choice(n, size=k, replace=False) if n > k else np.arange(n)
             for start in range(0, len(Z), 64):  # rows in chunks: one decoder call per chunk
                 z = Z[start:start + 64]
                 samples = (z[:, None, :] + scale * R[pool][None]).reshape(-1, Z.shape[1]).astype(np.float32)
-                out[start:start + len(z)] = self.prior_.decode_embeddings(samples).reshape(len(z), len(pool), 28, 28).mean(1)
+                out[start:start + len(z)] = self.prior_.decode_embeddings(samples).reshape(len(z), len(pool), *shape).mean(1)
             return out
         for i, z in enumerate(Z):
             pool = np.flatnonzero(groups != groups[i])

@@ -44,7 +44,7 @@ from cortexflow.data.fetch import get_cache_dir
 from cortexflow.exceptions import CheckpointError, CortexFlowError, DataValidationError
 from cortexflow.data.corpora import load_corpus
 from cortexflow.data.guard import DEFAULT_THRESHOLD, drop_near_duplicates
-from cortexflow.models.prior import ImagePrior, PriorConfig
+from cortexflow.models.prior import DEFAULT_IMAGE_SHAPE, ImagePrior, PriorConfig
 from cortexflow.utils.io import (
     atomic_write_bytes,
     atomic_write_json,
@@ -82,18 +82,25 @@ def prior_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 def prior_cache_key(corpus: str, corpus_checksum: str, config: PriorConfig, threshold: float, dropped: np.ndarray) -> str:
-    """sha256 naming a prior: corpus + its checksum + config + guard threshold + dropped indices."""
-    blob = json.dumps(
-        {
-            "format": CACHE_FORMAT,
-            "corpus": corpus,
-            "corpus_checksum": corpus_checksum,
-            "config": config.to_dict(),
-            "threshold": float(threshold),
-            "dropped": hashlib.sha256(np.asarray(dropped, dtype=np.int64).tobytes()).hexdigest(),
-        },
-        sort_keys=True,
-    )
+    """sha256 naming a prior: corpus + its checksum + config (the target image shape included) + guard
+    threshold + dropped indices.
+
+    The image shape is part of the key; at the default 28x28 grayscale it is left out of the hashed
+    blob, so the keys of the priors cached before images of other shapes existed stay valid.
+    """
+    cfg = config.to_dict()
+    shape = cfg.pop("image_shape")
+    content = {
+        "format": CACHE_FORMAT,
+        "corpus": corpus,
+        "corpus_checksum": corpus_checksum,
+        "config": cfg,
+        "threshold": float(threshold),
+        "dropped": hashlib.sha256(np.asarray(dropped, dtype=np.int64).tobytes()).hexdigest(),
+    }
+    if tuple(shape) != DEFAULT_IMAGE_SHAPE:
+        content["image_shape"] = list(shape)
+    blob = json.dumps(content, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -126,15 +133,31 @@ class FittedPrior:
         """Size of the embedding."""
         return int(self.config.embed_dim)
 
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """Shape of one image of this prior: ``(H, W)`` or ``(H, W, 3)``."""
+        return tuple(self.config.image_shape)
+
+    def check_image_shape(self, image_shape: tuple[int, ...], *, what: str = "this method") -> None:
+        """Refuse images of another shape than the prior's (``DataValidationError`` naming both)."""
+        shape = tuple(int(v) for v in image_shape)
+        if len(shape) == 3 and shape[2] == 1:
+            shape = shape[:2]
+        if shape != self.image_shape:
+            raise DataValidationError(
+                f"{what}: the {self.info.get('corpus')!r} prior was built for images of shape {self.image_shape}, "
+                f"the data set's are {shape}; resolve the prior for this data set's image shape "
+                "(cortexflow.methods.build.resolve_prior with its stimuli)")
+
     def encode_images(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """Unit-norm embeddings (n, embed_dim) float32 of images (n, 28, 28) in [0, 1]."""
-        x = _as_images(images, "images")
+        """Unit-norm embeddings (n, embed_dim) float32 of images (n, *image_shape) in [0, 1]."""
+        x = _as_images(images, "images", self.image_shape)
         with torch.no_grad():
             out = [self.model.encode(torch.from_numpy(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
         return torch.cat(out).numpy() if out else np.zeros((0, self.embed_dim), np.float32)
 
     def decode_embeddings(self, embeddings: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """Images (n, 28, 28) float32 in [0, 1] from embeddings (n, embed_dim); each row is re-normalised."""
+        """Images (n, *image_shape) float32 in [0, 1] from embeddings (n, embed_dim); each row is re-normalised."""
         z = np.asarray(embeddings, dtype=np.float32)
         if z.ndim != 2 or z.shape[1] != self.embed_dim:
             raise DataValidationError(f"embeddings have shape {z.shape}; expected (n, {self.embed_dim})")
@@ -146,7 +169,7 @@ class FittedPrior:
             )
         with torch.no_grad():
             out = [self.model.decode(torch.from_numpy(z[i : i + batch_size])) for i in range(0, len(z), batch_size)]
-        return torch.cat(out).numpy() if out else np.zeros((0, 28, 28), np.float32)
+        return torch.cat(out).numpy() if out else np.zeros((0, *self.image_shape), np.float32)
 
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
         """Encode then decode: the prior's version of each image."""
@@ -157,10 +180,13 @@ class FittedPrior:
                 f"embed_dim={self.embed_dim}, n_images={self.info.get('n_images')}, n_dropped={self.info.get('n_dropped')})")
 
 
-def _as_images(images, key: str) -> np.ndarray:
+def _as_images(images, key: str, image_shape: tuple[int, ...] = DEFAULT_IMAGE_SHAPE) -> np.ndarray:
     x = np.asarray(images, dtype=np.float32)
-    if x.ndim != 3 or x.shape[1:] != (28, 28):
-        raise DataValidationError(f"{key} has shape {x.shape}; expected (n, 28, 28)")
+    shape = tuple(image_shape)
+    if len(shape) == 2 and x.ndim == 4 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.ndim != len(shape) + 1 or x.shape[1:] != shape:
+        raise DataValidationError(f"{key} has shape {x.shape}; this prior's images are (n, {', '.join(map(str, shape))})")
     if not np.isfinite(x).all():
         raise DataValidationError(f"{key} holds NaN or infinite values")
     return np.ascontiguousarray(x)
@@ -190,7 +216,7 @@ def train_prior(
 
     Parameters
     ----------
-    images : ndarray (n, 28, 28) in [0, 1]
+    images : ndarray (n, *config.image_shape) in [0, 1]
     config : PriorConfig
     weights : ndarray (n,), optional
         Sampling weight of each image (batches are drawn with replacement in
@@ -205,9 +231,9 @@ def train_prior(
     Returns
     -------
     model : ImagePrior (eval mode)
-    stats : dict with ``train_time_s``, ``recon_mse`` (28x28 MSE on ``images``), ``final_loss``
+    stats : dict with ``train_time_s``, ``recon_mse`` (pixel MSE on ``images``), ``final_loss``
     """
-    x = torch.from_numpy(_as_images(images, "images"))
+    x = torch.from_numpy(_as_images(images, "images", config.image_shape))
     n = len(x)
     if n == 0:
         raise DataValidationError("no image to train the prior on")
@@ -307,7 +333,7 @@ def _load(path: Path, key: str, config: PriorConfig | None = None) -> FittedPrio
 
 def _prepare(corpus, exclude, config, data_dir, cache_dir, threshold, progress):
     """Load and guard the corpus; return (corpus, kept images, dropped indices, cache key, cache folder)."""
-    data = load_corpus(corpus, data_dir, progress=progress, cache_dir=cache_dir)
+    data = load_corpus(corpus, data_dir, progress=progress, cache_dir=cache_dir, image_shape=config.image_shape)
     if exclude is None:
         images, dropped = data.images, np.zeros(0, np.int64)
     else:
@@ -366,12 +392,15 @@ def get_prior(
     ----------
     corpus : str
         A registered corpus (:func:`cortexflow.priors.list_corpora`).
-    exclude : ndarray (m, 28, 28), optional
+    exclude : ndarray (m, *config.image_shape), optional
         Stimuli the prior will be evaluated with (a data set's training *and*
         test stimuli): corpus images within pixel MSE ``threshold`` of any of
-        them are dropped before training.
+        them are dropped before training (both at ``config.image_shape``).
     config : PriorConfig, optional
         Architecture and training settings; defaults to ``PriorConfig()``.
+        Its ``image_shape`` (the data set's) is the shape the corpus is
+        resized and converted to at use (:func:`cortexflow.data.corpora.load_corpus`)
+        and the shape of the network; it is part of the cache key.
     data_dir : path-like, optional
         Data folder of file corpora.
     cache_dir : path-like, optional

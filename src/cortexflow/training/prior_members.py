@@ -156,8 +156,8 @@ def train_prior_members(
         :class:`PriorMemberStack`), initialised; frozen parts equal in all.
     X : ndarray (n, D)
         Scaled training signals.
-    Y : ndarray (n, 784)
-        Flat training images (the alignment targets are inside the members).
+    Y : ndarray (n, P)
+        Flat training images (P = H * W [* 3]) (the alignment targets are inside the members).
     config : CCCV1Config
         Optimiser, schedule, early stopping, batch size and ``loss_weights``.
     seeds : sequence of int
