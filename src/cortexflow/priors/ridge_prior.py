@@ -484,7 +484,7 @@ class RidgePriorDecoder(BaseDecoder):
         if not getattr(self, "pixel_blend_", 0.0):  # absent from checkpoints written before the option existed
             return img
         pix = self.pixel_ridge_.predict(A).reshape(img.shape)
-        return ((1 - self.pixel_blend_) * img + self.pixel_blend_ * pix).astype(np.float32)
+        return np.clip((1 - self.pixel_blend_) * img + self.pixel_blend_ * pix, 0.0, 1.0).astype(np.float32)  # [0, 1] like every decoder
 
     def transform(self, X) -> np.ndarray:
         """Predicted unit-norm prior embeddings (n, embed_dim)."""
