@@ -17,6 +17,7 @@ from scipy.linalg import blas as _blas
 from sklearn.linear_model import RidgeCV
 from torch import nn
 
+from cortexflow.data.preprocessing import SignalScaler
 from cortexflow.exceptions import ConfigError
 from cortexflow.training.config import TrainingConfig
 from cortexflow.training.seeding import seeded_generator
@@ -167,8 +168,6 @@ def fit_signal_scaler_lean(X: np.ndarray):
     computed in float64 as there (the same formulas; results may differ from
     the full fit in the last bits).
     """
-    from cortexflow.data.preprocessing import SignalScaler  # noqa: PLC0415 - data layer, imported at use
-
     X2 = np.asarray(X).reshape(len(X), -1)
     n, p = X2.shape
     mean = np.empty(p)
