@@ -36,6 +36,7 @@ import logging
 import multiprocessing as mp
 import os
 import platform
+import queue
 import resource
 import sys
 import time
@@ -186,7 +187,15 @@ def run_method(method: str, spec: Path, opts: dict, n_images: int) -> dict:
     q = ctx.Queue()
     p = ctx.Process(target=_child, args=(method, str(spec), dict(opts, n_images=n_images), q))
     p.start()
-    res = q.get()
+    while True:
+        try:
+            res = q.get(timeout=5)
+            break
+        except queue.Empty:
+            if not p.is_alive():  # died without a result (for example killed for memory)
+                res = {"method": method, "phases": [],
+                       "error": f"the child process exited with code {p.exitcode} before reporting"}
+                break
     p.join()
     return res
 
