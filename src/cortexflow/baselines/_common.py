@@ -4,6 +4,12 @@ Every network of the baselines is trained by :func:`cortexflow.training.train_mo
 (the one training loop of the project); :func:`train_network` only turns a few
 keyword arguments into the :class:`~cortexflow.training.TrainingConfig` that the
 loop reads (optimiser, early stopping, inner validation split).
+
+The ridge helpers choose one penalty for all targets: :func:`fit_ridge_cv` is
+scikit-learn's ``RidgeCV`` (efficient leave-one-out) up to
+:data:`LEAN_MIN_ELEMENTS` training values and :func:`fit_ridge_gcv_lean` above
+(float32, one eigendecomposition shared by every target and penalty, GCV);
+docs/scale.md, "NSD-size data".
 """
 
 from __future__ import annotations
