@@ -7,7 +7,14 @@ import logging
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from cortexflow.baselines._common import check_alphas, default_alphas, fit_ridge_cv
+from cortexflow.baselines._common import (
+    check_alphas,
+    default_alphas,
+    fit_ridge_cv,
+    fit_ridge_gcv_lean,
+    fit_signal_scaler_lean,
+    uses_lean_path,
+)
 from cortexflow.data.preprocessing import SignalScaler
 from cortexflow.exceptions import ConfigError
 from cortexflow.models.base import COMMON_STATE, BaseDecoder
@@ -26,7 +33,11 @@ class RidgeDecoder(BaseDecoder):
     Signals are z-scored with training statistics; one penalty shared by all
     pixels (and channels) is chosen from a log-spaced grid by cross-validation on the
     training rows (efficient leave-one-out by default, which for n << p uses
-    the n x n Gram matrix). Predictions are clipped to [0, 1].
+    the n x n Gram matrix). Above :data:`~cortexflow.baselines._common.LEAN_MIN_ELEMENTS`
+    training values (with ``cv=None``) the fit is the lean float32 path of
+    :func:`~cortexflow.baselines._common.fit_ridge_gcv_lean` (one
+    eigendecomposition, penalty by GCV, no float64 copy of the signals).
+    Predictions are clipped to [0, 1].
 
     Parameters
     ----------
@@ -74,11 +85,18 @@ class RidgeDecoder(BaseDecoder):
         """Fit the scaler and the ridge on the training rows."""
         self._check_params()
         X, Y = self._validate_fit_input(X, Y)
-        Y = Y.astype(np.float64)
-        self.output_shape_ = tuple(Y.shape[1:])
-        self.scaler_ = SignalScaler().fit(X)
         alphas = default_alphas() if self.alphas is None else np.asarray(self.alphas, dtype=float)
-        self.ridge_ = fit_ridge_cv(self.scaler_.transform(X).astype(np.float64), Y.reshape(len(Y), -1), alphas, self.cv)
+        self.output_shape_ = tuple(Y.shape[1:])
+        if uses_lean_path(np.shape(X), self.cv):
+            # large data (NSD size): no float64 copy of X; the scaler is fitted by column blocks and the
+            # z-scores are formed block by block inside the solver (docs/scale.md, "NSD-size data")
+            self.scaler_ = fit_signal_scaler_lean(X)
+            self.ridge_ = fit_ridge_gcv_lean(X, Y.reshape(len(Y), -1), alphas, transform=self.scaler_.transform)
+        else:
+            Y = Y.astype(np.float64)
+            self.scaler_ = SignalScaler().fit(X)
+            self.ridge_ = fit_ridge_cv(self.scaler_.transform(X).astype(np.float64), Y.reshape(len(Y), -1), alphas,
+                                       self.cv)
         self.alpha_ = float(self.ridge_.alpha_)
         if self.alpha_ in (alphas.min(), alphas.max()):
             logger.warning("ridge penalty %.3g lies at the edge of the grid [%.3g, %.3g]", self.alpha_, alphas.min(), alphas.max())
