@@ -14,7 +14,7 @@ import numpy as np
 import scipy.io
 
 from cortexflow.data.fetch import cached_sha256, fetch_dataset, verify_registered_file
-from cortexflow.data.readers.arrays import is_hdf5, read_hdf5_arrays
+from cortexflow.data.readers.arrays import check_data_file, is_hdf5, read_hdf5_arrays
 from cortexflow.data.readers.mne_epochs import is_mne_epochs_path
 from cortexflow.data.readers.nifti import is_nifti_path
 from cortexflow.data.registry import DATASETS, DatasetInfo, did_you_mean
@@ -135,22 +135,6 @@ def _sniff(path: Path) -> str | None:
     if b"MATLAB" in head[:116]:  # v4 files have no text header; v5+ headers start with it after padding
         return "a MATLAB file"
     return None
-
-
-def check_data_file(path: str | os.PathLike) -> Path:
-    """Raise a clear :class:`DataValidationError` unless ``path`` is a non-empty regular file."""
-    if isinstance(path, str) and not path.strip():
-        raise DataValidationError("empty file name: give a registered dataset name or the path of a .mat/.npz file")
-    path = Path(path)
-    if path.is_dir():
-        raise DataValidationError(f"{path}: is a directory, not a data file")
-    if not path.exists():
-        raise DataValidationError(f"{path}: no such file")
-    if not path.is_file():
-        raise DataValidationError(f"{path}: is not a regular file")
-    if path.stat().st_size == 0:
-        raise DataValidationError(f"{path}: is empty (0 bytes)")
-    return path
 
 
 def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -26,7 +26,13 @@ HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
-def _check_file(path: Path) -> Path:
+def check_data_file(path: str | os.PathLike) -> Path:
+    """Raise a clear :class:`DataValidationError` unless ``path`` is a non-empty regular file."""
+    if isinstance(path, str) and not path.strip():
+        raise DataValidationError("empty file name: give a registered dataset name or the path of a .mat/.npz file")
+    path = Path(path)
+    if path.is_dir():
+        raise DataValidationError(f"{path}: is a directory, not a data file")
     if not path.exists():
         raise DataValidationError(f"{path}: no such file")
     if not path.is_file():
@@ -34,6 +40,9 @@ def _check_file(path: Path) -> Path:
     if path.stat().st_size == 0:
         raise DataValidationError(f"{path}: is empty (0 bytes)")
     return path
+
+
+_check_file = check_data_file
 
 
 def is_mat73(path: str | os.PathLike) -> bool:
