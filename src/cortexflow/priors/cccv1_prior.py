@@ -67,6 +67,7 @@ from cortexflow.priors.persistence import StatePacker, StateUnpacker, load_decod
 from cortexflow.priors.ridge_prior import (
     RidgePriorDecoder,
     DECODINGS,
+    FAST_PRIOR_CONFIG,
     check_decoding,
     guard_stimuli,
     requested_prior,
@@ -810,8 +811,6 @@ def _unpack_network(obj: CCCV1PriorDecoder, node: Any, unpacker: StateUnpacker) 
 
 
 # ---------------------------------------------------------------- registration
-#: Tiny prior for ``fast=True`` runs (tests, smoke runs): 500 images, 1 epoch, 32-d.
-FAST_PRIOR_CONFIG = {"epochs": 1, "max_images": 500, "embed_dim": 32, "widths": [8, 16, 32]}
 CCCV1_PRIOR_VERSION = "3"  # 2: posterior-mean decoding, 40 epochs / patience 8; 3: hybrid decoding
 _OWN_PARAMS = ("prior", "encoder", "n_members", "ridge_skip", "gate_init", "residual_scale", "decoding", "knn",
                "pixel_blend", "finetune_decoder", "finetune_lr_factor", "prior_config", "threshold", "device", "amp",
