@@ -20,7 +20,7 @@ from cortexflow.data.grids import upscale_grid
 from cortexflow.data.guard import drop_near_duplicates, nearest_mse, pairwise_mse
 from cortexflow.exceptions import CheckpointError, ConfigError, DataValidationError
 from cortexflow.methods.build import make_estimator, resolve_prior
-from cortexflow.methods.registry import get_method, list_methods
+from cortexflow.registry.methods import get_method, list_methods
 from cortexflow.models.loader import load_decoder
 from cortexflow.models.prior import ImagePrior, PriorConfig, pyramid_sizes
 from cortexflow.training.prior import FittedPrior, get_prior, prior_cache_key, train_prior

@@ -19,9 +19,9 @@ from click.testing import CliRunner
 from cortexflow.benchmark.runner import BenchmarkConfig, run_benchmark
 from cortexflow.cli.main import cli
 from cortexflow.exceptions import ConfigError
-from cortexflow.methods import registry
+from cortexflow.registry import methods as registry
 from cortexflow.methods.build import make_estimator, scored_stimuli
-from cortexflow.methods.registry import (
+from cortexflow.registry.methods import (
     METHODS,
     check_options,
     get_method,

@@ -21,7 +21,7 @@ import torch
 
 from cortexflow.baselines.ridge import RidgeDecoder
 from cortexflow.exceptions import ConfigError
-from cortexflow.methods.registry import get_method, list_methods
+from cortexflow.registry.methods import get_method, list_methods
 from cortexflow.models.base import BaseDecoder, seed_from_random_state
 from cortexflow.models.eeg_estimator import EEGDecoder
 from cortexflow.models.ensemble import CHECK_CONFIG

@@ -7,8 +7,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from cortexflow.models.base import COMMON_STATE, BaseDecoder
 from cortexflow.models.checkpoint import StateField
-from cortexflow.methods.registry import register_method
-from cortexflow.methods.sklearn_notes import FLOAT32
+from cortexflow.registry.methods import register_method
+from cortexflow.registry.sklearn_notes import FLOAT32
 
 __all__ = ["MeanImageDecoder"]
 

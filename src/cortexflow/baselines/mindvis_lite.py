@@ -41,8 +41,8 @@ from cortexflow.models.base import COMMON_STATE, BaseDecoder, check_number
 from cortexflow.models.checkpoint import StateField
 from cortexflow.training.devices import resolve_device
 from cortexflow.training.seeding import isolated_rng, seeded_generator, seeded_init
-from cortexflow.methods.registry import register_method
-from cortexflow.methods.sklearn_notes import images_only
+from cortexflow.registry.methods import register_method
+from cortexflow.registry.sklearn_notes import images_only
 
 __all__ = ["MindVisLite", "MaskedSignalModel", "ConditionedImageDecoder"]
 

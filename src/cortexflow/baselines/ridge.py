@@ -19,8 +19,8 @@ from cortexflow.data.preprocessing import SignalScaler
 from cortexflow.exceptions import ConfigError
 from cortexflow.models.base import COMMON_STATE, BaseDecoder
 from cortexflow.models.checkpoint import StateField
-from cortexflow.methods.registry import register_method
-from cortexflow.methods.sklearn_notes import CLIPPED, FLOAT32
+from cortexflow.registry.methods import register_method
+from cortexflow.registry.sklearn_notes import CLIPPED, FLOAT32
 
 __all__ = ["RidgeDecoder"]
 

@@ -1,7 +1,7 @@
 """The batched hook of ``cccv1`` (the benchmark's execution layer).
 
 The methods themselves are declared in the modules that define their
-estimators (see :mod:`cortexflow.methods.registry`); this module only gives
+estimators (see :mod:`cortexflow.registry.methods`); this module only gives
 ``cccv1`` its ``fit_predict_many`` hook, which trains every (fold, seed) task of
 a group together. :func:`register` attaches it; :mod:`cortexflow.benchmark`
 calls it on import, so any process that can run a task (a worker of the local
@@ -25,7 +25,7 @@ from cortexflow.benchmark.tasks import (
     task_rows,
 )
 from cortexflow.exceptions import ConfigError
-from cortexflow.methods.registry import REFERENCE_METHOD, attach_batched_hook, get_method
+from cortexflow.registry.methods import REFERENCE_METHOD, attach_batched_hook, get_method
 from cortexflow.models.ensemble import fast_config
 from cortexflow.models.estimator import CCCV1Decoder
 from cortexflow.training.batched import fit_many

@@ -58,7 +58,7 @@ from cortexflow.data.stimuli import class_images, targets_for_labels
 from cortexflow.evaluation.metrics import mse_per_image, two_way_identification
 from cortexflow.evaluation.stats import holm_bonferroni, paired_test, sign_flip_pvalue
 from cortexflow.exceptions import ChecksumError, ConfigError, DataValidationError
-from cortexflow.methods.registry import get_method
+from cortexflow.registry.methods import get_method
 from cortexflow.models.eeg_estimator import EEG_METHODS, EEGDecoder
 from cortexflow.models.frontends import FRONTENDS
 from cortexflow.reporting.report import write_csv

@@ -1,7 +1,7 @@
 """The benchmark's view of the method registry (:mod:`cortexflow.methods`).
 
 Methods are declared in the modules that define their estimators and listed by
-:mod:`cortexflow.methods.registry`; estimators are built by
+:mod:`cortexflow.registry.methods`; estimators are built by
 :func:`cortexflow.methods.build.make_estimator`. This module re-exports both
 under the names the benchmark has always used.
 
@@ -13,7 +13,7 @@ under the names the benchmark has always used.
 from __future__ import annotations
 
 from cortexflow.methods.build import make_estimator
-from cortexflow.methods.registry import (
+from cortexflow.registry.methods import (
     METHODS,
     REFERENCE_METHOD,
     MethodSpec,

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from cortexflow.methods.build import make_estimator, scored_stimuli
-from cortexflow.methods.registry import get_method
+from cortexflow.registry.methods import get_method
 from cortexflow.data.loading import load_dataset
 from cortexflow.data.splits import scored_slice, split_data, stimulus_groups
 from cortexflow.evaluation.metrics import evaluate_reconstructions

@@ -9,7 +9,7 @@ import sys
 import click
 
 from cortexflow.benchmark.executors import BACKENDS
-from cortexflow.methods.registry import REFERENCE_METHOD, get_method, list_methods
+from cortexflow.registry.methods import REFERENCE_METHOD, get_method, list_methods
 from cortexflow.benchmark.runner import TRAIN_MODES, UNITS, BenchmarkConfig, run_benchmark
 from cortexflow.data.splits import SPLIT_KINDS
 from cortexflow.exceptions import CortexFlowError

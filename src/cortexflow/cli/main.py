@@ -16,7 +16,7 @@ import numpy as np
 
 from cortexflow.cli.benchmark import benchmark, methods
 from cortexflow.methods.build import check_scored_stimuli, make_estimator, scored_stimuli
-from cortexflow.methods.registry import check_options, decoder_label, get_method, list_methods, suggest
+from cortexflow.registry.methods import check_options, decoder_label, get_method, list_methods, suggest
 from cortexflow.cli._common import apply_num_threads, error_boundary, one_line, parse_sets, workers_from_env
 from cortexflow.cli.datasets_check import check as datasets_check
 from cortexflow.cli.eeg import eeg

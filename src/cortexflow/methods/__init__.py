@@ -1,13 +1,13 @@
-"""Methods: the registry (:mod:`~cortexflow.methods.registry`), typed options
-(:mod:`~cortexflow.methods.options`) and the one layer that builds estimators
+"""Methods: the registry (:mod:`~cortexflow.registry.methods`), typed options
+(:mod:`~cortexflow.registry.options`) and the one layer that builds estimators
 (:mod:`~cortexflow.methods.build`).
 
 The registry is filled lazily: the first lookup imports the modules that
-declare CortexFlow's methods (:data:`~cortexflow.methods.registry.BUILTIN_MODULES`).
+declare CortexFlow's methods (:data:`~cortexflow.registry.methods.BUILTIN_MODULES`).
 """
 
-from cortexflow.methods.options import Option
-from cortexflow.methods.registry import (
+from cortexflow.registry.options import Option
+from cortexflow.registry.methods import (
     METHODS,
     REFERENCE_METHOD,
     MethodSpec,

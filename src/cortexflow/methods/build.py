@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from cortexflow.exceptions import ConfigError, DataValidationError
-from cortexflow.methods.registry import check_options, get_method
+from cortexflow.registry.methods import check_options, get_method
 from cortexflow.data.corpora import load_corpus
 from cortexflow.data.guard import drop_near_duplicates, nearest_mse
 from cortexflow.priors.ridge_prior import requested_prior

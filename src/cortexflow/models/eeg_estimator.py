@@ -31,10 +31,10 @@ from cortexflow.models.base import check_number
 from cortexflow.models.estimator import CCCV1Decoder
 from cortexflow.models.frontends import FRONTENDS, build_eeg_model
 from cortexflow.training.config import CCCV1Config
-from cortexflow.methods.options import options_from_dataclass, options_from_estimator
-from cortexflow.methods.registry import register_method
+from cortexflow.registry.options import options_from_dataclass, options_from_estimator
+from cortexflow.registry.methods import register_method
 from cortexflow.models.ensemble import check_config_options
-from cortexflow.methods.sklearn_notes import UNDERTRAINED
+from cortexflow.registry.sklearn_notes import UNDERTRAINED
 from cortexflow.training.config import get_config
 
 __all__ = ["EEGDecoder"]

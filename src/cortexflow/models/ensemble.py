@@ -19,9 +19,9 @@ from cortexflow.models.checkpoint import (
 )
 from cortexflow.models.estimator import CCCV1Decoder
 from cortexflow.training.batched import fit_many
-from cortexflow.methods.options import Option, options_from_dataclass
-from cortexflow.methods.registry import register_method
-from cortexflow.methods.sklearn_notes import FLOAT32, UNDERTRAINED
+from cortexflow.registry.options import Option, options_from_dataclass
+from cortexflow.registry.methods import register_method
+from cortexflow.registry.sklearn_notes import FLOAT32, UNDERTRAINED
 from cortexflow.training.config import CCCV1Config, get_config
 
 __all__ = ["CCCV1EnsembleDecoder", "member_seeds"]

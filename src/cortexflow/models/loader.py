@@ -1,7 +1,7 @@
 """Load any CortexFlow checkpoint: its ``kind`` field picks the decoder class.
 
 The kinds and their classes are derived from the method registry
-(:func:`cortexflow.methods.registry.checkpoint_kinds`): every registered
+(:func:`cortexflow.registry.methods.checkpoint_kinds`): every registered
 method's estimator class declares its ``checkpoint_kind``. ``cortexflow
 methods list`` shows them.
 
@@ -18,7 +18,7 @@ from typing import Any
 
 from cortexflow.exceptions import CheckpointError
 from cortexflow.models.checkpoint import checkpoint_kind, read_checkpoint_meta
-from cortexflow.methods.registry import checkpoint_kinds
+from cortexflow.registry.methods import checkpoint_kinds
 from cortexflow.models.estimator import CCCV1Decoder
 
 __all__ = ["DECODER_KINDS", "load_decoder", "decoder_class"]

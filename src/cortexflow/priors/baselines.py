@@ -35,8 +35,8 @@ from cortexflow.priors.persistence import PRIOR_STATE
 from cortexflow.priors.cccv1_prior import fitted_prior_of, prior_decoder
 from cortexflow.data.guard import DEFAULT_THRESHOLD
 from cortexflow.priors.ridge_prior import FAST_PRIOR_CONFIG, prior_report_info
-from cortexflow.methods.registry import get_method, register_method
-from cortexflow.methods.sklearn_notes import images_only
+from cortexflow.registry.methods import get_method, register_method
+from cortexflow.registry.sklearn_notes import images_only
 
 __all__ = ["BrainDiffuserPrior", "MindVisPrior", "PriorImageModel", "PriorConditionedDecoder"]
 

@@ -79,9 +79,9 @@ from cortexflow.training.config import CCCV1Config, get_config
 from cortexflow.training.trainer import train_model
 from cortexflow.training.devices import resolve_device
 from cortexflow.training.seeding import seeded_generator
-from cortexflow.methods.options import options_from_dataclass, options_from_estimator
-from cortexflow.methods.registry import register_method
-from cortexflow.methods.sklearn_notes import TRANSFORMER_CHECKS, images_only
+from cortexflow.registry.options import options_from_dataclass, options_from_estimator
+from cortexflow.registry.methods import register_method
+from cortexflow.registry.sklearn_notes import TRANSFORMER_CHECKS, images_only
 
 __all__ = [
     "CCCV1PriorDecoder",

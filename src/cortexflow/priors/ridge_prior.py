@@ -14,8 +14,8 @@ from cortexflow.baselines._common import default_alphas, fit_ridge_cv
 from cortexflow.data.preprocessing import SignalScaler
 from cortexflow.data.splits import stimulus_groups
 from cortexflow.exceptions import ConfigError
-from cortexflow.methods.registry import register_method
-from cortexflow.methods.sklearn_notes import TRANSFORMER_CHECKS, images_only
+from cortexflow.registry.methods import register_method
+from cortexflow.registry.sklearn_notes import TRANSFORMER_CHECKS, images_only
 from cortexflow.models.base import BaseDecoder
 from cortexflow.data.corpora import default_prior, get_corpus_info, list_corpora
 from cortexflow.data.corpora import load_corpus

@@ -35,10 +35,10 @@ from cortexflow.semantic.encoders import DEFAULT_ENCODER, ImageEncoder, as_image
 from cortexflow.semantic.losses import SemanticGuidance
 from cortexflow.training.config import CCCV1Config
 from cortexflow.training.seeding import seeded_init
-from cortexflow.methods.options import options_from_dataclass, options_from_estimator
-from cortexflow.methods.registry import register_method
+from cortexflow.registry.options import options_from_dataclass, options_from_estimator
+from cortexflow.registry.methods import register_method
 from cortexflow.models.ensemble import check_config_options
-from cortexflow.methods.sklearn_notes import TRANSFORMER_CHECKS, images_only
+from cortexflow.registry.sklearn_notes import TRANSFORMER_CHECKS, images_only
 from cortexflow.training.config import get_config
 
 __all__ = ["CCCV1SemanticDecoder", "DEFAULT_SEMANTIC_WEIGHTS", "SEMANTIC_TERMS"]

@@ -3,7 +3,7 @@
 A method is declared once, in the module that defines its estimator, by one
 call of :func:`register_method`; the call builds a :class:`MethodSpec` that
 holds its name and one-line description, its estimator class and factory,
-its typed options (:class:`~cortexflow.methods.options.Option`, derived from
+its typed options (:class:`~cortexflow.registry.options.Option`, derived from
 the estimator's parameters unless given), its checkpoint kind (the
 estimator's ``checkpoint_kind``), what data it needs (``needs``), whether it is
 in ``--methods all``, and the scikit-learn checks it is known to fail. Every
@@ -33,7 +33,7 @@ from importlib.metadata import entry_points
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from cortexflow.exceptions import ConfigError
-from cortexflow.methods.options import Option, kinds_of_annotation, options_from_estimator
+from cortexflow.registry.options import Option, kinds_of_annotation, options_from_estimator
 
 __all__ = [
     "MethodSpec",
