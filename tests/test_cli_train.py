@@ -168,3 +168,22 @@ def test_train_on_a_users_file(vangerven, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"] == "subject01" and metrics["n_test"] == 4
     assert metrics["config"]["pattern"] == "small"  # 40 rows: the design's small-data pattern
+
+
+def test_no_progress_also_silences_the_bars_of_a_prior_trained_inside_a_benchmark(tmp_path, monkeypatch, data_dir):
+    """``benchmark --no-progress`` hides every bar, the prior's epoch bar included (it shows without the flag)."""
+    from cortexflow.cli.benchmark import benchmark
+
+    def run(flag: list[str], name: str) -> str:
+        monkeypatch.setenv("CORTEXFLOW_PROGRESS", "1")
+        monkeypatch.setenv("CORTEXFLOW_CACHE", str(tmp_path / f"cache_{name}"))  # an empty cache: the prior trains
+        res = CliRunner().invoke(benchmark, ["--datasets", "vangerven", "--methods", "ridge-prior", "--fast",
+                                             "--seeds", "1", "--data-dir", str(data_dir), "--out",
+                                             str(tmp_path / name), *flag])
+        assert res.exit_code == 0, res.output
+        return res.output + (res.stderr if res.stderr_bytes is not None else "")
+
+    shown = run([], "shown")
+    assert "prior mnist" in shown and "epoch" in shown  # the prior's bar, with the default setting
+    hidden = run(["--no-progress"], "hidden")
+    assert "prior mnist" not in hidden and "it/s" not in hidden and "epoch/s" not in hidden

@@ -124,3 +124,84 @@ def test_ridge_decoder_on_the_lean_path_matches_the_default_path(monkeypatch, tm
     np.testing.assert_allclose(lean.predict(X[120:]), ref.predict(X[120:]), atol=1e-4)
     loaded = RidgeDecoder.load(lean.save(tmp_path / "ridge"))
     np.testing.assert_array_equal(loaded.predict(X[120:]), lean.predict(X[120:]))
+
+
+def test_block_out_of_fold_equals_refitting_sklearn_ridge():
+    """The block leave-out identity on the lean fit's decomposition gives each fold's refit predictions."""
+    from sklearn.linear_model import Ridge
+
+    from cortexflow.baselines._common import block_out_of_fold
+
+    X, Y, _ = _problem(300, 50, t=6, seed=3)
+    model, basis = fit_ridge_gcv_lean(X, Y, return_basis=True)
+    assert basis is not None and basis.alpha == model.alpha_
+    rng = np.random.default_rng(0)
+    folds = [(np.setdiff1d(np.arange(300), te), te) for te in np.array_split(rng.permutation(300), 7)]
+    got = block_out_of_fold(model, basis, X, Y, folds)
+    ref = np.zeros_like(Y)
+    for tr, te in folds:
+        ref[te] = Ridge(alpha=model.alpha_).fit(X[tr].astype(np.float64), Y[tr]).predict(X[te].astype(np.float64))
+    assert _rel(got, ref) < 1e-4
+    # the dual path (n < p) keeps no basis
+    _, none = fit_ridge_gcv_lean(X[:40], Y[:40], return_basis=True)
+    assert none is None
+
+
+def _toy_prior(corpus, cfg, train_prior, FittedPrior):
+    model, stats = train_prior(corpus, cfg, progress=False)
+    info = {"corpus": "toy", "corpus_checksum": "", "n_images": len(corpus), "n_dropped": 0, "threshold": 0.01,
+            "cache_key": "toy", "from_cache": False, **stats}
+    prior = FittedPrior(model, info)
+    prior.corpus_images = corpus
+    return prior
+
+
+def test_ridge_prior_lean_path_matches_the_default_path(monkeypatch):
+    """ridge-prior above LEAN_MIN_ELEMENTS (float32, GCV, block out-of-fold) decodes as the default path does."""
+    from cortexflow.models.prior import PriorConfig
+    from cortexflow.priors.ridge_prior import RidgePriorDecoder
+    from cortexflow.training.prior import FittedPrior, train_prior
+
+    rng = np.random.default_rng(0)
+    cfg = PriorConfig(embed_dim=4, epochs=1, widths=(4, 8, 8), image_shape=(12, 12))
+    corpus = rng.random((64, 12, 12)).astype(np.float32)
+    prior = _toy_prior(corpus, cfg, train_prior, FittedPrior)
+    Y = rng.random((120, 12, 12)).astype(np.float32)
+    X = (Y.reshape(120, -1) @ rng.standard_normal((144, 30)) + rng.standard_normal((120, 30))).astype(np.float32)
+    kw = dict(prior=prior, alpha=[30.0], n_samples=4, random_state=0, decoding="prior")
+    ref = RidgePriorDecoder(**kw).fit(X, Y)
+    monkeypatch.setattr(_common, "LEAN_MIN_ELEMENTS", 100)
+    lean = RidgePriorDecoder(**kw).fit(X, Y)
+    assert lean.ridge_.lean_path_ == "primal" and not hasattr(ref.ridge_, "lean_path_")
+    np.testing.assert_allclose(lean.residuals_, ref.residuals_, atol=1e-4)
+    assert lean.residual_scale_ == ref.residual_scale_
+    np.testing.assert_allclose(lean.predict(X[:10]), ref.predict(X[:10]), atol=1e-3)
+
+
+def test_ridge_prior_ranks_candidates_on_a_row_subset_above_the_cap(monkeypatch):
+    """Above RANKING_MAX_ROWS training rows the residual scale is ranked on a seeded subset (same fit twice)."""
+    from cortexflow.priors import ridge_prior
+    from cortexflow.models.prior import PriorConfig
+    from cortexflow.training.prior import FittedPrior, train_prior
+
+    rng = np.random.default_rng(1)
+    cfg = PriorConfig(embed_dim=4, epochs=1, widths=(4, 8, 8), image_shape=(12, 12))
+    corpus = rng.random((64, 12, 12)).astype(np.float32)
+    prior = _toy_prior(corpus, cfg, train_prior, FittedPrior)
+    Y = rng.random((90, 12, 12)).astype(np.float32)
+    X = (Y.reshape(90, -1) @ rng.standard_normal((144, 20)) + rng.standard_normal((90, 20))).astype(np.float32)
+    monkeypatch.setattr(ridge_prior, "RANKING_MAX_ROWS", 30)
+    calls = []
+    orig = ridge_prior.RidgePriorDecoder._decode_mean
+
+    def spy(self, Z, *a, **k):
+        calls.append(len(Z))
+        return orig(self, Z, *a, **k)
+
+    monkeypatch.setattr(ridge_prior.RidgePriorDecoder, "_decode_mean", spy)
+    kw = dict(prior=prior, n_samples=4, random_state=0, decoding="prior", pixel_blend="auto")
+    a = ridge_prior.RidgePriorDecoder(**kw).fit(X, Y)
+    assert calls and max(calls) == 30  # every candidate ranked on 30 rows, not 90
+    b = ridge_prior.RidgePriorDecoder(**kw).fit(X, Y)
+    assert a.residual_scale_ == b.residual_scale_ and a.pixel_blend_ == b.pixel_blend_
+    assert a.residual_scale_ in a.residual_grid and a.pixel_blend_ in ridge_prior.BLEND_GRID

@@ -15,7 +15,8 @@ docs/scale.md, "NSD-size data".
 from __future__ import annotations
 
 import logging
-from typing import Callable, Mapping
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import scipy.linalg
@@ -34,6 +35,8 @@ __all__ = [
     "default_alphas",
     "fit_ridge_cv",
     "fit_ridge_gcv_lean",
+    "GramBasis",
+    "block_out_of_fold",
     "uses_lean_path",
     "fit_signal_scaler_lean",
     "transform_in_chunks",
@@ -188,13 +191,29 @@ def fit_signal_scaler_lean(X: np.ndarray):
                                     "scale_": np.where(std > 0, std, 1.0).tolist()})
 
 
+def _eigh_upper(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues and eigenvectors of the symmetric ``M`` (upper triangle read; ``M`` is overwritten).
+
+    LAPACK's divide-and-conquer driver (``syevd``) first: for all eigenvectors
+    it is several times faster than SciPy's default (``syevr``; 4.1 s vs 27 s
+    for a 4,000 x 4,000 float32 Gram matrix, 29 s for 8,000 x 8,000, on the
+    project's 2-core CPU); the default driver is the fallback when it fails.
+    """
+    try:
+        return scipy.linalg.eigh(M, lower=False, overwrite_a=False, check_finite=False, driver="evd")
+    except (np.linalg.LinAlgError, ValueError) as exc:  # pragma: no cover - syevd did not converge
+        logger.warning("divide-and-conquer eigendecomposition failed (%s); using the default driver", exc)
+        return scipy.linalg.eigh(M, lower=False, overwrite_a=True, check_finite=False)
+
+
 def fit_ridge_gcv_lean(
     X: np.ndarray,
     Y: np.ndarray,
     alphas: np.ndarray | None = None,
     *,
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
-) -> RidgeCV:
+    return_basis: bool = False,
+) -> "RidgeCV | tuple[RidgeCV, GramBasis | None]":
     """Ridge for many targets, one penalty for all, chosen by GCV from ONE eigendecomposition (float32).
 
     The smaller of the two Gram matrices of the centred design is formed in
@@ -231,6 +250,10 @@ def fit_ridge_gcv_lean(
         Applied to each block of rows of ``X`` before use (for example
         ``SignalScaler.transform``), so that the transformed matrix is never
         held whole when n >= p.
+    return_basis : bool
+        Also return the decomposition (primal path only, else None) as a
+        :class:`GramBasis`, for exact out-of-fold predictions at the chosen
+        penalty (:func:`block_out_of_fold`) without a second decomposition.
 
     Returns
     -------
@@ -275,7 +298,7 @@ def fit_ridge_gcv_lean(
             C = _blas.ssyrk(1.0, A.T, beta=1.0, c=C, trans=0, lower=0, overwrite_c=1)  # C += A' A (upper)
             XtY += A.T @ Yc[sl]
         del A
-        lam, V = scipy.linalg.eigh(C, lower=False, overwrite_a=True, check_finite=False)
+        lam, V = _eigh_upper(C)
         del C
         lam = np.clip(lam.astype(np.float64), 0.0, None)
         Q = (V.T @ XtY).astype(np.float64)  # = diag(s) U' Yc
@@ -293,7 +316,7 @@ def fit_ridge_gcv_lean(
         for j in range(0, p, step):
             K = _blas.ssyrk(1.0, np.asfortranarray(Xc[:, j:j + step]), beta=1.0, c=K, trans=0, lower=0,
                             overwrite_c=1)  # K += A A' (upper)
-        lam, U = scipy.linalg.eigh(K, lower=False, overwrite_a=True, check_finite=False)
+        lam, U = _eigh_upper(K)
         del K
         lam = np.clip(lam.astype(np.float64), 0.0, None)
         B = (U.T @ Yc).astype(np.float64)
@@ -315,8 +338,11 @@ def fit_ridge_gcv_lean(
     best = int(np.argmin(scores))
     alpha = float(alphas[best])
     d = 1.0 / (lam + alpha)  # every direction (the dropped ones carry next to nothing: s_j ~ 0)
+    basis = None
     if lean == "primal":
         W = V @ (Q * d[:, None]).astype(np.float32)  # (p, t)
+        if return_basis:
+            basis = GramBasis(x_mean=x_mean, eigvals=lam, eigvecs=V, n_rows=n, alpha=alpha)
         del V, Q
     else:
         A_dual = U @ (B * d[:, None]).astype(np.float32)  # (n, t)
@@ -337,7 +363,62 @@ def fit_ridge_gcv_lean(
     model.intercept_ = float(intercept[0]) if one_target else intercept
     model.n_features_in_ = p
     logger.debug("lean ridge (%s, %d x %d -> %d targets): alpha %.3g", lean, n, p, t, alpha)
-    return model
+    return (model, basis) if return_basis else model
+
+
+@dataclass
+class GramBasis:
+    """The eigendecomposition of the centred training Gram matrix kept by :func:`fit_ridge_gcv_lean`.
+
+    Attributes
+    ----------
+    x_mean : ndarray (p,)
+        Column means of the training rows (float64).
+    eigvals, eigvecs : ndarray (p,), ndarray (p, p)
+        ``Xc' Xc = eigvecs diag(eigvals) eigvecs'`` (float64 values, float32 vectors).
+    n_rows : int
+        Training rows.
+    alpha : float
+        The penalty the fit chose.
+    """
+
+    x_mean: np.ndarray
+    eigvals: np.ndarray
+    eigvecs: np.ndarray
+    n_rows: int
+    alpha: float
+
+
+def block_out_of_fold(model: RidgeCV, basis: GramBasis, X: np.ndarray, Y: np.ndarray,
+                      folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Out-of-fold predictions of ridge at ``basis.alpha`` for each held-out block, from the full fit only.
+
+    Refitting ridge (penalised weights, unpenalised intercept) without the
+    rows ``te`` changes their residuals to ``(I - H_te)^-1 r_te``, where
+    ``r_te`` are the full fit's residuals and ``H_te = 1/n + Xc_te (Xc' Xc +
+    alpha I)^-1 Xc_te'`` is the block of the hat matrix (the block form of
+    the leave-one-out identity; exact for penalised least squares). With the
+    decomposition of the full fit this costs one ``(m, p) x (p, p)`` product
+    per block of ``m`` rows instead of a new fit; the result equals
+    ``Ridge(alpha).fit(X[tr], Y[tr]).predict(X[te])`` up to float32 rounding
+    (tests/test_ridge_solver.py). ``folds`` must partition the rows; ``X``
+    is the matrix the fit saw (transformed), float32 or float64.
+
+    Returns
+    -------
+    ndarray, shape of ``Y`` (float64)
+    """
+    Y2 = np.asarray(Y, dtype=np.float64).reshape(len(Y), -1)
+    oof = np.empty_like(Y2)
+    d = 1.0 / (basis.eigvals + basis.alpha)
+    mu32 = basis.x_mean.astype(np.float32)
+    for _, te in folds:
+        Xte = np.asarray(X[te], dtype=np.float32)
+        P = ((Xte - mu32) @ basis.eigvecs).astype(np.float64)  # (m, p)
+        H = (P * d) @ P.T + 1.0 / basis.n_rows
+        resid = Y2[te] - np.asarray(model.predict(Xte), dtype=np.float64).reshape(len(te), -1)
+        oof[te] = Y2[te] - np.linalg.solve(np.eye(len(te)) - H, resid)
+    return oof.reshape(np.shape(Y))
 
 
 def check_alphas(alphas) -> None:

@@ -44,6 +44,20 @@ __all__ = [
 DEBUG_ENV = "CORTEXFLOW_DEBUG"
 
 
+def progress_setting(no_progress: bool) -> bool | None:
+    """``False`` for ``--no-progress`` (and every bar of this process and its workers off), else ``None`` (default).
+
+    A command's ``--no-progress`` must also silence the bars that library code
+    deeper down opens with its default setting (a prior trained inside a
+    benchmark task, a worker process), so it sets ``CORTEXFLOW_PROGRESS=0`` for
+    the rest of the command (see :func:`cortexflow.utils.progress.progress_enabled`).
+    """
+    if not no_progress:
+        return None
+    os.environ["CORTEXFLOW_PROGRESS"] = "0"
+    return False
+
+
 def parse_sets(values: tuple[str, ...], *, option: str = "--set") -> dict[str, str]:
     """Turn repeated ``KEY=VALUE`` options into a dict (values stay strings; the config checks them).
 

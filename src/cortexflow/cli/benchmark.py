@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from cortexflow.cli._common import progress_setting
 from cortexflow.benchmark.executors import BACKENDS
 from cortexflow.registry.methods import REFERENCE_METHOD, get_method, list_methods
 from cortexflow.benchmark.runner import TRAIN_MODES, UNITS, BenchmarkConfig, run_benchmark
@@ -107,7 +108,7 @@ def benchmark(datasets, methods, splits, folds, seeds, split_seed, out_dir, data
         train_mode=train_mode, amp=amp, deterministic=deterministic, reference=reference, unit=unit,
         track=track, tracking_uri=tracking_uri)
     cmd = "cortexflow " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
-    res = run_benchmark(config, progress=False if no_progress else None, command=cmd)
+    res = run_benchmark(config, progress=progress_setting(no_progress), command=cmd)
     for note in res["notes"]:
         click.echo(f"note: {note}", err=True)
     click.echo(f"{res['total']} runs ({res['done_before']} resumed, {res['computed']} computed) "

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from cortexflow.models.eeg_estimator import EEG_METHODS
-from cortexflow.cli._common import parse_sets
+from cortexflow.cli._common import parse_sets, progress_setting
 from cortexflow.data.eeg import MINDBIGDATA_DEVICES, describe_eeg, load_eeg, preprocess_epochs
 from cortexflow.data.eeg import crell as crell_module
 from cortexflow.data.eeg.export import check_eeg_output, save_eeg_dataset
@@ -250,7 +250,7 @@ def evaluate_cmd(source, data_dir, headset, frontends, folds, seeds, split_seed,
     res = run_eeg_evaluation(
         ep, images, out_dir, frontends=names, n_folds=folds, seeds=list(range(seeds)), split_seed=split_seed,
         control=not no_control, preprocess=preprocess, config=config, config_overrides=parse_sets(sets),
-        device=device, progress=False if no_progress else None, extra={"dataset": describe_eeg(ep), "command": command},
+        device=device, progress=progress_setting(no_progress), extra={"dataset": describe_eeg(ep), "command": command},
         source=str(source), data_dir=data_dir, load_options={"headset": headset, "stimuli": stimuli},
     )
     click.echo(format_summary_table(res))

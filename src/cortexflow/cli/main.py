@@ -17,7 +17,7 @@ import numpy as np
 from cortexflow.cli.benchmark import benchmark, methods
 from cortexflow.methods.build import check_scored_stimuli, make_estimator, scored_stimuli
 from cortexflow.registry.methods import check_options, decoder_label, get_method, list_methods, suggest
-from cortexflow.cli._common import apply_num_threads, error_boundary, one_line, parse_sets, workers_from_env
+from cortexflow.cli._common import apply_num_threads, error_boundary, one_line, parse_sets, progress_setting, workers_from_env
 from cortexflow.cli.datasets_check import check as datasets_check
 from cortexflow.cli.eeg import eeg
 from cortexflow.cli.prior import prior
@@ -155,7 +155,7 @@ def datasets_fetch(name: str, data_dir, mirror, no_progress: bool) -> None:
     failed = []
     for n in names:  # go on past a failure and report every one at the end
         try:
-            click.echo(str(fetch_dataset(n, data_dir, mirror=mirror, progress=False if no_progress else None)))
+            click.echo(str(fetch_dataset(n, data_dir, mirror=mirror, progress=progress_setting(no_progress))))
         except CortexFlowError as exc:
             failed.append(n)
             click.echo(f"Error: {n}: {_one_line(exc)}", err=True)
@@ -324,9 +324,9 @@ def train(dataset: str, method: str, seed: int, out_dir: str, overwrite: bool, c
         if preset:
             cfg = get_config(config, n_train=len(ds.X_train), dataset=ds.name, **overrides)
             model = CCCV1Decoder(config=cfg, dataset=ds.name, random_state=seed, device=str(dev),
-                                 progress=False if no_progress else None, amp=amp)
+                                 progress=progress_setting(no_progress), amp=amp)
         else:
-            model = _method_estimator(method, options, seed, ds, str(dev), amp, False if no_progress else None, data_dir)
+            model = _method_estimator(method, options, seed, ds, str(dev), amp, progress_setting(no_progress), data_dir)
         write_output_marker(out, "train", TRAIN_OUTPUTS + ["checkpoint"])
         t0 = time.perf_counter()
         if "metadata" in inspect.signature(model.fit).parameters:

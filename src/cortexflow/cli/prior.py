@@ -7,6 +7,7 @@ import time
 
 import click
 
+from cortexflow.cli._common import progress_setting
 from cortexflow.data.corpora import get_corpus_info, list_corpora, load_corpus
 from cortexflow.data.guard import DEFAULT_THRESHOLD, dataset_stimuli
 from cortexflow.models.prior import MAX_EMBED_DIM, PriorConfig
@@ -52,7 +53,7 @@ def prior_train(corpus, kind, embed_dim, epochs, seed, max_images, for_dataset, 
     exclude = dataset_stimuli(for_dataset, data_dir) if for_dataset else None
     t0 = time.perf_counter()
     fitted = get_prior(corpus, exclude=exclude, config=cfg, data_dir=data_dir, cache_dir=cache_dir,
-                       progress=False if no_progress else None, threshold=threshold)
+                       progress=progress_setting(no_progress), threshold=threshold)
     info = {**fitted.info, "config": cfg.to_dict(), "path": str(fitted.path), "wall_s": round(time.perf_counter() - t0, 2)}
     info.pop("dropped_indices", None)
     if as_json:

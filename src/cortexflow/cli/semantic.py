@@ -7,6 +7,7 @@ import time
 
 import click
 
+from cortexflow.cli._common import progress_setting
 from cortexflow.data import load_dataset
 from cortexflow.benchmark.semantic import score_benchmark
 from cortexflow.semantic.cache import cache_path, embed_images, images_checksum
@@ -63,7 +64,7 @@ def score_cmd(out: str, encoder: str, layer: str, reference: str, unit: str, fas
     new or changed runs.
     """
     res = score_benchmark(out, encoder=encoder, layer=layer, cache_dir=cache_dir, reference=reference, unit=unit,
-                          fast=fast, progress=False if no_progress else None)
+                          fast=fast, progress=progress_setting(no_progress))
     click.echo(f"scored {res['runs']} runs")
     if res["resumed"]:
         click.echo(f"{res['resumed']} of them were scored before (stored in {out}/runs/scores) and not recomputed")

@@ -10,7 +10,9 @@ from sklearn.linear_model import Ridge
 from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted
 
-from cortexflow.baselines._common import default_alphas, fit_ridge_cv
+from cortexflow.baselines._common import (GramBasis, block_out_of_fold, default_alphas, fit_ridge_cv,
+                                          fit_ridge_gcv_lean, fit_signal_scaler_lean, transform_in_chunks,
+                                          uses_lean_path)
 from cortexflow.data.preprocessing import SignalScaler
 from cortexflow.data.splits import stimulus_groups
 from cortexflow.exceptions import ConfigError
@@ -118,6 +120,10 @@ def prior_report_info(prior: FittedPrior) -> dict[str, Any]:
 
 #: Candidate weights of the pixel ridge image for ``pixel_blend="auto"``.
 BLEND_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: Above this many training rows the candidates of ``residual_scale="auto"`` and ``pixel_blend="auto"`` are
+#: ranked on a seeded subset of this many rows (each row is decoded on its own there); every registered data
+#: set has fewer rows, so its numbers do not depend on it.
+RANKING_MAX_ROWS = 2000
 DECODINGS = ("hybrid", "prior", "corpus-knn")
 
 
@@ -147,6 +153,13 @@ def inner_group_folds(groups: np.ndarray, rng: np.random.Generator, n_folds: int
         test = np.isin(groups, ids[chunk])
         folds.append((np.flatnonzero(~test), np.flatnonzero(test)))
     return folds
+
+
+def _ranking_rows(n: int, rng: np.random.Generator) -> "slice | np.ndarray":
+    """All rows, or a seeded sorted subset of :data:`RANKING_MAX_ROWS` of them above that (drawn only then)."""
+    if n <= RANKING_MAX_ROWS:
+        return slice(None)
+    return np.sort(rng.choice(n, size=RANKING_MAX_ROWS, replace=False))
 
 
 class RidgePriorDecoder(BaseDecoder):
@@ -353,21 +366,28 @@ class RidgePriorDecoder(BaseDecoder):
                                     seed=self._seed(), progress=self.progress)
             prior.corpus_images = corpus_images
         self.prior_ = prior
-        self.scaler_ = SignalScaler().fit(X)
         targets = prior.encode_images(Y).astype(np.float64)
-        A = self.scaler_.transform(X).astype(np.float64)
-        self.ridge_ = fit_ridge_cv(A, targets, alphas, self.cv)
+        basis = None
+        if uses_lean_path(np.shape(X), self.cv):  # large data: one float32 copy, one decomposition (docs/scale.md)
+            self.scaler_ = fit_signal_scaler_lean(X)
+            A = transform_in_chunks(self.scaler_.transform, X)
+            self.ridge_, basis = fit_ridge_gcv_lean(A, targets, alphas, return_basis=True)
+        else:
+            self.scaler_ = SignalScaler().fit(X)
+            A = self.scaler_.transform(X).astype(np.float64)
+            self.ridge_ = fit_ridge_cv(A, targets, alphas, self.cv)
         self.alpha_ = float(self.ridge_.alpha_)
         if len(alphas) > 1 and self.alpha_ in (alphas.min(), alphas.max()):
             logger.warning("ridge-prior penalty %.3g lies at the edge of the grid [%.3g, %.3g]",
                            self.alpha_, alphas.min(), alphas.max())
-        self._fit_decoding(A, targets, Y, exclude)
+        self._fit_decoding(A, targets, Y, exclude, basis)
         self.report_info_ = {**prior_report_info(prior), "alpha": self.alpha_, "residual_scale": self.residual_scale_,
                              "decoding": self.decoding, "pixel_blend": self.pixel_blend_}
         return self
 
     # ------------------------------------------------------------- decoding
-    def _fit_decoding(self, A: np.ndarray, T: np.ndarray, Y: np.ndarray, exclude: np.ndarray | None) -> None:
+    def _fit_decoding(self, A: np.ndarray, T: np.ndarray, Y: np.ndarray, exclude: np.ndarray | None,
+                      basis: GramBasis | None = None) -> None:
         """Everything the decoding needs, from the training rows only.
 
         ``A`` z-scored training signals, ``T`` the prior's embeddings of the
@@ -376,13 +396,15 @@ class RidgePriorDecoder(BaseDecoder):
         embeddings (``corpus-knn`` and ``hybrid``), ``pixel_blend_`` and
         ``pixel_ridge_``. Rows that show the same image fall in the same inner
         fold, so the residuals describe the error on an image not seen in training.
+        ``basis`` (the lean path's decomposition) gives the out-of-fold
+        predictions without refitting (:func:`~cortexflow.baselines._common.block_out_of_fold`).
         """
         for stale in ("corpus_images_", "corpus_embeddings_", "residual_cv_mse_", "blend_cv_mse_"):
             self.__dict__.pop(stale, None)  # left by an earlier fit with other options
         rng = np.random.default_rng(self._seed())
         groups = stimulus_groups(Y)
         folds = inner_group_folds(groups, rng)
-        oof = self._out_of_fold(A, T, folds)
+        oof = self._out_of_fold(A, T, folds, self.ridge_, basis)
         self.residuals_ = (T - oof).astype(np.float32)
         if self.decoding in ("corpus-knn", "hybrid"):
             images = getattr(self.prior_, "corpus_images", None)
@@ -391,27 +413,34 @@ class RidgePriorDecoder(BaseDecoder):
                                                  exclude if exclude is not None else Y, threshold=self.threshold)
             self.corpus_images_ = images
             self.corpus_embeddings_ = self.prior_.encode_images(images)
-        self.residual_scale_ = 0.0 if self.decoding == "corpus-knn" else self._choose_scale(oof, Y, groups, rng)
+        rank_rows = _ranking_rows(len(Y), rng)
+        self.residual_scale_ = 0.0 if self.decoding == "corpus-knn" else self._choose_scale(oof, Y, groups, rng,
+                                                                                             rank_rows)
         self.pixel_blend_, self.pixel_ridge_ = 0.0, None
         if self.pixel_blend != 0:
-            self._fit_pixel_blend(A, Y, folds, oof, groups, rng)
+            self._fit_pixel_blend(A, Y, folds, oof, groups, rng, basis is not None, rank_rows)
 
-    def _out_of_fold(self, A: np.ndarray, T: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        """Out-of-fold ridge predictions of the training embeddings over ``folds``."""
+    def _out_of_fold(self, A: np.ndarray, T: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], ridge=None,
+                     basis: GramBasis | None = None) -> np.ndarray:
+        """Out-of-fold ridge predictions of ``T`` over ``folds`` at the penalty of ``ridge`` (default ``ridge_``)."""
+        ridge = self.ridge_ if ridge is None else ridge
+        if basis is not None:
+            return block_out_of_fold(ridge, basis, A, T, folds)
         oof = np.zeros_like(T)
         for tr, te in folds:
-            oof[te] = Ridge(alpha=self.alpha_).fit(A[tr], T[tr]).predict(A[te])
+            oof[te] = Ridge(alpha=float(ridge.alpha_)).fit(A[tr], T[tr]).predict(A[te])
         return oof
 
     def _decode_mean(self, Z: np.ndarray, scale: float, rng: np.random.Generator, groups: np.ndarray | None = None,
-                     cap: int | None = None) -> np.ndarray:
+                     cap: int | None = None, row_groups: np.ndarray | None = None) -> np.ndarray:
         """Mean decoded image of each row of ``Z`` over ``Z + scale * residual`` samples.
 
         Without ``groups`` (prediction) every row uses the same seeded subset
         of residuals, so a row's image does not depend on the other rows
         predicted with it. With ``groups`` (the training rows' image groups,
-        one per row of ``Z``; used while fitting) row ``i`` uses only residuals
-        of rows showing another image.
+        one per residual; used while fitting) row ``i`` uses only residuals
+        of rows showing another image than ``row_groups[i]`` (default:
+        ``groups``, when ``Z`` holds every training row).
         """
         if scale == 0:
             return self.prior_.decode_embeddings(Z.astype(np.float32))
@@ -426,8 +455,9 @@ class RidgePriorDecoder(BaseDecoder):
                 samples = (z[:, None, :] + scale * R[pool][None]).reshape(-1, Z.shape[1]).astype(np.float32)
                 out[start:start + len(z)] = self.prior_.decode_embeddings(samples).reshape(len(z), len(pool), *shape).mean(1)
             return out
+        row_groups = groups if row_groups is None else row_groups
         for i, z in enumerate(Z):
-            pool = np.flatnonzero(groups != groups[i])
+            pool = np.flatnonzero(groups != row_groups[i])
             if len(pool) > k:
                 pool = rng.choice(pool, size=k, replace=False)
             out[i] = self.prior_.decode_embeddings((z[None] + scale * R[pool]).astype(np.float32)).mean(axis=0)
@@ -442,16 +472,18 @@ class RidgePriorDecoder(BaseDecoder):
         return self.corpus_images_[top].mean(axis=1).astype(np.float32)
 
     def _decode(self, Z: np.ndarray, rng: np.random.Generator, groups: np.ndarray | None = None,
-                cap: int | None = None) -> np.ndarray:
+                cap: int | None = None, row_groups: np.ndarray | None = None) -> np.ndarray:
         """Images (n, 28, 28) from raw ridge-space embeddings ``Z`` by the chosen ``decoding``."""
         if self.decoding == "corpus-knn":
             return self._corpus_knn(Z)
-        img = self._decode_mean(Z, self.residual_scale_, rng, groups, cap)
+        img = self._decode_mean(Z, self.residual_scale_, rng, groups, cap, row_groups)
         if self.decoding == "hybrid":
             img = 0.5 * (img + self._corpus_knn(Z))
         return img
 
-    def _choose_scale(self, oof: np.ndarray, Y: np.ndarray, groups: np.ndarray, rng: np.random.Generator) -> float:
+    def _choose_scale(self, oof: np.ndarray, Y: np.ndarray, groups: np.ndarray, rng: np.random.Generator,
+                      rows: "slice | np.ndarray" = slice(None)) -> float:
+        """``residual_scale``, or the candidate of ``residual_grid`` with the lowest out-of-fold MSE on ``rows``."""
         if self.residual_scale != "auto":
             scale = float(self.residual_scale)
             if not np.isfinite(scale) or scale < 0:
@@ -461,21 +493,25 @@ class RidgePriorDecoder(BaseDecoder):
         if not grid or min(grid) < 0:
             raise ConfigError(f"residual_grid={self.residual_grid!r} must hold numbers >= 0")
         cap = max(1, int(self.n_samples) // 2)  # half the samples suffice to rank the candidates
-        errors = [float(((self._decode_mean(oof, c, rng, groups, cap=cap) - Y) ** 2).mean()) for c in grid]
+        errors = [float(((self._decode_mean(oof[rows], c, rng, groups, cap=cap, row_groups=groups[rows]) - Y[rows]) ** 2
+                         ).mean()) for c in grid]
         self.residual_cv_mse_ = dict(zip(grid, errors))
         return grid[int(np.argmin(errors))]
 
-    def _fit_pixel_blend(self, A, Y, folds, oof, groups, rng) -> None:
+    def _fit_pixel_blend(self, A, Y, folds, oof, groups, rng, lean: bool = False, rank_rows=slice(None)) -> None:
         """Pixel ridge beside the prior's image; its weight given, or chosen on the training rows' out-of-fold images."""
         Yf = Y.reshape(len(Y), -1).astype(np.float64)
-        self.pixel_ridge_ = fit_ridge_cv(A, Yf, self._alphas(), self.cv)
+        basis = None
+        if lean:
+            self.pixel_ridge_, basis = fit_ridge_gcv_lean(A, Yf, self._alphas(), return_basis=True)
+        else:
+            self.pixel_ridge_ = fit_ridge_cv(A, Yf, self._alphas(), self.cv)
         if self.pixel_blend != "auto":
             self.pixel_blend_ = float(self.pixel_blend)
             return
-        oof_pix = np.zeros_like(Yf)
-        for tr, te in folds:
-            oof_pix[te] = Ridge(alpha=float(self.pixel_ridge_.alpha_)).fit(A[tr], Yf[tr]).predict(A[te])
-        img = self._decode(oof, rng, groups).reshape(len(Y), -1)
+        oof_pix = self._out_of_fold(A, Yf, folds, self.pixel_ridge_, basis)[rank_rows]
+        Yf = Yf[rank_rows]
+        img = self._decode(oof[rank_rows], rng, groups, row_groups=groups[rank_rows]).reshape(len(Yf), -1)
         errors = [float((((1 - w) * img + w * oof_pix - Yf) ** 2).mean()) for w in BLEND_GRID]
         self.blend_cv_mse_ = dict(zip(BLEND_GRID, errors))
         self.pixel_blend_ = BLEND_GRID[int(np.argmin(errors))]
