@@ -1,4 +1,4 @@
-"""Training: typed configurations and the one training loop."""
+"""Training: typed configurations and the one epoch loop (:mod:`cortexflow.training.loop`) and its trainers."""
 
 from cortexflow.training.config import PRESETS, CCCV1Config, TrainingConfig, get_config, pattern_for_size
 from cortexflow.training.devices import resolve_device

@@ -17,10 +17,15 @@ dimension and trained together:
   every member), and its own optimiser state;
 * Adam runs with one parameter group per member (the fused implementation when
   the device supports it), so each member has its own step count and learning
-  rate; ReduceLROnPlateau is re-implemented per member with PyTorch's rules;
-  gradients are clipped per member by that member's own global norm;
-* early stopping is per member: a member that stops keeps its best weights,
-  leaves the stack, and costs nothing afterwards.
+  rate; gradients are clipped per member by that member's own global norm;
+* the epochs, each member's plateau schedule (PyTorch's ReduceLROnPlateau
+  rules), early stopping, best weights and history are those of the shared
+  loop (:func:`cortexflow.training.loop.run_epochs`, the loop of
+  :func:`~cortexflow.training.trainer.train_model` too), with K members: a
+  member that stops keeps its best weights, leaves the stack, and costs nothing
+  afterwards. This module gives the loop its epoch step (:class:`_StackSteps`:
+  the stacked forward, backward and optimiser steps, the validation, the
+  best copies and the compaction of the stack).
 
 Dropout masks come from one random stream per member, started where the
 sequential path's stream starts (on CPU: the global generator's state right
@@ -60,8 +65,8 @@ from cortexflow.models.estimator import CCCV1Decoder
 from cortexflow.training.config import CCCV1Config
 from cortexflow.training.devices import autocast, make_grad_scaler, resolve_amp, resolve_device
 from cortexflow.training.seeding import dropout_generator
-from cortexflow.training.trainer import TrainResult, make_adam
-from cortexflow.utils.progress import progress_bar
+from cortexflow.training.loop import EpochSteps, TrainResult, run_epochs
+from cortexflow.training.trainer import make_adam
 
 __all__ = ["BatchedNotSupported", "supports_batched", "train_batched", "fit_many", "MemberStack", "batched_encode",
            "DEFAULT_MAX_GROUP"]
@@ -287,31 +292,9 @@ def _to_stack(p: torch.Tensor, transpose: bool) -> torch.Tensor:
     return p.T.contiguous() if transpose else p
 
 
-# --------------------------------------------------------------------- schedulers
-class _Plateau:
-    """PyTorch's ReduceLROnPlateau rules (mode min, relative threshold) for one member."""
-
-    def __init__(self, factor: float, patience: int, threshold: float = 1e-4, min_lr: float = 0.0, eps: float = 1e-8):
-        self.factor, self.patience, self.threshold, self.min_lr, self.eps = factor, patience, threshold, min_lr, eps
-        self.best = math.inf
-        self.num_bad = 0
-
-    def step(self, metric: float, lr: float) -> float:
-        if metric < self.best * (1.0 - self.threshold):
-            self.best, self.num_bad = metric, 0
-        else:
-            self.num_bad += 1
-        if self.num_bad > self.patience:
-            new_lr = max(lr * self.factor, self.min_lr)
-            self.num_bad = 0
-            if lr - new_lr > self.eps:
-                return new_lr
-        return lr
-
-
 @dataclass
 class _Member:
-    """Book-keeping of one member while it trains."""
+    """What one member brings to the stack: its seed, inner split, batch-order and dropout streams."""
 
     index: int
     seed: int
@@ -319,9 +302,6 @@ class _Member:
     va: np.ndarray
     gen: torch.Generator
     dropout_gen: torch.Generator
-    plateau: _Plateau
-    result: TrainResult
-    bad_epochs: int = 0
     perm: torch.Tensor | None = None
 
 
@@ -483,8 +463,6 @@ def train_batched(
     t0 = time.perf_counter()
     dev = resolve_device(device)
     amp_dtype = resolve_amp(amp, dev)
-    scaler = make_grad_scaler(dev, amp_dtype)
-    names = stack.names
     stack.template.to(dev)  # its frozen parts (if any) serve every member on the device
     D = int(np.asarray(Xs[0]).shape[1])
     n_out = int(np.asarray(Ys[0]).reshape(len(Ys[0]), -1).shape[1])
@@ -510,159 +488,208 @@ def train_batched(
         gen = torch.Generator()
         gen.manual_seed(int(seeds[k]))
         dropout_gen = dropout_generator(dev, int(seeds[k]), rng_states[k] if rng_states is not None else None)
-        members.append(_Member(k, int(seeds[k]), tr, va, gen, dropout_gen,
-                               _Plateau(config.lr_factor, config.lr_patience), TrainResult(device=str(dev))))
+        members.append(_Member(k, int(seeds[k]), tr, va, gen, dropout_gen))
 
-    # ---- stacked parameters (leaves), best copies, optimiser with one group per member
-    linear_weights = stack.transposed
-    with torch.no_grad():
-        P = {n: torch.stack([_to_stack(dict(m.named_parameters())[n], n in linear_weights) for m in models]).to(dev)
-             for n in names}
-    for t in P.values():
-        t.requires_grad_(True)
-    best = {n: t.detach().clone() for n, t in P.items()}
-    views = [[P[n].detach()[k] for n in names] for k in range(K)]
-    G = _grad_buffers(P, views, names)
-    accumulated = [G[n] for n in names if n not in linear_weights]  # zeroed before each backward
-    # clipping folded into the weight-gradient computation (not with fp16's gradient
-    # scaler, whose unscale_ must see finished gradients)
-    deferred = _DeferredWeightGrads() if config.grad_clip > 0 and scaler is None else None
-    opt = make_adam(_member_groups(views, [config.lr] * K), config, dev, fused=_fused(dev, fused_adam))
+    steps = _StackSteps(list(models), stack, members, Xpad, Ypad, config, dev, amp_dtype, fused_adam)
+    results = run_epochs(steps, K, config.epochs, patience=config.patience,
+                         plateau=(config.lr_factor, config.lr_patience), progress=progress, desc=f"train x{K}",
+                         device=str(dev), label=lambda i: f"member {i} (seed {members[i].seed}): ")
+    seconds = time.perf_counter() - t0
+    for res, model in zip(results, models):
+        res.seconds = seconds / K
+        model.cpu().eval()
+    return results
 
-    active = list(range(K))  # member index per stack row
-    bs = config.batch_size
-    bar = progress_bar(range(1, config.epochs + 1), progress=progress, desc=f"train x{K}", unit="epoch")
-    for epoch in bar:
-        # ---- one epoch of mini-batches: member k follows its own permutation
-        A = len(active)
-        n_steps = max(math.ceil(len(members[i].tr) / bs) for i in active)
-        # the whole epoch's row indices and masks, built once and moved to the device once
+
+class _StackSteps(EpochSteps):
+    """The epoch step of :func:`train_batched`: the members still in the stack, trained as one batched model.
+
+    Holds the stacked parameters ``P`` (a leading member dimension), their
+    best copies, the persistent gradient buffers, the optimiser (one group per
+    member) and the padded data of the rows still in the stack; row r is
+    member ``active[r]``.
+
+    Parameters
+    ----------
+    models : list of nn.Module
+        The members' own modules (their best weights are written back when they stop).
+    stack : MemberStack
+        What is stacked and the per-member loss.
+    members : list of _Member
+        Each member's seed, inner split and random streams.
+    Xpad, Ypad : Tensor (K, n_max, D), (K, n_max, n_out)
+        The members' training arrays, padded, on the device.
+    config : CCCV1Config
+    device : torch.device
+    amp_dtype : torch.dtype or None
+        fp16 trains with a gradient scaler.
+    fused_adam : bool or None
+        See :func:`train_batched`.
+    """
+
+    def __init__(self, models: list[nn.Module], stack: MemberStack, members: list[_Member], Xpad: torch.Tensor,
+                 Ypad: torch.Tensor, config: CCCV1Config, device: torch.device, amp_dtype, fused_adam: bool | None):
+        self.models, self.stack, self.members, self.Xpad, self.Ypad = models, stack, members, Xpad, Ypad
+        self.config, self.dev, self.amp_dtype, self.fused_adam = config, device, amp_dtype, fused_adam
+        self.scaler = make_grad_scaler(device, amp_dtype)
+        self.names, self.linear_weights = stack.names, stack.transposed
+        K = len(models)
+        with torch.no_grad():
+            self.P = {n: torch.stack([_to_stack(dict(m.named_parameters())[n], n in self.linear_weights)
+                                      for m in models]).to(device) for n in self.names}
+        for t in self.P.values():
+            t.requires_grad_(True)
+        self.best = {n: t.detach().clone() for n, t in self.P.items()}
+        self.views = [[self.P[n].detach()[k] for n in self.names] for k in range(K)]
+        self._install_grads()
+        # clipping folded into the weight-gradient computation (not with fp16's gradient
+        # scaler, whose unscale_ must see finished gradients)
+        self.deferred = _DeferredWeightGrads() if config.grad_clip > 0 and self.scaler is None else None
+        self.opt = make_adam(_member_groups(self.views, [config.lr] * K), config, device,
+                             fused=_fused(device, fused_adam))
+        self.active = list(range(K))  # member index per stack row
+
+    def _install_grads(self) -> None:
+        self.G = _grad_buffers(self.P, self.views, self.names)
+        self.accumulated = [self.G[n] for n in self.names if n not in self.linear_weights]  # zeroed before each backward
+
+    def _epoch_order(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This epoch's row indices and masks (A, n_steps * bs), on the device, and the rows per step (A, n_steps).
+
+        Member k follows its own permutation; the whole epoch is built once and moved to the device once.
+        """
+        A, bs = len(self.active), self.config.batch_size
+        n_steps = max(math.ceil(len(self.members[i].tr) / bs) for i in self.active)
         ep_idx = torch.zeros(A, n_steps * bs, dtype=torch.long)
         ep_mask = torch.zeros(A, n_steps * bs)
-        for r, i in enumerate(active):
-            m = members[i]
+        for r, i in enumerate(self.active):
+            m = self.members[i]
             m.perm = torch.randperm(len(m.tr), generator=m.gen)
             ep_idx[r, : len(m.tr)] = torch.as_tensor(m.tr)[m.perm]
             ep_mask[r, : len(m.tr)] = 1.0
-        steps_rows = ep_mask.view(A, n_steps, bs).sum(2)  # (A, n_steps), on the CPU
-        ep_idx, ep_mask = ep_idx.to(dev), ep_mask.to(dev)
-        running = torch.zeros(A, device=dev)
-        counts = torch.zeros(A, device=dev)
-        rows = torch.arange(A, device=dev).unsqueeze(1)
-        for s in range(n_steps):
+        steps_rows = ep_mask.view(A, n_steps, bs).sum(2)  # on the CPU
+        return ep_idx.to(self.dev), ep_mask.to(self.dev), steps_rows
+
+    def train_epoch(self, epoch: int) -> list[float]:
+        """One epoch of mini-batches for every row; each row's mean training loss."""
+        A, bs = len(self.active), self.config.batch_size
+        ep_idx, ep_mask, steps_rows = self._epoch_order()
+        running = torch.zeros(A, device=self.dev)
+        counts = torch.zeros(A, device=self.dev)
+        for s in range(steps_rows.shape[1]):
             idx, mask = ep_idx[:, s * bs : (s + 1) * bs], ep_mask[:, s * bs : (s + 1) * bs]
-            idle = [r for r in range(A) if steps_rows[r, s] == 0]  # members whose epoch has ended
-            step_rows = [int(steps_rows[r, s]) for r in range(A)]
-            batch = {"x": Xpad[rows, idx], "target": Ypad[rows, idx], "index": idx, "mask": mask, "rows": step_rows}
-            for g in accumulated:
-                g.zero_()
-            streams = [(members[i].dropout_gen, step_rows[r]) for r, i in enumerate(active)]
-            per_member, _ = stack.loss(P, batch, training=True, autocast_ctx=(dev, amp_dtype), G=G,
-                                       deferred=deferred, streams=streams)
+            per_member = self._step(idx, mask, [int(steps_rows[r, s]) for r in range(A)])
             n_rows = mask.sum(1)
-            total = per_member.sum()
-            if scaler is not None:
-                scaler.scale(total).backward()
-            else:
-                total.backward()
-            if any(P[n].grad is not G[n] for n in names):  # pragma: no cover - autograd replaced a buffer
-                raise RuntimeError("batched training: a gradient buffer was replaced during backward")
-            for r in idle:  # no step (and no Adam step count) for a member without rows in this step
-                for v in views[r]:
-                    v.grad = None
-            if scaler is not None:
-                scaler.unscale_(opt)
-            if deferred is not None:  # clip with the Gram norms, then write the weight gradients once
-                with torch.no_grad():
-                    sq = deferred.sq_norm + torch.stack(
-                        [torch.linalg.vector_norm(g.reshape(A, -1), dim=1).float() ** 2 for g in accumulated]).sum(0)
-                    coef = (config.grad_clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)
-                    deferred.finish(coef)
-                    for g in accumulated:
-                        g.mul_(coef.view(A, *([1] * (g.dim() - 1))).to(g.dtype))
-            elif config.grad_clip > 0:
-                with torch.no_grad():
-                    norms = torch.stack([torch.linalg.vector_norm(g.reshape(A, -1), dim=1) for g in G.values()])
-                    coef = (config.grad_clip / (torch.linalg.vector_norm(norms.float(), dim=0) + 1e-6)).clamp(max=1.0)
-                    for g in G.values():
-                        g.mul_(coef.view(A, *([1] * (g.dim() - 1))).to(g.dtype))
-            if scaler is not None:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            for r in idle:
-                for n, v in zip(names, views[r]):
-                    v.grad = G[n][r]
             running += per_member.detach().float() * n_rows
             counts += n_rows
+        return (running / counts.clamp(min=1.0)).cpu().tolist()
 
-        # ---- validation, schedule and early stopping, per member
+    def _step(self, idx: torch.Tensor, mask: torch.Tensor, step_rows: list[int]) -> torch.Tensor:
+        """One optimiser step of every row on its rows ``idx`` (A, B); the per-member losses (A,)."""
+        P, G, names, opt, scaler = self.P, self.G, self.names, self.opt, self.scaler
+        A = len(self.active)
+        idle = [r for r in range(A) if step_rows[r] == 0]  # members whose epoch has ended
+        rows = torch.arange(A, device=self.dev).unsqueeze(1)
+        batch = {"x": self.Xpad[rows, idx], "target": self.Ypad[rows, idx], "index": idx, "mask": mask,
+                 "rows": step_rows}
+        for g in self.accumulated:
+            g.zero_()
+        streams = [(self.members[i].dropout_gen, step_rows[r]) for r, i in enumerate(self.active)]
+        per_member, _ = self.stack.loss(P, batch, training=True, autocast_ctx=(self.dev, self.amp_dtype), G=G,
+                                        deferred=self.deferred, streams=streams)
+        total = per_member.sum()
+        if scaler is not None:
+            scaler.scale(total).backward()
+        else:
+            total.backward()
+        if any(P[n].grad is not G[n] for n in names):  # pragma: no cover - autograd replaced a buffer
+            raise RuntimeError("batched training: a gradient buffer was replaced during backward")
+        for r in idle:  # no step (and no Adam step count) for a member without rows in this step
+            for v in self.views[r]:
+                v.grad = None
+        if scaler is not None:
+            scaler.unscale_(opt)
+        self._clip(A)
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        for r in idle:
+            for n, v in zip(names, self.views[r]):
+                v.grad = G[n][r]
+        return per_member
+
+    def _clip(self, A: int) -> None:
+        """Clip each member's gradients by its own global norm (when deferred, the weight gradients are written now)."""
+        clip, deferred, accumulated = self.config.grad_clip, self.deferred, self.accumulated
+        if deferred is not None:  # clip with the Gram norms, then write the weight gradients once
+            with torch.no_grad():
+                sq = deferred.sq_norm + torch.stack(
+                    [torch.linalg.vector_norm(g.reshape(A, -1), dim=1).float() ** 2 for g in accumulated]).sum(0)
+                coef = (clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)
+                deferred.finish(coef)
+                for g in accumulated:
+                    g.mul_(coef.view(A, *([1] * (g.dim() - 1))).to(g.dtype))
+        elif clip > 0:
+            with torch.no_grad():
+                norms = torch.stack([torch.linalg.vector_norm(g.reshape(A, -1), dim=1) for g in self.G.values()])
+                coef = (clip / (torch.linalg.vector_norm(norms.float(), dim=0) + 1e-6)).clamp(max=1.0)
+                for g in self.G.values():
+                    g.mul_(coef.view(A, *([1] * (g.dim() - 1))).to(g.dtype))
+
+    def validate(self) -> list[float]:
+        """Each row's pixel loss on its member's inner validation rows."""
+        A = len(self.active)
         with torch.no_grad():
-            nv = max(len(members[i].va) for i in active)
+            nv = max(len(self.members[i].va) for i in self.active)
             vidx = torch.zeros(A, nv, dtype=torch.long)
             vmask = torch.zeros(A, nv)
-            for r, i in enumerate(active):
-                va = members[i].va
+            for r, i in enumerate(self.active):
+                va = self.members[i].va
                 vidx[r, : len(va)] = torch.as_tensor(va)
                 vmask[r, : len(va)] = 1.0
-            vidx, vmask = vidx.to(dev), vmask.to(dev)
-            vbatch = {"x": Xpad[rows, vidx], "target": Ypad[rows, vidx], "index": vidx, "mask": vmask,
-                      "rows": [len(members[i].va) for i in active]}
-            _, vpix = stack.loss({n: t.detach() for n, t in P.items()}, vbatch, training=False,
-                                 autocast_ctx=(dev, amp_dtype))
-            val = vpix.cpu().tolist()
-            train_loss = (running / counts.clamp(min=1.0)).cpu().tolist()
-        stopped_rows, improved = [], []
-        for r, i in enumerate(active):
-            m = members[i]
-            group = opt.param_groups[r]
-            group["lr"] = m.plateau.step(val[r], group["lr"])
-            m.result.history.append({"epoch": epoch, "train_loss": train_loss[r], "val_loss": val[r], "lr": group["lr"]})
-            if val[r] < m.result.best_val_loss - 1e-7:
-                m.result.best_val_loss, m.result.best_epoch, m.bad_epochs = val[r], epoch, 0
-                improved.append(r)
+            vidx, vmask = vidx.to(self.dev), vmask.to(self.dev)
+            rows = torch.arange(A, device=self.dev).unsqueeze(1)
+            vbatch = {"x": self.Xpad[rows, vidx], "target": self.Ypad[rows, vidx], "index": vidx, "mask": vmask,
+                      "rows": [len(self.members[i].va) for i in self.active]}
+            _, vpix = self.stack.loss({n: t.detach() for n, t in self.P.items()}, vbatch, training=False,
+                                      autocast_ctx=(self.dev, self.amp_dtype))
+            return vpix.cpu().tolist()
+
+    def lr(self, row: int) -> float:
+        return self.opt.param_groups[row]["lr"]
+
+    def set_lr(self, row: int, lr: float) -> None:
+        self.opt.param_groups[row]["lr"] = lr
+
+    def keep_best(self, rows: list[int]) -> None:
+        """Copy the weights of ``rows`` into their best copies (one copy per parameter)."""
+        with torch.no_grad():
+            if len(rows) == len(self.active):
+                for n in self.names:
+                    self.best[n].copy_(self.P[n].detach())
             else:
-                m.bad_epochs += 1
-            m.result.stopped_epoch = epoch
-            if m.bad_epochs >= config.patience or epoch == config.epochs:
-                stopped_rows.append(r)
-                if m.bad_epochs >= config.patience:
-                    logger.info("member %d (seed %d): early stop at epoch %d (best %d, val %.5f)",
-                                i, m.seed, epoch, m.result.best_epoch, m.result.best_val_loss)
-        if improved:  # keep the best weights of the members that improved (one copy per parameter)
+                ri = torch.as_tensor(rows, device=self.dev)
+                for n in self.names:
+                    self.best[n].index_copy_(0, ri, self.P[n].detach().index_select(0, ri))
+
+    def finish(self, rows: list[int]) -> None:
+        """Hand the best weights of ``rows`` back to their members' own modules."""
+        for r in rows:
+            params = dict(self.models[self.active[r]].named_parameters())
             with torch.no_grad():
-                if len(improved) == A:
-                    for n in names:
-                        best[n].copy_(P[n].detach())
-                else:
-                    ri = torch.as_tensor(improved, device=dev)
-                    for n in names:
-                        best[n].index_copy_(0, ri, P[n].detach().index_select(0, ri))
-        bar.set_postfix(active=A - len(stopped_rows), val=f"{float(np.mean(val)):.4f}")
-        if stopped_rows:
-            for r in stopped_rows:  # hand the best weights back to the member's own module
-                params = dict(models[active[r]].named_parameters())
-                with torch.no_grad():
-                    for n in names:
-                        w = best[n][r]
-                        params[n].copy_((w.T if n in linear_weights else w).to(params[n].device))
-            keep = [r for r in range(A) if r not in stopped_rows]
-            if not keep:
-                break
-            P, best, views, opt, Xpad, Ypad = _compact(P, best, views, opt, Xpad, Ypad, keep, names, config, dev,
-                                                       fused_adam)
-            G = _grad_buffers(P, views, names)
-            accumulated = [G[n] for n in names if n not in linear_weights]
-            active = [active[r] for r in keep]
-    bar.close()
-    seconds = time.perf_counter() - t0
-    results = []
-    for m, model in zip(members, models):
-        m.result.seconds = seconds / K
-        model.cpu().eval()
-        results.append(m.result)
-    return results
+                for n in self.names:
+                    w = self.best[n][r]
+                    params[n].copy_((w.T if n in self.linear_weights else w).to(params[n].device))
+
+    def drop(self, keep: list[int]) -> None:
+        """Keep only the rows ``keep``, carrying their optimiser state."""
+        self.P, self.best, self.views, self.opt, self.Xpad, self.Ypad = _compact(
+            self.P, self.best, self.views, self.opt, self.Xpad, self.Ypad, keep, self.names, self.config, self.dev,
+            self.fused_adam)
+        self._install_grads()
+        self.active = [self.active[r] for r in keep]
 
 
 def _compact(P, best, views, opt, Xpad, Ypad, keep, names, config, dev, fused_adam):

@@ -3,6 +3,10 @@
 :func:`get_prior` is the one entry point: it loads the corpus, drops the
 near-duplicates of the given stimuli (:mod:`cortexflow.data.guard`), and
 returns a :class:`FittedPrior`, trained once and then read from the cache.
+:func:`train_prior` trains it (AdamW, a cosine learning rate stepped after
+every optimiser step) through the shared epoch loop
+(:func:`cortexflow.training.loop.run_epochs`) without validation: a fixed
+number of epochs, no early stopping.
 
 The cache entry of a prior is the folder
 
@@ -45,6 +49,7 @@ from cortexflow.exceptions import CheckpointError, CortexFlowError, DataValidati
 from cortexflow.data.corpora import load_corpus
 from cortexflow.data.guard import DEFAULT_THRESHOLD, drop_near_duplicates
 from cortexflow.models.prior import DEFAULT_IMAGE_SHAPE, ImagePrior, PriorConfig
+from cortexflow.training.loop import EpochSteps, run_epochs
 from cortexflow.utils.io import (
     atomic_write_bytes,
     atomic_write_json,
@@ -53,7 +58,6 @@ from cortexflow.utils.io import (
     sha256_bytes,
     sha256_json,
 )
-from cortexflow.utils.progress import progress_bar
 
 __all__ = [
     "FittedPrior",
@@ -247,23 +251,9 @@ def train_prior(
     if w is not None and (w.shape != (n,) or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0):
         raise DataValidationError(f"weights must be {n} finite values >= 0 with a positive sum")
     t0 = time.perf_counter()
-    last = float("nan")
-    bar = progress_bar(range(config.epochs), progress=progress, desc=desc, unit="epoch")
-    for _ in bar:
-        order = torch.randperm(n, generator=gen) if w is None else torch.multinomial(w, n, replacement=True, generator=gen)
-        total, count = 0.0, 0
-        for i in range(0, n, config.batch_size):
-            idx = order[i : i + config.batch_size]
-            if len(idx) < 2 and n >= 2:  # BatchNorm needs two images
-                continue
-            loss, _ = model.loss(x[idx], gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total, count = total + float(loss.detach()) * len(idx), count + len(idx)
-        last = total / max(count, 1)
-        bar.set_postfix(loss=f"{last:.4f}")
+    (result,) = run_epochs(_PriorSteps(model, x, opt, sched, gen, w, config.batch_size), 1, config.epochs,
+                           progress=progress, desc=desc)
+    last = result.history[-1]["train_loss"] if result.history else float("nan")
     train_time = time.perf_counter() - t0
     model.eval()
     with torch.no_grad():
@@ -271,6 +261,58 @@ def train_prior(
     stats = {"train_time_s": round(train_time, 3), "recon_mse": float(((recon - x) ** 2).mean()), "final_loss": last}
     logger.info("trained %s prior on %d images in %.1f s (recon MSE %.4f)", config.kind, n, train_time, stats["recon_mse"])
     return model, stats
+
+
+class _PriorSteps(EpochSteps):
+    """The epoch step of :func:`train_prior`: one pass of AdamW steps, the cosine schedule stepped after each.
+
+    No validation: the loop runs every epoch. Batches of one image are skipped
+    (BatchNorm needs two) unless the corpus has a single image.
+
+    Parameters
+    ----------
+    model : ImagePrior
+        In training mode.
+    x : Tensor (n, *image_shape)
+        The training images.
+    opt, sched :
+        The optimiser and its per-step learning-rate schedule.
+    gen : torch.Generator
+        The batch order (and the VAE's noise).
+    w : Tensor (n,), optional
+        Sampling weights: each epoch draws n images with replacement in proportion to them.
+    batch_size : int
+    """
+
+    def __init__(self, model: ImagePrior, x: torch.Tensor, opt: torch.optim.Optimizer,
+                 sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator, w: torch.Tensor | None,
+                 batch_size: int):
+        self.model, self.x, self.opt, self.sched, self.gen, self.w, self.batch_size = model, x, opt, sched, gen, w, batch_size
+
+    def _order(self) -> torch.Tensor:
+        n = len(self.x)
+        if self.w is None:
+            return torch.randperm(n, generator=self.gen)
+        return torch.multinomial(self.w, n, replacement=True, generator=self.gen)
+
+    def train_epoch(self, epoch: int) -> list[float]:
+        """One epoch of mini-batches; the mean training loss over the images used."""
+        order, n = self._order(), len(self.x)
+        total, count = 0.0, 0
+        for i in range(0, n, self.batch_size):
+            idx = order[i : i + self.batch_size]
+            if len(idx) < 2 and n >= 2:  # BatchNorm needs two images
+                continue
+            loss, _ = self.model.loss(self.x[idx], self.gen)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.sched.step()
+            total, count = total + float(loss.detach()) * len(idx), count + len(idx)
+        return [total / max(count, 1)]
+
+    def lr(self, row: int) -> float:
+        return self.opt.param_groups[0]["lr"]
 
 
 def _meta_hash(meta: dict) -> str:

@@ -7,7 +7,8 @@ and InfoNCE temperatures are stacked along a leading dimension; the fixed
 ridge read-out and the frozen prior decoder are shared, the decoder turning
 all members' embeddings into images in one call. Each member keeps its own
 inner validation split, mini-batch order, dropout stream, optimiser state,
-learning-rate schedule and early stopping, drawn from its seed exactly as the
+learning-rate schedule and early stopping (the shared epoch loop's,
+:mod:`cortexflow.training.loop`), drawn from its seed exactly as the
 sequential path (:func:`~cortexflow.training.trainer.train_model`) draws
 them, so a member equals the one trained alone up to floating-point
 summation order (tested on CPU). The alignment terms are the estimator's own

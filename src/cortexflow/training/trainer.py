@@ -1,9 +1,12 @@
-"""One training loop for every CortexFlow network.
+"""Training of one CortexFlow network: :func:`train_model`.
 
-Adam, ReduceLROnPlateau on the validation loss, gradient-norm clipping,
-early stopping on an inner validation split carved from the training rows with
-a fixed seed, and restoration of the best weights (a deep copy). The test split
-never enters this module.
+Adam, a plateau schedule on the validation loss (PyTorch's ReduceLROnPlateau
+rules), gradient-norm clipping, early stopping on an inner validation split
+carved from the training rows with a fixed seed, and restoration of the best
+weights (a deep copy). The epochs, the schedule, early stopping and the best
+weights are the shared loop's (:func:`cortexflow.training.loop.run_epochs`,
+a single member); this module gives it the epoch step (:class:`_ModelSteps`).
+The test split never enters this module.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
@@ -23,7 +25,7 @@ from cortexflow.data.splits import inner_validation_split
 from cortexflow.exceptions import ConfigError
 from cortexflow.training.config import TrainingConfig
 from cortexflow.training.devices import autocast, make_grad_scaler, resolve_amp, resolve_device
-from cortexflow.utils.progress import progress_bar
+from cortexflow.training.loop import EpochSteps, TrainResult, run_epochs
 
 __all__ = ["TrainResult", "train_model", "resolve_device", "make_adam", "LossTerm", "LossFn", "default_loss"]
 
@@ -34,18 +36,6 @@ logger = logging.getLogger(__name__)
 LossTerm = Callable[[dict], torch.Tensor]
 # compute_loss(model, batch) -> (training loss, pixel loss); batch holds "x", "target" and "index".
 LossFn = Callable[[nn.Module, dict], "tuple[torch.Tensor, torch.Tensor]"]
-
-
-@dataclass
-class TrainResult:
-    """What a training run returns besides the trained model."""
-
-    history: list[dict] = field(default_factory=list)
-    best_epoch: int = 0
-    best_val_loss: float = float("inf")
-    stopped_epoch: int = 0
-    seconds: float = 0.0
-    device: str = "cpu"
 
 
 def make_adam(params: Iterable, config: TrainingConfig, device: torch.device, *,
@@ -170,7 +160,6 @@ def train_model(
     t0 = time.perf_counter()
     dev = resolve_device(device)
     amp_dtype = resolve_amp(amp, dev)
-    scaler = make_grad_scaler(dev, amp_dtype)
     loss_terms = dict(loss_terms or {})
     term_modules = nn.ModuleDict({k: v for k, v in loss_terms.items() if isinstance(v, nn.Module)})
     model.to(dev)
@@ -182,14 +171,6 @@ def train_model(
         tr_idx, va_idx = (np.asarray(a) for a in val_index)
     Xt = torch.as_tensor(np.asarray(X, dtype=np.float32), device=dev)
     Yt = torch.as_tensor(np.asarray(Y, dtype=np.float32), device=dev)
-    tr = torch.as_tensor(tr_idx, device=dev, dtype=torch.long)
-    va = torch.as_tensor(va_idx, device=dev, dtype=torch.long)
-
-    params = list(model.parameters()) + list(term_modules.parameters())
-    opt = make_adam(params, config, dev)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=config.lr_factor, patience=config.lr_patience)
-    gen = torch.Generator()
-    gen.manual_seed(seed)
 
     def total_loss(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch = {"x": Xt[idx], "target": Yt[idx], "index": idx}
@@ -198,53 +179,97 @@ def train_model(
                 return compute_loss(model, batch)
         return default_loss(model, batch, config=config, loss_terms=loss_terms, autocast_ctx=(dev, amp_dtype))
 
-    result = TrainResult(device=str(dev))
-    best_state = copy.deepcopy((model.state_dict(), term_modules.state_dict()))
-    bad_epochs = 0
-    bar = progress_bar(range(1, config.epochs + 1), progress=progress, desc="train", unit="epoch")
-    for epoch in bar:
-        model.train()
-        term_modules.train()
-        running, count = torch.zeros((), device=dev), 0  # summed on the device: no per-step host sync
-        for b in _batches(len(tr), config.batch_size, gen):
-            idx = tr[b.to(dev)]
-            opt.zero_grad(set_to_none=True)
-            loss, _ = total_loss(idx)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-            else:
-                loss.backward()
-            if config.grad_clip > 0:
-                nn.utils.clip_grad_norm_(params, config.grad_clip)
-            if scaler is not None:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            running += loss.detach() * len(idx)
-            count += len(idx)
-        model.eval()
-        term_modules.eval()
-        with torch.no_grad():
-            _, val_pix = total_loss(va)
-            val = float(val_pix)
-        sched.step(val)
-        train_loss = float(running) / max(count, 1)
-        result.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val, "lr": opt.param_groups[0]["lr"]})
-        bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val:.4f}")
-        if val < result.best_val_loss - 1e-7:
-            result.best_val_loss, result.best_epoch, bad_epochs = val, epoch, 0
-            best_state = copy.deepcopy((model.state_dict(), term_modules.state_dict()))
-        else:
-            bad_epochs += 1
-        result.stopped_epoch = epoch
-        if bad_epochs >= config.patience:
-            logger.info("early stop at epoch %d (best %d, val %.5f)", epoch, result.best_epoch, result.best_val_loss)
-            break
-    bar.close()
-    model.load_state_dict(best_state[0])
-    term_modules.load_state_dict(best_state[1])
+    steps = _ModelSteps(model, term_modules, total_loss, config, tr_idx, va_idx, seed, dev, amp_dtype)
+    (result,) = run_epochs(steps, 1, config.epochs, patience=config.patience,
+                           plateau=(config.lr_factor, config.lr_patience), progress=progress, desc="train",
+                           device=str(dev))
     model.eval()
     result.seconds = time.perf_counter() - t0
     return result
+
+
+class _ModelSteps(EpochSteps):
+    """The epoch step of :func:`train_model`: one network and its trainable loss terms, one member.
+
+    Parameters
+    ----------
+    model, term_modules : nn.Module
+        The network and the loss terms that are modules (trained too), on ``device``.
+    total_loss : callable
+        ``total_loss(rows) -> (loss, pixel_loss)`` of the training rows ``rows`` (a device tensor).
+    config : TrainingConfig
+    tr_idx, va_idx : ndarray
+        The inner training and validation rows.
+    seed : int
+        Seeds the mini-batch order.
+    device : torch.device
+    amp_dtype : torch.dtype or None
+        fp16 trains with a gradient scaler.
+    """
+
+    def __init__(self, model: nn.Module, term_modules: nn.ModuleDict, total_loss: Callable, config: TrainingConfig,
+                 tr_idx: np.ndarray, va_idx: np.ndarray, seed: int, device: torch.device, amp_dtype):
+        self.model, self.terms, self.total_loss, self.config, self.device = model, term_modules, total_loss, config, device
+        self.tr = torch.as_tensor(tr_idx, device=device, dtype=torch.long)
+        self.va = torch.as_tensor(va_idx, device=device, dtype=torch.long)
+        self.scaler = make_grad_scaler(device, amp_dtype)
+        self.params = list(model.parameters()) + list(term_modules.parameters())
+        self.opt = make_adam(self.params, config, device)
+        self.gen = torch.Generator()
+        self.gen.manual_seed(seed)
+        self.best = copy.deepcopy(self._state())
+
+    def _state(self) -> tuple[dict, dict]:
+        return self.model.state_dict(), self.terms.state_dict()
+
+    def train_epoch(self, epoch: int) -> list[float]:
+        """One pass over the inner training rows in this epoch's random order; the mean training loss."""
+        self.model.train()
+        self.terms.train()
+        running, count = torch.zeros((), device=self.device), 0  # summed on the device: no per-step host sync
+        for b in _batches(len(self.tr), self.config.batch_size, self.gen):
+            idx = self.tr[b.to(self.device)]
+            loss = self._step(idx)
+            running += loss.detach() * len(idx)
+            count += len(idx)
+        return [float(running) / max(count, 1)]
+
+    def _step(self, idx: torch.Tensor) -> torch.Tensor:
+        """One optimiser step on the rows ``idx`` (gradient clipping, fp16 scaling); its loss."""
+        opt, scaler = self.opt, self.scaler
+        opt.zero_grad(set_to_none=True)
+        loss, _ = self.total_loss(idx)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+        else:
+            loss.backward()
+        if self.config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        return loss
+
+    def validate(self) -> list[float]:
+        """The pixel loss on the inner validation rows."""
+        self.model.eval()
+        self.terms.eval()
+        with torch.no_grad():
+            _, val_pix = self.total_loss(self.va)
+            return [float(val_pix)]
+
+    def lr(self, row: int) -> float:
+        return self.opt.param_groups[0]["lr"]
+
+    def set_lr(self, row: int, lr: float) -> None:
+        self.opt.param_groups[0]["lr"] = lr
+
+    def keep_best(self, rows: list[int]) -> None:
+        self.best = copy.deepcopy(self._state())
+
+    def finish(self, rows: list[int]) -> None:
+        self.model.load_state_dict(self.best[0])
+        self.terms.load_state_dict(self.best[1])
