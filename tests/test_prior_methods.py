@@ -98,9 +98,9 @@ def test_members_are_averaged(tiny_prior):
     assert member_seeds(2, 3)[0] == 2 and len(set(member_seeds(2, 3))) == 3
 
 
-def test_finetune_and_no_skip_variants(tiny_prior):
+def test_fine_tune_and_no_skip_variants(tiny_prior):
     X, Y = _problem()
-    est = _fit(tiny_prior, X, Y, finetune_decoder=True, ridge_skip=False)
+    est = _fit(tiny_prior, X, Y, fine_tune_decoder=True, ridge_skip=False)
     assert est.ridge_alpha_ is None and any(h.get("phase") == "finetune" for h in est.history_)
     assert est.predict(X).shape == (20, 28, 28)
     assert all(not p.requires_grad for p in tiny_prior.model.parameters())

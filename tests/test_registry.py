@@ -93,7 +93,7 @@ def test_train_guards_and_evaluate_refuses_a_leaking_checkpoint(method, tmp_path
                              + (["--set", "epochs=2", "--set", "hidden_dim=32"] if method == "cccv1-prior" else [])
                              + (["--set", "vae_epochs=2", "--set", "denoiser_epochs=2", "--set", "steps=2"]
                                 if method == "brain-diffuser-prior" else [])
-                             + (["--set", "pretrain_epochs=1", "--set", "finetune_epochs=1", "--set", "dim=16",
+                             + (["--set", "pretrain_epochs=1", "--set", "fine_tune_epochs=1", "--set", "dim=16",
                                  "--set", "depth=1"] if method == "mindvis-prior" else []))
     assert run.exit_code == 0, run.output
     metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
@@ -344,3 +344,15 @@ def test_train_defaults_to_the_best_method_on_new_images():
     assert "(ridge-prior by default)" in " ".join(r.output.split()) and "ridge-prior" in r.output
     bad = CliRunner().invoke(cli, ["train", "--dataset", "x.npz", "--config", "small"])
     assert bad.exit_code == 2 and "--config applies to --method cccv1" in bad.output
+
+
+@pytest.mark.parametrize("method, old", [("cccv1-prior", "finetune_decoder"), ("cccv1-prior", "finetune_lr_factor"),
+                                         ("mindvis-lite", "finetune_epochs"), ("mindvis-prior", "finetune_epochs")])
+def test_the_old_finetune_spelling_is_an_unknown_option(tmp_path, method, old):
+    """One spelling, ``fine_tune_*``: ``--set METHOD:finetune_*=...`` stops with the registry's usual error."""
+    new = "fine_tune_" + old[len("finetune_"):]
+    r = CliRunner().invoke(cli, ["benchmark", "--datasets", "miyawaki", "--methods", method, "--fast",
+                                 "--set", f"{method}:{old}=1", "--out", str(tmp_path / "b")])
+    assert r.exit_code == 2, r.output
+    assert f"has no option '{old}' (did you mean {new}?); its options: " in r.output, r.output
+    assert not (tmp_path / "b").exists()

@@ -148,7 +148,7 @@ class MindVisPrior(MindVisLite):
     def __init__(self, prior: Any = None, dataset: str | None = None, stimuli: Any = None, prior_config: Any = None,
                  threshold: float = DEFAULT_THRESHOLD, data_dir: Any = None, cache_dir: Any = None,
                  patch_size: int | None = None, dim: int = 64, depth: int = 2, heads: int = 4,
-                 mask_ratio: float = 0.75, pretrain_epochs: int = 100, finetune_epochs: int = 150, patience: int = 15,
+                 mask_ratio: float = 0.75, pretrain_epochs: int = 100, fine_tune_epochs: int = 150, patience: int = 15,
                  unlabelled=None, random_state: int = 0, device: str = "cpu", progress: bool = False):
         self.prior = prior
         self.dataset = dataset
@@ -158,7 +158,7 @@ class MindVisPrior(MindVisLite):
         self.data_dir = data_dir
         self.cache_dir = cache_dir
         super().__init__(patch_size=patch_size, dim=dim, depth=depth, heads=heads, mask_ratio=mask_ratio,
-                         pretrain_epochs=pretrain_epochs, finetune_epochs=finetune_epochs, patience=patience,
+                         pretrain_epochs=pretrain_epochs, fine_tune_epochs=fine_tune_epochs, patience=patience,
                          unlabelled=unlabelled, random_state=random_state, device=device, progress=progress)
 
     checkpoint_kind = "mindvis-prior"

@@ -22,8 +22,8 @@ trains a brain encoder into that embedding space:
   InfoNCE (:func:`cortexflow.semantic.losses.clip_infonce`) between the brain
   embedding and the prior's embedding of the training stimulus: images and
   brain signals share one embedding space learned from many images;
-* optionally (``finetune_decoder=True``) a second phase trains encoder and
-  decoder together with a learning rate ``finetune_lr_factor`` times smaller;
+* optionally (``fine_tune_decoder=True``) a second phase trains encoder and
+  decoder together with a learning rate ``fine_tune_lr_factor`` times smaller;
 * preprocessing (z-scored signals), the inner validation split and early
   stopping use the training rows only (:func:`cortexflow.training.train_model`,
   which draws the split with :func:`cortexflow.data.splits.inner_validation_split`);
@@ -33,7 +33,7 @@ trains a brain encoder into that embedding space:
   (:mod:`cortexflow.training.prior_members`, the batched trainer of
   :mod:`cortexflow.training.batched`); each equals the member trained alone
   up to floating-point summation order. Otherwise (``encoder="attention"``,
-  ``finetune_decoder=True``, or ``batched=False``) they train one after another.
+  ``fine_tune_decoder=True``, or ``batched=False``) they train one after another.
 
 Every random choice comes from the estimator's own :class:`torch.Generator`
 (weights, dropout masks) and from ``train_model``'s seeded generator (inner
@@ -370,9 +370,9 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         warning when these options ask for more). The residual scale and the
         pixel weight are chosen on the ridge read-out's out-of-fold images of
         the training rows (the network is not refitted per inner fold).
-    finetune_decoder : bool
+    fine_tune_decoder : bool
         Add a second phase that also trains the prior's decoder.
-    finetune_lr_factor : float
+    fine_tune_lr_factor : float
         Learning rate of that phase relative to ``config.lr``.
     prior_config : PriorConfig or dict, optional
         Prior architecture and training (default ``PriorConfig()``).
@@ -426,8 +426,8 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         decoding: str = "hybrid",
         knn: int = 10,
         pixel_blend: Any = 0.0,
-        finetune_decoder: bool = False,
-        finetune_lr_factor: float = 0.1,
+        fine_tune_decoder: bool = False,
+        fine_tune_lr_factor: float = 0.1,
         prior_config: Any = None,
         stimuli: Any = None,
         threshold: float = DEFAULT_THRESHOLD,
@@ -450,8 +450,8 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         self.decoding = decoding
         self.knn = knn
         self.pixel_blend = pixel_blend
-        self.finetune_decoder = finetune_decoder
-        self.finetune_lr_factor = finetune_lr_factor
+        self.fine_tune_decoder = fine_tune_decoder
+        self.fine_tune_lr_factor = fine_tune_lr_factor
         self.prior_config = prior_config
         self.stimuli = stimuli
         self.threshold = threshold
@@ -468,8 +468,8 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         check_decoding(self.decoding, self.knn, self.pixel_blend)
         if self.encoder not in ENCODERS:
             raise ConfigError(f"encoder={self.encoder!r} is not one of {', '.join(ENCODERS)}")
-        if not 0 < float(self.finetune_lr_factor) <= 1:
-            raise ConfigError(f"finetune_lr_factor={self.finetune_lr_factor!r} must lie in (0, 1]")
+        if not 0 < float(self.fine_tune_lr_factor) <= 1:
+            raise ConfigError(f"fine_tune_lr_factor={self.fine_tune_lr_factor!r} must lie in (0, 1]")
         self._seed()  # any scikit-learn random_state (None, an int, a RandomState); a clear error otherwise
         if not (isinstance(self.batched, (bool, np.bool_)) or (isinstance(self.batched, str) and self.batched == "auto")):
             raise ConfigError(f"batched={self.batched!r} is not one of 'auto', True, False")
@@ -478,8 +478,8 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         """Why the members cannot train together (None when they can)."""
         if self.encoder != "mlp":
             return f"encoder={self.encoder!r} has no batched path (only 'mlp')"
-        if self.finetune_decoder:
-            return "finetune_decoder=True trains a decoder per member, which the batched trainer does not stack"
+        if self.fine_tune_decoder:
+            return "fine_tune_decoder=True trains a decoder per member, which the batched trainer does not stack"
         return None
 
     def _use_batched(self, n_members: int) -> bool:
@@ -559,7 +559,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         self.metadata_ = dict(metadata or {})
         self.fit_seconds_ = time.perf_counter() - t0 - t_prior
         self.report_info_ = {**prior_report_info(self.prior_), "encoder": self.encoder, "n_members": int(self.n_members),
-                             "finetune_decoder": bool(self.finetune_decoder),
+                             "fine_tune_decoder": bool(self.fine_tune_decoder),
                              "residual_scale": self.posterior_.residual_scale_ if self.posterior_ is not None else 0.0,
                              "decoding": self.decoding if self.posterior_ is not None else "network",
                              "pixel_blend": self.posterior_.pixel_blend_ if self.posterior_ is not None else 0.0,
@@ -616,7 +616,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         _init_weights(encoder, gen)
         if linear is not None:
             encoder = LinearSkipEncoder(copy.deepcopy(linear), encoder, self.gate_init)
-        dec = copy.deepcopy(decoder) if self.finetune_decoder else decoder
+        dec = copy.deepcopy(decoder) if self.fine_tune_decoder else decoder
         dec.requires_grad_(False)
         return PriorBrainNet(encoder, dec), EmbeddingAlignment(targets), gen
 
@@ -638,9 +638,9 @@ class CCCV1PriorDecoder(CCCV1Decoder):
             res = train_model(net, Xs, Yf, cfg, seed=seed, device=self.device, progress=self.progress,
                               loss_terms=align.terms(), amp=self.amp)
             history = list(res.history)
-            if self.finetune_decoder:
+            if self.fine_tune_decoder:
                 dec.requires_grad_(True)
-                res2 = train_model(net, Xs, Yf, cfg.replace(lr=cfg.lr * float(self.finetune_lr_factor)), seed=seed,
+                res2 = train_model(net, Xs, Yf, cfg.replace(lr=cfg.lr * float(self.fine_tune_lr_factor)), seed=seed,
                                    device=self.device, progress=self.progress, loss_terms=align.terms(),
                                    amp=self.amp)
                 dec.requires_grad_(False)
@@ -658,7 +658,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
 
         The prior's weights and config travel with it (no prior cache or corpus
         is needed to load it); a member's decoder that is still the prior's own
-        (no ``finetune_decoder``) is not stored twice. See
+        (no ``fine_tune_decoder``) is not stored twice. See
         :mod:`cortexflow.priors.persistence`.
         """
         return save_decoder_state(self, path, kind=self.checkpoint_kind, fitted_attr="model_", skip=("model_",),
@@ -813,7 +813,7 @@ def _unpack_network(obj: CCCV1PriorDecoder, node: Any, unpacker: StateUnpacker) 
 # ---------------------------------------------------------------- registration
 CCCV1_PRIOR_VERSION = "3"  # 2: posterior-mean decoding, 40 epochs / patience 8; 3: hybrid decoding
 _OWN_PARAMS = ("prior", "encoder", "n_members", "ridge_skip", "gate_init", "residual_scale", "decoding", "knn",
-               "pixel_blend", "finetune_decoder", "finetune_lr_factor", "prior_config", "threshold", "device", "amp",
+               "pixel_blend", "fine_tune_decoder", "fine_tune_lr_factor", "prior_config", "threshold", "device", "amp",
                "batched")
 
 
@@ -822,7 +822,7 @@ def cccv1_prior_factory(seed: int, dataset_name: str, n_train: int, *, fast: boo
     """Unfitted :class:`CCCV1PriorDecoder` with the data set's training preset.
 
     ``options`` are the estimator's parameters (``prior``, ``encoder``,
-    ``n_members``, ``ridge_skip``, ``finetune_decoder``, ...) and
+    ``n_members``, ``ridge_skip``, ``fine_tune_decoder``, ...) and
     :class:`~cortexflow.training.CCCV1Config` fields (``lr``, ``dropout_encoder``,
     ``loss_weights``, ...), which override the preset.
     """
