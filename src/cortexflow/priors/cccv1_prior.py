@@ -63,6 +63,7 @@ from cortexflow.models.estimator import CCCV1Decoder
 from cortexflow.semantic.losses import LearnableTemperature, clip_infonce
 from cortexflow.training.prior_members import train_prior_members
 from cortexflow.data.guard import DEFAULT_THRESHOLD
+from cortexflow.priors.backed import PriorBacked
 from cortexflow.priors.persistence import StatePacker, StateUnpacker, load_decoder_state, save_decoder_state
 from cortexflow.priors.ridge_prior import (
     RidgePriorDecoder,
@@ -328,18 +329,13 @@ class _InfoNCETerm(nn.Module):
 
 
 # ----------------------------------------------------------------------- estimator
-class CCCV1PriorDecoder(CCCV1Decoder):
+class CCCV1PriorDecoder(PriorBacked, CCCV1Decoder,
+                        dataset_role=' and the training preset of ``config="auto"``'):
     """CCCV1's encoder trained into an image prior's embedding space; images come from the prior's decoder.
 
     Parameters
     ----------
-    prior : str or FittedPrior, optional
-        A corpus name (see :func:`cortexflow.priors.list_corpora`) or a fitted
-        prior. ``None``: the default prior of ``dataset``
-        (:func:`cortexflow.priors.default_prior`); a data set without one (a
-        user's file) then raises :class:`ConfigError` listing the corpora.
-    dataset : str, optional
-        Dataset name: picks the training preset and the default prior.
+    {prior_parameters}
     config : "auto", str, dict or CCCV1Config
         Training settings as for :class:`CCCV1Decoder` (``"auto"``: the data
         set's preset); ``loss_weights`` default to :data:`DEFAULT_LOSS_WEIGHTS`.
@@ -374,16 +370,6 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         Add a second phase that also trains the prior's decoder.
     fine_tune_lr_factor : float
         Learning rate of that phase relative to ``config.lr``.
-    prior_config : PriorConfig or dict, optional
-        Prior architecture and training (default ``PriorConfig()``).
-    stimuli : ndarray (m, 28, 28), optional
-        All stimuli of the data set (train and test) for the near-duplicate
-        guard; default: a registered data set's stimuli, else the training
-        targets given to ``fit``.
-    threshold : float
-        Near-duplicate threshold of the guard.
-    data_dir, cache_dir : path-like, optional
-        Data folder and prior cache root.
     random_state : int
         Seed of weights, dropout, the inner split and batch order.
     device, progress, amp :
@@ -439,8 +425,8 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         amp: str = "off",
         batched: Any = "auto",
     ):
-        self.prior = prior
-        self.dataset = dataset
+        self._set_prior_params(prior=prior, dataset=dataset, stimuli=stimuli, prior_config=prior_config,
+                               threshold=threshold, data_dir=data_dir, cache_dir=cache_dir)
         self.config = config
         self.encoder = encoder
         self.n_members = n_members
@@ -452,11 +438,6 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         self.pixel_blend = pixel_blend
         self.fine_tune_decoder = fine_tune_decoder
         self.fine_tune_lr_factor = fine_tune_lr_factor
-        self.prior_config = prior_config
-        self.stimuli = stimuli
-        self.threshold = threshold
-        self.data_dir = data_dir
-        self.cache_dir = cache_dir
         self.random_state = random_state
         self.device = device
         self.progress = progress
@@ -465,6 +446,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
 
     # ------------------------------------------------------------------ fit
     def _check_params(self) -> None:
+        self._check_prior_params()
         check_decoding(self.decoding, self.knn, self.pixel_blend)
         if self.encoder not in ENCODERS:
             raise ConfigError(f"encoder={self.encoder!r} is not one of {', '.join(ENCODERS)}")
