@@ -157,13 +157,21 @@ class MindVisLite(BaseDecoder):
     patch_size : int, optional
         Voxels per patch of the signal vector; by default ``ceil(p / 64)``,
         about 64 patches whatever the number of voxels ``p``.
-    dim, depth, heads : int
-        Transformer width, encoder depth and attention heads.
+    dim : int
+        Transformer width (token size).
+    depth : int
+        Transformer layers of the signal encoder.
+    heads : int
+        Attention heads (``dim`` must be a multiple of it).
     mask_ratio : float
         Share of patches masked in pretraining (0.75).
-    pretrain_epochs, fine_tune_epochs, patience : int
-        Maximum epochs of each phase; early stopping on an inner validation
-        split of the rows each phase trains on.
+    pretrain_epochs : int
+        Maximum epochs of the masked-signal pretraining.
+    fine_tune_epochs : int
+        Maximum epochs of the fine-tuning of encoder and image decoder on (X, Y).
+    patience : int
+        Early stopping of each phase: epochs without improvement on an inner
+        validation split of the rows that phase trains on.
     unlabelled : array-like, optional
         Extra signals without images (same features), used for pretraining only.
     random_state : int

@@ -83,8 +83,12 @@ class BrainDiffuserPrior(PriorBacked, BrainDiffuserLite):
     Parameters
     ----------
     {prior_parameters}
-    latent_dim, vae_epochs, kl_weight :
-        Unused (no VAE is trained); kept so that the parameters match the parent's.
+    latent_dim : int
+        Unused: the prior's embedding replaces the VAE latent (kept so that the parameters match the parent's).
+    vae_epochs : int
+        Unused: no VAE is trained (kept so that the parameters match the parent's).
+    kl_weight : float
+        Unused: there is no VAE loss (kept so that the parameters match the parent's).
     Other parameters :
         As for :class:`BrainDiffuserLite`.
 

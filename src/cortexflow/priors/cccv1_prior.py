@@ -356,16 +356,21 @@ class CCCV1PriorDecoder(PriorBacked, CCCV1Decoder,
         residuals ``r_j`` of the training rows and the images are averaged;
         ``"auto"`` chooses ``c`` on the training rows' out-of-fold ridge
         predictions; 0 decodes the point estimate. Needs ``ridge_skip``.
-    decoding, knn, pixel_blend :
-        The decoding of ``ridge-prior`` applied to this model's embeddings:
-        ``"hybrid"`` (default; the mean of the posterior-mean image and the
-        mean of the ``knn`` nearest corpus images), ``"prior"`` or
-        ``"corpus-knn"``; ``pixel_blend`` averages in a pixel ridge image (see
-        :class:`~cortexflow.priors.ridge_prior.RidgePriorDecoder`). Need ``ridge_skip``
-        (without it the network's own decoder draws the image, with a logged
-        warning when these options ask for more). The residual scale and the
-        pixel weight are chosen on the ridge read-out's out-of-fold images of
-        the training rows (the network is not refitted per inner fold).
+    decoding : {"hybrid", "prior", "corpus-knn"}
+        How an embedding becomes an image, as in ``ridge-prior``: ``"hybrid"`` (default), ``"prior"`` or ``"corpus-knn"``.
+        ``"hybrid"`` is the mean of the posterior-mean image and the mean of
+        the ``knn`` nearest corpus images (see
+        :class:`~cortexflow.priors.ridge_prior.RidgePriorDecoder`).
+        ``decoding``, ``knn`` and ``pixel_blend`` need ``ridge_skip`` (without
+        it the network's own decoder draws the image, with a logged warning
+        when these options ask for more).
+    knn : int
+        Nearest corpus images averaged by ``"corpus-knn"`` and ``"hybrid"``.
+    pixel_blend : float or "auto"
+        Weight of a pixel ridge image averaged with the prior's image (0 off; ``"auto"`` chosen).
+        The residual scale and this weight are chosen on the ridge
+        read-out's out-of-fold images of the training rows (the network is
+        not refitted per inner fold).
     fine_tune_decoder : bool
         Add a second phase that also trains the prior's decoder.
     fine_tune_lr_factor : float

@@ -181,8 +181,12 @@ class RidgePriorDecoder(PriorBacked, BaseDecoder,
         Fixed penalty, or a grid to choose from; 21 values from 1e-3 to 1e7 when omitted.
     cv : int or None
         ``None``: efficient leave-one-out; an int: K-fold on the training rows.
-    embed_dim, prior_kind, prior_epochs : optional
-        Shortcuts overriding those fields of ``prior_config``.
+    embed_dim : int, optional
+        Embedding size of the prior; overrides ``prior_config.embed_dim``.
+    prior_kind : str, optional
+        Kind of prior network, ``"ae"`` or ``"vae"``; overrides ``prior_config.kind``.
+    prior_epochs : int, optional
+        Training epochs of the prior; overrides ``prior_config.epochs``.
     residual_scale : float or "auto"
         Scale ``c`` of the residuals added before decoding (see above).
     residual_grid : sequence of float
