@@ -162,7 +162,7 @@ def test_copy_of_shared_folder_needs_no_network(source_file, tmp_path):
 
 
 def test_data_sets_and_corpus_files_are_one_pinned_type_fetched_by_one_path(tmp_path, monkeypatch):
-    """``DatasetInfo.file`` and the corpus files are :class:`PinnedFile`; both download through ``ensure_pinned_file``."""
+    """``DatasetInfo.file`` and the corpus files are PinnedFile; both download through ``ensure_pinned_file``."""
     from cortexflow.data import corpora, fetch
     from cortexflow.data.pinned import PinnedFile
 

@@ -258,8 +258,8 @@ def read_idx(path: str | os.PathLike, *, expected_ndim: int) -> np.ndarray:
 
 
 def _ensure_file(info: CorpusInfo, f: PinnedFile, data_dir, download: bool, progress: bool | None) -> Path:
-    return ensure_pinned_file(f, corpus_dir(info.name, data_dir) / f.filename, mirror_path=f"{info.folder}/{f.filename}",
-                              label=f"corpus {info.name!r} file {f.filename}", download=download, progress=progress,
+    return ensure_pinned_file(f, corpus_dir(info.name, data_dir) / f.filename,
+                              mirror_path=f"{info.folder}/{f.filename}", label=f"corpus {info.name!r} file {f.filename}", download=download, progress=progress,
                               hint="pass download=True (or point $CORTEXFLOW_DATA at a folder that holds it)")
 
 

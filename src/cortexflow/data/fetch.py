@@ -180,7 +180,8 @@ def _ensure_dataset_file(name: str, data_dir, **kwargs) -> Path:
     info = get_dataset_info(name)
     return ensure_pinned_file(info.file, dataset_path(name, data_dir), mirror_path=f"{info.directory}/{info.filename}",
                               label=f"dataset {info.name!r}",
-                              hint=f"fetch it with `cortexflow datasets fetch {info.name}` (or load with download=True)",
+                              hint=f"fetch it with `cortexflow datasets fetch {info.name}` "
+                                   "(or load with download=True)",
                               **kwargs)
 
 

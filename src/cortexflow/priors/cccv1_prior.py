@@ -357,7 +357,7 @@ class CCCV1PriorDecoder(PriorBacked, CCCV1Decoder,
         ``"auto"`` chooses ``c`` on the training rows' out-of-fold ridge
         predictions; 0 decodes the point estimate. Needs ``ridge_skip``.
     decoding : {"hybrid", "prior", "corpus-knn"}
-        How an embedding becomes an image, as in ``ridge-prior``: ``"hybrid"`` (default), ``"prior"`` or ``"corpus-knn"``.
+        How an embedding becomes an image, as in ``ridge-prior`` (default ``"hybrid"``).
         ``"hybrid"`` is the mean of the posterior-mean image and the mean of
         the ``knn`` nearest corpus images (see
         :class:`~cortexflow.priors.ridge_prior.RidgePriorDecoder`).
