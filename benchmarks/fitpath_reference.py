@@ -39,7 +39,7 @@ def outputs() -> dict[str, np.ndarray]:
         out[f"fit_many_member{i}"] = d.predict(Xt)
     out["ridge"] = RidgeDecoder().fit(X, Y).predict(Xt)
     out["brain_diffuser_lite"] = BrainDiffuserLite(vae_epochs=15, denoiser_epochs=15, random_state=3).fit(X, Y).predict(Xt)
-    out["mindvis_lite"] = MindVisLite(pretrain_epochs=8, finetune_epochs=8, random_state=4).fit(X, Y).predict(Xt)
+    out["mindvis_lite"] = MindVisLite(pretrain_epochs=8, fine_tune_epochs=8, random_state=4).fit(X, Y).predict(Xt)
     if os.environ.get("FITPATH_PRIORS", "1") != "0":
         out.update(prior_outputs(ds))
     # the global RNG must not matter: a draw here shows whether fit consumed it

@@ -33,7 +33,7 @@ def _synthetic(n_train=60, n_test=20, p=300, seed=0):
 
 FAST_LITE = {
     "brain-diffuser-lite": dict(vae_epochs=4, denoiser_epochs=4, patience=2, steps=3),
-    "mindvis-lite": dict(pretrain_epochs=3, finetune_epochs=3, patience=2, dim=16, depth=1),
+    "mindvis-lite": dict(pretrain_epochs=3, fine_tune_epochs=3, patience=2, dim=16, depth=1),
 }
 
 

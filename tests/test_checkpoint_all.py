@@ -48,7 +48,7 @@ CASES = {
     "mean-image": lambda c: MeanImageDecoder(),
     "ridge": lambda c: RidgeDecoder(),
     "brain-diffuser-lite": lambda c: BrainDiffuserLite(vae_epochs=2, denoiser_epochs=2, patience=1, steps=3),
-    "mindvis-lite": lambda c: MindVisLite(dim=16, depth=1, heads=2, pretrain_epochs=2, finetune_epochs=2, patience=1),
+    "mindvis-lite": lambda c: MindVisLite(dim=16, depth=1, heads=2, pretrain_epochs=2, fine_tune_epochs=2, patience=1),
     "cccv1": lambda c: CCCV1Decoder(config=TRAIN, device="cpu"),
     "cccv1-ensemble": lambda c: CCCV1EnsembleDecoder(2, config=TRAIN, device="cpu"),
     "cccv1-semantic": lambda c: CCCV1SemanticDecoder(config=TRAIN, encoder="pixels", device="cpu"),
@@ -57,7 +57,7 @@ CASES = {
     "cccv1-prior": lambda c: CCCV1PriorDecoder(**_prior(c), config=TRAIN, device="cpu", n_members=2),
     "brain-diffuser-prior": lambda c: BrainDiffuserPrior(**_prior(c), denoiser_epochs=2, patience=1, steps=3),
     "mindvis-prior": lambda c: MindVisPrior(**_prior(c), dim=16, depth=1, heads=2, pretrain_epochs=2,
-                                            finetune_epochs=2, patience=1),
+                                            fine_tune_epochs=2, patience=1),
 }
 
 

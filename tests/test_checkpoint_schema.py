@@ -53,7 +53,8 @@ def saved(tmp_path_factory):
         "mean-image": lambda: MeanImageDecoder(),
         "ridge": lambda: RidgeDecoder(),
         "brain-diffuser-lite": lambda: BrainDiffuserLite(vae_epochs=1, denoiser_epochs=1, patience=1, steps=2),
-        "mindvis-lite": lambda: MindVisLite(dim=16, depth=1, heads=2, pretrain_epochs=1, finetune_epochs=1, patience=1),
+        "mindvis-lite": lambda: MindVisLite(dim=16, depth=1, heads=2, pretrain_epochs=1, fine_tune_epochs=1,
+                                            patience=1),
         "cccv1-ensemble": lambda: CCCV1EnsembleDecoder(2, config=TRAIN, device="cpu"),
     }
     out = {}
@@ -262,3 +263,32 @@ def test_a_valid_checkpoint_still_loads_and_predicts_identically(saved):
         loaded = load_decoder(path, device="cpu")
         np.testing.assert_array_equal(loaded.predict(X), est.predict(X), err_msg=name)
         assert torch.is_grad_enabled()
+
+
+def _respell(items, new, old):
+    items[old] = items.pop(new)
+
+
+def test_checkpoints_written_before_the_fine_tune_rename_still_load(saved, copy_of):
+    """``finetune_*`` (the spelling before ``fine_tune_*``) in a stored checkpoint is read as the new name."""
+    X = saved[1]
+    path = copy_of("cccv1-prior")
+    _edit_meta(path, lambda m: (_respell(_params(m), "fine_tune_decoder", "finetune_decoder"),
+                                _respell(_params(m), "fine_tune_lr_factor", "finetune_lr_factor"),
+                                _params(m).update(finetune_lr_factor=0.25)))
+    assert "finetune_decoder" in json.loads((path / CHECKPOINT_META).read_text())["params"]["items"]
+    loaded = load_decoder(path, device="cpu")
+    assert loaded.fine_tune_decoder is False and loaded.fine_tune_lr_factor == 0.25
+    np.testing.assert_array_equal(loaded.predict(X), saved[0]["cccv1-prior"][0].predict(X))
+    path = copy_of("mindvis-lite")
+    _edit_meta(path, lambda m: (_respell(_params(m), "fine_tune_epochs", "finetune_epochs"),
+                                _respell(_state(m), "fine_tune_result_", "finetune_result_")))
+    loaded = load_decoder(path, device="cpu")
+    assert loaded.fine_tune_epochs == 1 and loaded.fine_tune_result_ is not None
+    assert "finetune_epochs" not in loaded.get_params()
+
+
+def test_the_old_spelling_beside_the_new_one_is_refused(copy_of):
+    path = copy_of("mindvis-lite")
+    _edit_meta(path, lambda m: _params(m).update(finetune_epochs=3))
+    _refused(path, "unknown parameter(s) 'finetune_epochs' for MindVisLite; allowed: ", "fine_tune_epochs")

@@ -159,3 +159,30 @@ def test_copy_of_shared_folder_needs_no_network(source_file, tmp_path):
     dest.parent.mkdir()
     shutil.copy(source_file, dest)
     assert fetch_dataset(NAME, tmp_path, progress=False) == dest
+
+
+def test_data_sets_and_corpus_files_are_one_pinned_type_fetched_by_one_path(tmp_path, monkeypatch):
+    """``DatasetInfo.file`` and the corpus files are PinnedFile; both download through ``ensure_pinned_file``."""
+    from cortexflow.data import corpora, fetch
+    from cortexflow.data.pinned import PinnedFile
+
+    info = DATASETS["vangerven"]
+    assert isinstance(info.file, PinnedFile) and info.file.url == info.url and info.file.sha256 == info.sha256
+    files = corpora.get_corpus_info("mnist-t10k").files
+    assert corpora.CorpusFile is PinnedFile and all(isinstance(f, PinnedFile) for f in files)
+    assert corpora.get_corpus_info("mnist-t10k").to_dict()["files"][0]["url"] == files[0].url
+    seen = []
+
+    def refuse(url, dest, sha256, *, label, **kwargs):
+        seen.append((url, Path(dest).name, sha256, label))
+        raise CortexFlowError(f"download of {label} refused by the test")
+
+    monkeypatch.setattr(fetch, "download_verified", refuse)
+    monkeypatch.delenv("CORTEXFLOW_MIRROR", raising=False)
+    with pytest.raises(CortexFlowError, match="refused by the test"):
+        fetch_dataset("vangerven", tmp_path / "d")
+    with pytest.raises(CortexFlowError, match="refused by the test"):
+        corpora.load_corpus("mnist-t10k", tmp_path / "c", download=True, cache_dir=tmp_path / "cache")
+    assert seen[0] == (info.url, info.filename, info.sha256, "dataset 'vangerven'")
+    assert seen[1][:3] == (files[0].url, files[0].filename, files[0].sha256)
+    assert not (tmp_path / "d").exists() and not (tmp_path / "c" / "priors").exists()

@@ -83,7 +83,7 @@ def test_batched_fit_leaves_global_random_state_alone(tiny_prior, problem):
     assert torch.equal(before, torch.get_rng_state())
 
 
-@pytest.mark.parametrize("option", [{"encoder": "attention"}, {"finetune_decoder": True}])
+@pytest.mark.parametrize("option", [{"encoder": "attention"}, {"fine_tune_decoder": True}])
 def test_unsupported_options_fall_back_to_sequential(tiny_prior, problem, option, caplog):
     X, Y = problem
     small = {"n_members": 2, "config": TRAIN.replace(epochs=2)}

@@ -61,7 +61,7 @@ CASES = {
     "ridge-prior-knn": lambda c: _ridge_prior(c, decoding="corpus-knn", knn=3),
     "cccv1-prior-2-members-posterior": lambda c: _cccv1_prior(c, n_members=2, residual_scale=0.5, decoding="prior"),
     "cccv1-prior-hybrid": lambda c: _cccv1_prior(c, pixel_blend="auto"),
-    "cccv1-prior-attention-finetuned": lambda c: _cccv1_prior(c, encoder="attention", finetune_decoder=True),
+    "cccv1-prior-attention-finetuned": lambda c: _cccv1_prior(c, encoder="attention", fine_tune_decoder=True),
     "cccv1-prior-no-skip": lambda c: _cccv1_prior(c, ridge_skip=False),
     "cccv1-ensemble": lambda c: CCCV1EnsembleDecoder(2, config=TRAIN.replace(embed_dim=16), device="cpu"),
 }

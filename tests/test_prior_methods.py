@@ -98,9 +98,9 @@ def test_members_are_averaged(tiny_prior):
     assert member_seeds(2, 3)[0] == 2 and len(set(member_seeds(2, 3))) == 3
 
 
-def test_finetune_and_no_skip_variants(tiny_prior):
+def test_fine_tune_and_no_skip_variants(tiny_prior):
     X, Y = _problem()
-    est = _fit(tiny_prior, X, Y, finetune_decoder=True, ridge_skip=False)
+    est = _fit(tiny_prior, X, Y, fine_tune_decoder=True, ridge_skip=False)
     assert est.ridge_alpha_ is None and any(h.get("phase") == "finetune" for h in est.history_)
     assert est.predict(X).shape == (20, 28, 28)
     assert all(not p.requires_grad for p in tiny_prior.model.parameters())
@@ -207,3 +207,33 @@ def test_posterior_mean_decoding(tiny_prior):
     auto = _fit(tiny_prior, X, Y, residual_scale="auto")
     assert auto.report_info_["residual_scale"] in (0.0, 0.25, 0.5, 0.75)
     assert _fit(tiny_prior, X, Y, residual_scale=0.5, ridge_skip=False).posterior_ is None
+
+
+def test_the_prior_parameters_are_documented_stored_and_checked_once():
+    """The four prior-backed estimators share PriorBacked: one text per prior parameter, one store, one check."""
+    import inspect
+
+    from cortexflow.exceptions import ConfigError
+    from cortexflow.priors.backed import PRIOR_PARAMS, PriorBacked
+    from cortexflow.priors.baselines import BrainDiffuserPrior, MindVisPrior
+    from cortexflow.priors.cccv1_prior import CCCV1PriorDecoder
+    from cortexflow.priors.ridge_prior import RidgePriorDecoder
+    from cortexflow.registry.options import options_from_estimator
+
+    helps = []
+    for cls in (RidgePriorDecoder, CCCV1PriorDecoder, BrainDiffuserPrior, MindVisPrior):
+        assert issubclass(cls, PriorBacked)
+        doc = inspect.getdoc(cls)
+        assert "{prior_parameters}" not in doc, cls
+        for name in PRIOR_PARAMS:
+            assert name in inspect.signature(cls.__init__).parameters, (cls, name)
+            assert sum(line.startswith(f"{name} : ") for line in doc.splitlines()) == 1, (cls, name)
+        est = cls(prior="miyawaki-patterns", threshold=0.5, data_dir="d", cache_dir="c")
+        assert (est.prior, est.threshold, est.data_dir, est.cache_dir) == ("miyawaki-patterns", 0.5, "d", "c")
+        with pytest.raises(ConfigError, match="threshold=-1"):
+            cls(threshold=-1)._check_params()
+        helps.append({o.name: o.help for o in options_from_estimator(cls) if o.name in PRIOR_PARAMS})
+    for name in ("prior", "stimuli", "threshold", "data_dir", "cache_dir"):  # the same text for every estimator
+        assert len({h[name] for h in helps}) == 1 and helps[0][name], name
+    assert "RIDGE_PRIOR_CONFIG" in helps[0]["prior_config"] and "PriorConfig()" in helps[1]["prior_config"]
+    assert helps[0]["data_dir"] != helps[0]["cache_dir"]

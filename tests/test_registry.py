@@ -93,7 +93,7 @@ def test_train_guards_and_evaluate_refuses_a_leaking_checkpoint(method, tmp_path
                              + (["--set", "epochs=2", "--set", "hidden_dim=32"] if method == "cccv1-prior" else [])
                              + (["--set", "vae_epochs=2", "--set", "denoiser_epochs=2", "--set", "steps=2"]
                                 if method == "brain-diffuser-prior" else [])
-                             + (["--set", "pretrain_epochs=1", "--set", "finetune_epochs=1", "--set", "dim=16",
+                             + (["--set", "pretrain_epochs=1", "--set", "fine_tune_epochs=1", "--set", "dim=16",
                                  "--set", "depth=1"] if method == "mindvis-prior" else []))
     assert run.exit_code == 0, run.output
     metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
@@ -344,3 +344,79 @@ def test_train_defaults_to_the_best_method_on_new_images():
     assert "(ridge-prior by default)" in " ".join(r.output.split()) and "ridge-prior" in r.output
     bad = CliRunner().invoke(cli, ["train", "--dataset", "x.npz", "--config", "small"])
     assert bad.exit_code == 2 and "--config applies to --method cccv1" in bad.output
+
+
+@pytest.mark.parametrize("method, old", [("cccv1-prior", "finetune_decoder"), ("cccv1-prior", "finetune_lr_factor"),
+                                         ("mindvis-lite", "finetune_epochs"), ("mindvis-prior", "finetune_epochs")])
+def test_the_old_finetune_spelling_is_an_unknown_option(tmp_path, method, old):
+    """One spelling, ``fine_tune_*``: ``--set METHOD:finetune_*=...`` stops with the registry's usual error."""
+    new = "fine_tune_" + old[len("finetune_"):]
+    r = CliRunner().invoke(cli, ["benchmark", "--datasets", "miyawaki", "--methods", method, "--fast",
+                                 "--set", f"{method}:{old}=1", "--out", str(tmp_path / "b")])
+    assert r.exit_code == 2, r.output
+    assert f"has no option '{old}' (did you mean {new}?); its options: " in r.output, r.output
+    assert not (tmp_path / "b").exists()
+
+
+# ---------------------------------------------------------------- option help
+def test_every_option_has_its_own_one_line_help():
+    """No option shares its help with another option of its method (a grouped numpydoc entry), none is empty."""
+    for name in list_methods():
+        helps = {o.name: o.help for o in get_method(name).options}
+        for opt, text in helps.items():
+            assert text and "\n" not in text, (name, opt)
+        by_text: dict[str, list[str]] = {}
+        for opt, text in helps.items():
+            by_text.setdefault(text, []).append(opt)
+        assert not {t: o for t, o in by_text.items() if len(o) > 1}, name
+
+
+def test_field_help_names_real_fields_of_grouped_entries():
+    """Every FIELD_HELP entry is a field its class documents in a grouped entry (a stale one would hide nothing)."""
+    import dataclasses
+    import inspect
+
+    from cortexflow.baselines.brain_diffuser_lite import BrainDiffuserLite
+    from cortexflow.registry.options import FIELD_HELP, _docstring_entries
+    from cortexflow.training.config import CCCV1Config, TrainingConfig
+
+    classes = {c.__name__: c for c in (TrainingConfig, CCCV1Config, BrainDiffuserLite)}
+    assert set(FIELD_HELP) == set(classes)
+    for cname, fields in FIELD_HELP.items():
+        cls = classes[cname]
+        names = ({f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls)
+                 else set(inspect.signature(cls.__init__).parameters))
+        entries = {**_docstring_entries(cls, "Attributes"), **_docstring_entries(cls, "Parameters")}
+        for field_name in fields:
+            assert field_name in names and entries[field_name].shared, (cname, field_name)
+
+
+def test_option_help_prefers_an_own_entry_then_the_mapping_then_a_base_class():
+    from cortexflow.registry.options import option_help
+
+    class Base:
+        """Base.
+
+        Parameters
+        ----------
+        a : int
+            The base's a.
+        c : int
+            The base's c.
+        """
+
+    class Child(Base):
+        """Child.
+
+        Parameters
+        ----------
+        a, b : int
+            Both a and b.
+        c : int
+            As for :class:`Base`.
+        d : int
+            The child's d. More text.
+        """
+
+    assert option_help(Child) == {"a": "The base's a.", "b": "Both a and b.", "c": "The base's c.",
+                                  "d": "The child's d."}

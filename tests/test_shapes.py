@@ -196,7 +196,7 @@ def _fast_methods(tiny_config):
         "ridge": lambda: RidgeDecoder(),
         "cccv1": lambda: CCCV1Decoder(tiny_config.replace(epochs=2), device="cpu"),
         "brain-diffuser-lite": lambda: BrainDiffuserLite(vae_epochs=2, denoiser_epochs=2, patience=2, steps=2),
-        "mindvis-lite": lambda: MindVisLite(pretrain_epochs=2, finetune_epochs=2, patience=2, dim=16, depth=1),
+        "mindvis-lite": lambda: MindVisLite(pretrain_epochs=2, fine_tune_epochs=2, patience=2, dim=16, depth=1),
     }
 
 

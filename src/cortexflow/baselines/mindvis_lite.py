@@ -157,13 +157,21 @@ class MindVisLite(BaseDecoder):
     patch_size : int, optional
         Voxels per patch of the signal vector; by default ``ceil(p / 64)``,
         about 64 patches whatever the number of voxels ``p``.
-    dim, depth, heads : int
-        Transformer width, encoder depth and attention heads.
+    dim : int
+        Transformer width (token size).
+    depth : int
+        Transformer layers of the signal encoder.
+    heads : int
+        Attention heads (``dim`` must be a multiple of it).
     mask_ratio : float
         Share of patches masked in pretraining (0.75).
-    pretrain_epochs, finetune_epochs, patience : int
-        Maximum epochs of each phase; early stopping on an inner validation
-        split of the rows each phase trains on.
+    pretrain_epochs : int
+        Maximum epochs of the masked-signal pretraining.
+    fine_tune_epochs : int
+        Maximum epochs of the fine-tuning of encoder and image decoder on (X, Y).
+    patience : int
+        Early stopping of each phase: epochs without improvement on an inner
+        validation split of the rows that phase trains on.
     unlabelled : array-like, optional
         Extra signals without images (same features), used for pretraining only.
     random_state : int
@@ -179,7 +187,7 @@ class MindVisLite(BaseDecoder):
         Fine-tuned encoder and image decoder.
     scaler_ : SignalScaler
         Z-scoring fitted on the training (and unlabelled) signals.
-    pretrain_result_, finetune_result_ : TrainResult
+    pretrain_result_, fine_tune_result_ : TrainResult
     timings_ : dict
     """
 
@@ -191,7 +199,7 @@ class MindVisLite(BaseDecoder):
         "scaler_": StateField("scaler"),
         "model_": StateField("module", build=lambda est: est._image_decoder_for_checkpoint()),
         "pretrain_result_": StateField("any", required=False),
-        "finetune_result_": StateField("any", required=False),
+        "fine_tune_result_": StateField("any", required=False),
         "timings_": StateField("any", required=False),
     }
 
@@ -203,7 +211,7 @@ class MindVisLite(BaseDecoder):
         heads: int = 4,
         mask_ratio: float = 0.75,
         pretrain_epochs: int = 100,
-        finetune_epochs: int = 150,
+        fine_tune_epochs: int = 150,
         patience: int = 15,
         unlabelled=None,
         random_state: int = 0,
@@ -216,7 +224,7 @@ class MindVisLite(BaseDecoder):
         self.heads = heads
         self.mask_ratio = mask_ratio
         self.pretrain_epochs = pretrain_epochs
-        self.finetune_epochs = finetune_epochs
+        self.fine_tune_epochs = fine_tune_epochs
         self.patience = patience
         self.unlabelled = unlabelled
         self.random_state = random_state
@@ -262,8 +270,8 @@ class MindVisLite(BaseDecoder):
         self.model_, init_state = seeded_init(lambda: self._image_decoder(mae, n_pix, Y), seed + 2)
         Xs = self.scaler_.transform(X)
         with isolated_rng(seed + 2, dev, cpu_state=init_state):
-            self.finetune_result_ = train_network(self.model_, Xs, Y.reshape(len(Y), n_pix), seed=seed,
-                                                  epochs=self.finetune_epochs, patience=self.patience, lr=1e-3,
+            self.fine_tune_result_ = train_network(self.model_, Xs, Y.reshape(len(Y), n_pix), seed=seed,
+                                                  epochs=self.fine_tune_epochs, patience=self.patience, lr=1e-3,
                                                   batch_size=32, weight_decay=1e-4, device=dev,
                                                   progress=self.progress, name="mindvis-finetune")
         self.model_.cpu().eval()
@@ -283,7 +291,7 @@ class MindVisLite(BaseDecoder):
         check_number(self, "mask_ratio", low=0, low_open=True, high=1)
         if self.mask_ratio == 1:
             raise ConfigError(f"mask_ratio={self.mask_ratio!r} must lie in (0, 1)")
-        for name in ("pretrain_epochs", "finetune_epochs", "patience"):
+        for name in ("pretrain_epochs", "fine_tune_epochs", "patience"):
             check_number(self, name, low=0, integer=True)
 
     def _masked_model_for_checkpoint(self) -> MaskedSignalModel:
@@ -315,7 +323,7 @@ class MindVisLite(BaseDecoder):
 
 # ---------------------------------------------------------------- registration
 #: ``fast=True`` settings (tests and smoke runs)
-FAST_SETTINGS = {"pretrain_epochs": 2, "finetune_epochs": 2, "patience": 1, "dim": 16, "depth": 1}
+FAST_SETTINGS = {"pretrain_epochs": 2, "fine_tune_epochs": 2, "patience": 1, "dim": 16, "depth": 1}
 
 
 def _mindvis_lite_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, **options) -> MindVisLite:
@@ -328,5 +336,5 @@ register_method(
     "mindvis-lite", _mindvis_lite_factory, estimator=MindVisLite,
     description="masked signal modelling pretraining + conditioned image decoder, fine-tuned",
     sklearn_xfail=images_only("check_regressor_data_not_an_array"),
-    check_params={"pretrain_epochs": 1, "finetune_epochs": 1, "patience": 1, "dim": 16, "depth": 1},
+    check_params={"pretrain_epochs": 1, "fine_tune_epochs": 1, "patience": 1, "dim": 16, "depth": 1},
 )

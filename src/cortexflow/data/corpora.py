@@ -52,13 +52,14 @@ from typing import Callable
 
 import numpy as np
 
-from cortexflow.data.fetch import MIRROR_ENV, cached_sha256, download_verified, get_cache_dir, get_data_dir
-from cortexflow.exceptions import ChecksumError, ConfigError, CortexFlowError, DataValidationError
+from cortexflow.data.fetch import ensure_pinned_file, get_cache_dir, get_data_dir
+from cortexflow.data.pinned import PinnedFile
+from cortexflow.exceptions import ConfigError, DataValidationError
 from cortexflow.data.generators import (COLOR_SHAPES_VERSION, LETTERS_VERSION, MIYAWAKI_VERSION, color_shapes,
                                         font_letters, miyawaki_patterns)
 from cortexflow.data.grids import recover_grid, upscale_grid
 from cortexflow.data.validation import normalize_image_shape
-from cortexflow.utils.io import atomic_write_with, removed_if_empty_on_error
+from cortexflow.utils.io import atomic_write_with
 
 __all__ = [
     "CorpusFile",
@@ -80,37 +81,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_RAW = "https://raw.githubusercontent.com/{repository}/{commit}/{path}"
 IMAGE_SIZE = 28
 
 
-@dataclass(frozen=True)
-class CorpusFile:
-    """One pinned public file of a corpus.
-
-    Attributes
-    ----------
-    filename : str
-        Name inside ``<data_dir>/<corpus folder>/``.
-    repository, commit, source_path : str
-        Where the public file lives; ``url`` is built from them.
-    sha256 : str
-        Expected checksum.
-    size_bytes : int
-        Expected size.
-    """
-
-    filename: str
-    repository: str
-    commit: str
-    source_path: str
-    sha256: str
-    size_bytes: int
-
-    @property
-    def url(self) -> str:
-        """Public URL of the file, pinned to a commit."""
-        return _RAW.format(repository=self.repository, commit=self.commit, path=self.source_path)
+#: One pinned public file of a corpus (the same type as a data set's file).
+CorpusFile = PinnedFile
 
 
 @dataclass(frozen=True)
@@ -129,7 +104,7 @@ class CorpusInfo:
         Number of images the corpus holds.
     folder : str
         Sub-folder of the data folder for ``"files"`` corpora (e.g. ``"priors/mnist"``).
-    files : tuple of CorpusFile
+    files : tuple of PinnedFile
         The pinned files (``"files"`` corpora).
     params : dict
         Generator parameters (``"generated"`` corpora); part of the checksum.
@@ -149,7 +124,7 @@ class CorpusInfo:
     description: str
     n_images: int
     folder: str = ""
-    files: tuple[CorpusFile, ...] = ()
+    files: tuple[PinnedFile, ...] = ()
     params: dict = field(default_factory=dict)
     generator_version: str = ""
     citation: str = ""
@@ -160,7 +135,7 @@ class CorpusInfo:
     def to_dict(self) -> dict:
         """JSON-serialisable dict (with each file's ``url``)."""
         d = asdict(self)
-        d["files"] = [{**asdict(f), "url": f.url} for f in self.files]
+        d["files"] = [f.to_dict() for f in self.files]
         return d
 
 
@@ -282,30 +257,10 @@ def read_idx(path: str | os.PathLike, *, expected_ndim: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=_IDX_DTYPES[dtype_code], offset=header).reshape(dims)
 
 
-def _ensure_file(info: CorpusInfo, f: CorpusFile, data_dir, download: bool, progress: bool | None) -> Path:
-    dest = corpus_dir(info.name, data_dir) / f.filename
-    if dest.is_file():
-        if cached_sha256(dest) == f.sha256:
-            return dest
-        if not download:
-            raise ChecksumError(
-                f"{dest}: sha256 {cached_sha256(dest)} does not match the registry's {f.sha256} for corpus "
-                f"{info.name!r}; delete it or pass download=True to fetch it again"
-            )
-        logger.warning("%s exists but its sha256 does not match the registry; downloading it again", dest)
-    elif not download:
-        raise DataValidationError(
-            f"{dest}: corpus file missing (corpus {info.name!r}); pass download=True or set $CORTEXFLOW_DATA"
-        )
-    mirror = os.environ.get(MIRROR_ENV)
-    url = f"{mirror.rstrip('/')}/{info.folder}/{f.filename}" if mirror else f.url
-    with removed_if_empty_on_error(dest.parent):  # a failed download leaves no empty folder behind
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CortexFlowError(f"cannot create data folder {dest.parent}: {exc}") from exc
-        return download_verified(url, dest, f.sha256, label=f"corpus {info.name!r} file {f.filename}",
-                                 progress=progress)
+def _ensure_file(info: CorpusInfo, f: PinnedFile, data_dir, download: bool, progress: bool | None) -> Path:
+    return ensure_pinned_file(f, corpus_dir(info.name, data_dir) / f.filename,
+                              mirror_path=f"{info.folder}/{f.filename}", label=f"corpus {info.name!r} file {f.filename}", download=download, progress=progress,
+                              hint="pass download=True (or point $CORTEXFLOW_DATA at a folder that holds it)")
 
 
 def _files_checksum(info: CorpusInfo) -> str:
@@ -529,7 +484,7 @@ _register(
         n_images=10000,
         folder="priors/mnist",
         files=(
-            CorpusFile(
+            PinnedFile(
                 filename="t10k-images-idx3-ubyte.gz",
                 repository="kelas/mnist",
                 commit="283b387221ab46655e600cfcc25d843bb14292b9",
@@ -537,7 +492,7 @@ _register(
                 sha256="167310007f03058885c7e95e6c0b19c20de5c7fd3031f4cbdadc9014a523d80b",
                 size_bytes=1648877,
             ),
-            CorpusFile(
+            PinnedFile(
                 filename="t10k-labels-idx1-ubyte.gz",
                 repository="kelas/mnist",
                 commit="283b387221ab46655e600cfcc25d843bb14292b9",

@@ -6,6 +6,10 @@ The data folder is found, in order, from the ``data_dir`` argument, the
 (``folder`` is the dataset's name unless its registry entry says otherwise),
 the same layout as the project's shared data folder, so pointing
 ``CORTEXFLOW_DATA`` at such a folder needs no network at all.
+
+Every pinned file (:class:`~cortexflow.data.pinned.PinnedFile`: a data set's
+file, a corpus file of :mod:`cortexflow.data.corpora`) is verified and
+downloaded by one function, :func:`ensure_pinned_file`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 
 import pooch
 
+from cortexflow.data.pinned import PinnedFile
 from cortexflow.data.registry import DatasetInfo, get_dataset_info
 from cortexflow.exceptions import ChecksumError, CortexFlowError, DataValidationError
 from cortexflow.utils.io import removed_if_empty_on_error, sha256_file
@@ -29,6 +34,7 @@ __all__ = [
     "cached_sha256",
     "verify_registered_file",
     "download_verified",
+    "ensure_pinned_file",
     "DATA_ENV",
     "MIRROR_ENV",
 ]
@@ -82,12 +88,101 @@ def dataset_path(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     return get_data_dir(data_dir) / info.directory / info.filename
 
 
-def checksum_status(path: str | os.PathLike, info: DatasetInfo) -> str:
-    """Return ``"ok"``, ``"missing"`` or ``"mismatch"`` for a file against its registry entry."""
+def checksum_status(path: str | os.PathLike, info: PinnedFile | DatasetInfo) -> str:
+    """Return ``"ok"``, ``"missing"`` or ``"mismatch"`` for a file against its pinned sha256."""
     path = Path(path)
     if not path.is_file():
         return "missing"
     return "ok" if cached_sha256(path) == info.sha256 else "mismatch"
+
+
+def ensure_pinned_file(
+    pinned: PinnedFile,
+    dest: str | os.PathLike,
+    *,
+    mirror_path: str,
+    label: str,
+    hint: str,
+    download: bool = True,
+    mirror: str | None = None,
+    progress: bool | None = None,
+    timeout: float = 60.0,
+) -> Path:
+    """The verified local copy ``dest`` of a pinned file, downloaded when missing or not the pinned file.
+
+    The one fetch path of the data sets and the corpus files. A present file
+    whose sha256 matches is returned without touching the network. Otherwise,
+    with ``download``, the file is downloaded (:func:`download_verified`: to a
+    temporary file beside ``dest``, moved into place only after its checksum
+    matches; a failed or interrupted download leaves nothing behind, not even
+    an empty folder).
+
+    Parameters
+    ----------
+    pinned : PinnedFile
+        The file: its public URL and sha256.
+    dest : path-like
+        Where the local copy lives.
+    mirror_path : str
+        Its path under a mirror (``<mirror>/<mirror_path>``).
+    label : str
+        What the file is, for messages (e.g. ``"dataset 'vangerven'"``).
+    hint : str
+        How to get the file, appended to the error when ``download`` is false.
+    download : bool
+        Download a missing or mismatching file; ``False`` raises instead.
+    mirror : str, optional
+        Base URL of a mirror; defaults to ``$CORTEXFLOW_MIRROR``; without one
+        the pinned public URL is used.
+    progress : bool, optional
+        Show a download progress bar.
+    timeout : float
+        Seconds to wait for the server before giving up.
+
+    Raises
+    ------
+    DataValidationError
+        The file is missing and ``download`` is false.
+    ChecksumError
+        The file there is not the pinned one and ``download`` is false, or the
+        downloaded file does not match the pinned sha256.
+    CortexFlowError
+        The download failed (network error, server stopped mid-file, ...).
+    """
+    dest = Path(dest)
+    status = checksum_status(dest, pinned)
+    if status == "ok":
+        logger.debug("using cached %s", dest)
+        return dest
+    if not download:
+        if status == "missing":
+            raise DataValidationError(f"{label}: {dest} not found; {hint}")
+        raise ChecksumError(
+            f"{label}: {dest} is not the registered file (sha256 {cached_sha256(dest)}, {dest.stat().st_size} "
+            f"bytes; expected sha256 {pinned.sha256}, {pinned.size_bytes} bytes): it is another file or a damaged "
+            f"copy; {hint}"
+        )
+    if status == "mismatch":
+        logger.warning("%s exists but its sha256 does not match the registry; downloading it again", dest)
+    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
+    url = f"{mirror.rstrip('/')}/{mirror_path}" if mirror else pinned.url
+    logger.info("downloading %s from %s", label, url)
+    with removed_if_empty_on_error(dest.parent):  # a failed download leaves no empty folder behind
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CortexFlowError(f"cannot create data folder {dest.parent}: {exc}") from exc
+        download_verified(url, dest, pinned.sha256, label=label, progress=progress, timeout=timeout)
+    return dest
+
+
+def _ensure_dataset_file(name: str, data_dir, **kwargs) -> Path:
+    info = get_dataset_info(name)
+    return ensure_pinned_file(info.file, dataset_path(name, data_dir), mirror_path=f"{info.directory}/{info.filename}",
+                              label=f"dataset {info.name!r}",
+                              hint=f"fetch it with `cortexflow datasets fetch {info.name}` "
+                                   "(or load with download=True)",
+                              **kwargs)
 
 
 def verify_registered_file(name: str, data_dir: str | os.PathLike | None = None) -> Path:
@@ -100,21 +195,7 @@ def verify_registered_file(name: str, data_dir: str | os.PathLike | None = None)
     ChecksumError
         The file there is not the registered one (another dataset's file, or damaged).
     """
-    info = get_dataset_info(name)
-    path = dataset_path(name, data_dir)
-    status = checksum_status(path, info)
-    if status == "missing":
-        raise DataValidationError(
-            f"dataset {info.name!r}: {path} not found; fetch it with `cortexflow datasets fetch {info.name}` "
-            "(or load with download=True)"
-        )
-    if status == "mismatch":
-        raise ChecksumError(
-            f"dataset {info.name!r}: {path} is not the registered file (sha256 {cached_sha256(path)}, "
-            f"{path.stat().st_size} bytes; expected sha256 {info.sha256}, {info.size_bytes} bytes): it is "
-            f"another file or a damaged copy; fetch it again with `cortexflow datasets fetch {info.name}`"
-        )
-    return path
+    return _ensure_dataset_file(name, data_dir, download=False)
 
 
 def fetch_dataset(
@@ -130,7 +211,7 @@ def fetch_dataset(
     A present file whose sha256 matches is returned without touching the
     network. Otherwise the file is downloaded to a temporary file beside its
     destination and moved into place only after its checksum matches; a failed
-    or interrupted download leaves nothing behind.
+    or interrupted download leaves nothing behind (see :func:`ensure_pinned_file`).
 
     Parameters
     ----------
@@ -159,25 +240,7 @@ def fetch_dataset(
     CortexFlowError
         The download failed (network error, server stopped mid-file, ...).
     """
-    info = get_dataset_info(name)
-    dest = get_data_dir(data_dir) / info.directory / info.filename
-    status = checksum_status(dest, info)
-    if status == "ok":
-        logger.debug("using cached %s", dest)
-        return dest
-    if status == "mismatch":
-        logger.warning("%s exists but its sha256 does not match the registry; downloading it again", dest)
-
-    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
-    url = f"{mirror.rstrip('/')}/{info.directory}/{info.filename}" if mirror else info.url
-    logger.info("downloading %s from %s", info.name, url)
-    with removed_if_empty_on_error(dest.parent):  # a failed download leaves no empty folder behind
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CortexFlowError(f"cannot create data folder {dest.parent}: {exc}") from exc
-        download_verified(url, dest, info.sha256, label=f"dataset {info.name!r}", progress=progress, timeout=timeout)
-    return dest
+    return _ensure_dataset_file(name, data_dir, mirror=mirror, progress=progress, timeout=timeout)
 
 
 def download_verified(

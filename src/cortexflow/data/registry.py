@@ -10,12 +10,10 @@ import difflib
 from dataclasses import asdict, dataclass, field, replace
 from typing import Iterable, Literal
 
+from cortexflow.data.pinned import PinnedFile
 from cortexflow.exceptions import ConfigError
 
 __all__ = ["DatasetInfo", "DATASETS", "get_dataset_info", "list_datasets", "register_dataset", "did_you_mean"]
-
-_RAW = "https://raw.githubusercontent.com/{repository}/{commit}/{path}"
-
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -31,12 +29,9 @@ class DatasetInfo:
         not by ``load_dataset``).
     filename : str
         File name inside ``<data_dir>/<folder>/``.
-    repository, commit, source_path : str
-        Where the public file lives; ``url`` is built from them.
-    sha256 : str
-        Expected checksum of the file.
-    size_bytes : int
-        Expected size of the file.
+    repository, commit, source_path, sha256, size_bytes : str, str, str, str, int
+        The pinned public file (see :class:`~cortexflow.data.pinned.PinnedFile`,
+        which :attr:`file` returns): where it lives, its checksum and its size.
     pixel_order : {"C", "F"}
         Memory order of the 784 stimulus values (``"F"`` = column-major);
         not used for ``"eeg-raw"`` (its targets are class images).
@@ -100,9 +95,15 @@ class DatasetInfo:
         return self.folder or self.name
 
     @property
+    def file(self) -> PinnedFile:
+        """The dataset's file as a :class:`~cortexflow.data.pinned.PinnedFile` (what fetching verifies)."""
+        return PinnedFile(self.filename, self.repository, self.commit, self.source_path, self.sha256,
+                          self.size_bytes)
+
+    @property
     def url(self) -> str:
         """Public URL of the file, pinned to a commit."""
-        return _RAW.format(repository=self.repository, commit=self.commit, path=self.source_path)
+        return self.file.url
 
     def to_dict(self) -> dict:
         """Return a JSON-serialisable dict (with ``url``)."""

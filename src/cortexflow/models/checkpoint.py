@@ -844,6 +844,28 @@ class StateUnpacker:
         return restore_estimator(cls, params, state, self.where, prefix, overrides, dims=self.dims, nested=True)
 
 
+#: Parameter and fitted-attribute names a release renamed (old -> new), so that checkpoints written before the
+#: rename still load: :func:`restore_estimator` reads an old name as the new one when the class has the new one.
+RENAMED_NAMES = {
+    "finetune_decoder": "fine_tune_decoder",  # cccv1-prior family
+    "finetune_lr_factor": "fine_tune_lr_factor",
+    "finetune_epochs": "fine_tune_epochs",  # mindvis-lite, mindvis-prior
+    "finetune_result_": "fine_tune_result_",
+}
+
+
+def _current_names(stored: dict[str, Any], known: Iterable[str]) -> dict[str, Any]:
+    """``stored`` with every renamed key (:data:`RENAMED_NAMES`) spelled as ``known`` spells it now."""
+    known = set(known)
+    out = {}
+    for key, value in stored.items():
+        new = RENAMED_NAMES.get(key)
+        if key not in known and new in known and new not in stored:
+            key = new
+        out[key] = value
+    return out
+
+
 def restore_estimator(cls: type, params: dict[str, Any], state: dict[str, Any], where: Path, prefix: str = "",
                       overrides: dict[str, Any] | None = None, dims: dict[str, Any] | None = None,
                       nested: bool = False) -> Any:
@@ -859,6 +881,7 @@ def restore_estimator(cls: type, params: dict[str, Any], state: dict[str, Any], 
         shape or finiteness; the message names the checkpoint, the key and the allowed values.
     """
     names = set(cls._get_param_names())
+    params = _current_names(params, names)
     unknown = sorted(set(params) - names)
     if unknown:
         raise CheckpointError(f"checkpoint {where}: field '{prefix}params' has unknown parameter(s) "
@@ -872,6 +895,7 @@ def restore_estimator(cls: type, params: dict[str, Any], state: dict[str, Any], 
     except (TypeError, ValueError, CortexFlowError) as exc:
         raise CheckpointError(f"checkpoint {where}: field '{prefix}params' is invalid for {cls.__name__}: {exc}") from exc
     schema = checkpoint_schema(cls)
+    state = _current_names(state, schema)
     for name in state:
         if name not in schema:
             raise CheckpointError(f"checkpoint {where}: state entry '{prefix}state.{name}' is not a fitted attribute of "

@@ -30,7 +30,7 @@ from torch import nn
 
 from cortexflow.baselines.brain_diffuser_lite import BrainDiffuserLite
 from cortexflow.baselines.mindvis_lite import ConditionedImageDecoder, MaskedSignalModel, MindVisLite
-from cortexflow.models.base import check_number
+from cortexflow.priors.backed import PriorBacked
 from cortexflow.priors.persistence import PRIOR_STATE
 from cortexflow.priors.cccv1_prior import fitted_prior_of, prior_decoder
 from cortexflow.data.guard import DEFAULT_THRESHOLD
@@ -77,15 +77,18 @@ def _fitted_image_shape(est: Any, Y: np.ndarray) -> tuple[int, ...]:
     return (side, side)
 
 
-class BrainDiffuserPrior(BrainDiffuserLite):
+class BrainDiffuserPrior(PriorBacked, BrainDiffuserLite):
     """:class:`BrainDiffuserLite` whose stage-1 image model and stage-2 features come from an image prior.
 
     Parameters
     ----------
-    prior, dataset, stimuli, prior_config, threshold, data_dir, cache_dir :
-        The prior, as for :class:`cortexflow.priors.cccv1_prior.CCCV1PriorDecoder`.
-    latent_dim, vae_epochs, kl_weight :
-        Unused (no VAE is trained); kept so that the parameters match the parent's.
+    {prior_parameters}
+    latent_dim : int
+        Unused: the prior's embedding replaces the VAE latent (kept so that the parameters match the parent's).
+    vae_epochs : int
+        Unused: no VAE is trained (kept so that the parameters match the parent's).
+    kl_weight : float
+        Unused: there is no VAE loss (kept so that the parameters match the parent's).
     Other parameters :
         As for :class:`BrainDiffuserLite`.
 
@@ -101,13 +104,8 @@ class BrainDiffuserPrior(BrainDiffuserLite):
                  latent_dim: int = 16, vae_epochs: int = 300, denoiser_epochs: int = 300, patience: int = 20,
                  kl_weight: float = 0.01, strength: float = 0.75, steps: int = 10, features=None, alphas=None,
                  random_state: int = 0, device: str = "cpu", progress: bool = False):
-        self.prior = prior
-        self.dataset = dataset
-        self.stimuli = stimuli
-        self.prior_config = prior_config
-        self.threshold = threshold
-        self.data_dir = data_dir
-        self.cache_dir = cache_dir
+        self._set_prior_params(prior=prior, dataset=dataset, stimuli=stimuli, prior_config=prior_config,
+                               threshold=threshold, data_dir=data_dir, cache_dir=cache_dir)
         super().__init__(latent_dim=latent_dim, vae_epochs=vae_epochs, denoiser_epochs=denoiser_epochs,
                          patience=patience, kl_weight=kl_weight, strength=strength, steps=steps, features=features,
                          alphas=alphas, random_state=random_state, device=device, progress=progress)
@@ -118,7 +116,7 @@ class BrainDiffuserPrior(BrainDiffuserLite):
 
     def _check_params(self) -> None:
         super()._check_params()
-        check_number(self, "threshold", low=0)
+        self._check_prior_params()
 
     def _image_model_for_checkpoint(self) -> nn.Module:
         return PriorImageModel(self.prior_).eval()
@@ -129,13 +127,12 @@ class BrainDiffuserPrior(BrainDiffuserLite):
         return PriorImageModel(self.prior_).eval()
 
 
-class MindVisPrior(MindVisLite):
+class MindVisPrior(PriorBacked, MindVisLite):
     """:class:`MindVisLite` whose image decoder renders through an image prior's frozen decoder.
 
     Parameters
     ----------
-    prior, dataset, stimuli, prior_config, threshold, data_dir, cache_dir :
-        The prior, as for :class:`cortexflow.priors.cccv1_prior.CCCV1PriorDecoder`.
+    {prior_parameters}
     Other parameters :
         As for :class:`MindVisLite`.
 
@@ -148,17 +145,12 @@ class MindVisPrior(MindVisLite):
     def __init__(self, prior: Any = None, dataset: str | None = None, stimuli: Any = None, prior_config: Any = None,
                  threshold: float = DEFAULT_THRESHOLD, data_dir: Any = None, cache_dir: Any = None,
                  patch_size: int | None = None, dim: int = 64, depth: int = 2, heads: int = 4,
-                 mask_ratio: float = 0.75, pretrain_epochs: int = 100, finetune_epochs: int = 150, patience: int = 15,
+                 mask_ratio: float = 0.75, pretrain_epochs: int = 100, fine_tune_epochs: int = 150, patience: int = 15,
                  unlabelled=None, random_state: int = 0, device: str = "cpu", progress: bool = False):
-        self.prior = prior
-        self.dataset = dataset
-        self.stimuli = stimuli
-        self.prior_config = prior_config
-        self.threshold = threshold
-        self.data_dir = data_dir
-        self.cache_dir = cache_dir
+        self._set_prior_params(prior=prior, dataset=dataset, stimuli=stimuli, prior_config=prior_config,
+                               threshold=threshold, data_dir=data_dir, cache_dir=cache_dir)
         super().__init__(patch_size=patch_size, dim=dim, depth=depth, heads=heads, mask_ratio=mask_ratio,
-                         pretrain_epochs=pretrain_epochs, finetune_epochs=finetune_epochs, patience=patience,
+                         pretrain_epochs=pretrain_epochs, fine_tune_epochs=fine_tune_epochs, patience=patience,
                          unlabelled=unlabelled, random_state=random_state, device=device, progress=progress)
 
     checkpoint_kind = "mindvis-prior"
@@ -167,7 +159,7 @@ class MindVisPrior(MindVisLite):
 
     def _check_params(self) -> None:
         super()._check_params()
-        check_number(self, "threshold", low=0)
+        self._check_prior_params()
 
     def _image_decoder_for_checkpoint(self) -> nn.Module:
         return PriorConditionedDecoder(self._masked_model_for_checkpoint(), prior_decoder(self.prior_),

@@ -22,8 +22,8 @@ trains a brain encoder into that embedding space:
   InfoNCE (:func:`cortexflow.semantic.losses.clip_infonce`) between the brain
   embedding and the prior's embedding of the training stimulus: images and
   brain signals share one embedding space learned from many images;
-* optionally (``finetune_decoder=True``) a second phase trains encoder and
-  decoder together with a learning rate ``finetune_lr_factor`` times smaller;
+* optionally (``fine_tune_decoder=True``) a second phase trains encoder and
+  decoder together with a learning rate ``fine_tune_lr_factor`` times smaller;
 * preprocessing (z-scored signals), the inner validation split and early
   stopping use the training rows only (:func:`cortexflow.training.train_model`,
   which draws the split with :func:`cortexflow.data.splits.inner_validation_split`);
@@ -33,7 +33,7 @@ trains a brain encoder into that embedding space:
   (:mod:`cortexflow.training.prior_members`, the batched trainer of
   :mod:`cortexflow.training.batched`); each equals the member trained alone
   up to floating-point summation order. Otherwise (``encoder="attention"``,
-  ``finetune_decoder=True``, or ``batched=False``) they train one after another.
+  ``fine_tune_decoder=True``, or ``batched=False``) they train one after another.
 
 Every random choice comes from the estimator's own :class:`torch.Generator`
 (weights, dropout masks) and from ``train_model``'s seeded generator (inner
@@ -63,6 +63,7 @@ from cortexflow.models.estimator import CCCV1Decoder
 from cortexflow.semantic.losses import LearnableTemperature, clip_infonce
 from cortexflow.training.prior_members import train_prior_members
 from cortexflow.data.guard import DEFAULT_THRESHOLD
+from cortexflow.priors.backed import PriorBacked
 from cortexflow.priors.persistence import StatePacker, StateUnpacker, load_decoder_state, save_decoder_state
 from cortexflow.priors.ridge_prior import (
     RidgePriorDecoder,
@@ -328,18 +329,13 @@ class _InfoNCETerm(nn.Module):
 
 
 # ----------------------------------------------------------------------- estimator
-class CCCV1PriorDecoder(CCCV1Decoder):
+class CCCV1PriorDecoder(PriorBacked, CCCV1Decoder,
+                        dataset_role=' and the training preset of ``config="auto"``'):
     """CCCV1's encoder trained into an image prior's embedding space; images come from the prior's decoder.
 
     Parameters
     ----------
-    prior : str or FittedPrior, optional
-        A corpus name (see :func:`cortexflow.priors.list_corpora`) or a fitted
-        prior. ``None``: the default prior of ``dataset``
-        (:func:`cortexflow.priors.default_prior`); a data set without one (a
-        user's file) then raises :class:`ConfigError` listing the corpora.
-    dataset : str, optional
-        Dataset name: picks the training preset and the default prior.
+    {prior_parameters}
     config : "auto", str, dict or CCCV1Config
         Training settings as for :class:`CCCV1Decoder` (``"auto"``: the data
         set's preset); ``loss_weights`` default to :data:`DEFAULT_LOSS_WEIGHTS`.
@@ -360,30 +356,25 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         residuals ``r_j`` of the training rows and the images are averaged;
         ``"auto"`` chooses ``c`` on the training rows' out-of-fold ridge
         predictions; 0 decodes the point estimate. Needs ``ridge_skip``.
-    decoding, knn, pixel_blend :
-        The decoding of ``ridge-prior`` applied to this model's embeddings:
-        ``"hybrid"`` (default; the mean of the posterior-mean image and the
-        mean of the ``knn`` nearest corpus images), ``"prior"`` or
-        ``"corpus-knn"``; ``pixel_blend`` averages in a pixel ridge image (see
-        :class:`~cortexflow.priors.ridge_prior.RidgePriorDecoder`). Need ``ridge_skip``
-        (without it the network's own decoder draws the image, with a logged
-        warning when these options ask for more). The residual scale and the
-        pixel weight are chosen on the ridge read-out's out-of-fold images of
-        the training rows (the network is not refitted per inner fold).
-    finetune_decoder : bool
+    decoding : {"hybrid", "prior", "corpus-knn"}
+        How an embedding becomes an image, as in ``ridge-prior`` (default ``"hybrid"``).
+        ``"hybrid"`` is the mean of the posterior-mean image and the mean of
+        the ``knn`` nearest corpus images (see
+        :class:`~cortexflow.priors.ridge_prior.RidgePriorDecoder`).
+        ``decoding``, ``knn`` and ``pixel_blend`` need ``ridge_skip`` (without
+        it the network's own decoder draws the image, with a logged warning
+        when these options ask for more).
+    knn : int
+        Nearest corpus images averaged by ``"corpus-knn"`` and ``"hybrid"``.
+    pixel_blend : float or "auto"
+        Weight of a pixel ridge image averaged with the prior's image (0 off; ``"auto"`` chosen).
+        The residual scale and this weight are chosen on the ridge
+        read-out's out-of-fold images of the training rows (the network is
+        not refitted per inner fold).
+    fine_tune_decoder : bool
         Add a second phase that also trains the prior's decoder.
-    finetune_lr_factor : float
+    fine_tune_lr_factor : float
         Learning rate of that phase relative to ``config.lr``.
-    prior_config : PriorConfig or dict, optional
-        Prior architecture and training (default ``PriorConfig()``).
-    stimuli : ndarray (m, 28, 28), optional
-        All stimuli of the data set (train and test) for the near-duplicate
-        guard; default: a registered data set's stimuli, else the training
-        targets given to ``fit``.
-    threshold : float
-        Near-duplicate threshold of the guard.
-    data_dir, cache_dir : path-like, optional
-        Data folder and prior cache root.
     random_state : int
         Seed of weights, dropout, the inner split and batch order.
     device, progress, amp :
@@ -426,8 +417,8 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         decoding: str = "hybrid",
         knn: int = 10,
         pixel_blend: Any = 0.0,
-        finetune_decoder: bool = False,
-        finetune_lr_factor: float = 0.1,
+        fine_tune_decoder: bool = False,
+        fine_tune_lr_factor: float = 0.1,
         prior_config: Any = None,
         stimuli: Any = None,
         threshold: float = DEFAULT_THRESHOLD,
@@ -439,8 +430,8 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         amp: str = "off",
         batched: Any = "auto",
     ):
-        self.prior = prior
-        self.dataset = dataset
+        self._set_prior_params(prior=prior, dataset=dataset, stimuli=stimuli, prior_config=prior_config,
+                               threshold=threshold, data_dir=data_dir, cache_dir=cache_dir)
         self.config = config
         self.encoder = encoder
         self.n_members = n_members
@@ -450,13 +441,8 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         self.decoding = decoding
         self.knn = knn
         self.pixel_blend = pixel_blend
-        self.finetune_decoder = finetune_decoder
-        self.finetune_lr_factor = finetune_lr_factor
-        self.prior_config = prior_config
-        self.stimuli = stimuli
-        self.threshold = threshold
-        self.data_dir = data_dir
-        self.cache_dir = cache_dir
+        self.fine_tune_decoder = fine_tune_decoder
+        self.fine_tune_lr_factor = fine_tune_lr_factor
         self.random_state = random_state
         self.device = device
         self.progress = progress
@@ -465,11 +451,12 @@ class CCCV1PriorDecoder(CCCV1Decoder):
 
     # ------------------------------------------------------------------ fit
     def _check_params(self) -> None:
+        self._check_prior_params()
         check_decoding(self.decoding, self.knn, self.pixel_blend)
         if self.encoder not in ENCODERS:
             raise ConfigError(f"encoder={self.encoder!r} is not one of {', '.join(ENCODERS)}")
-        if not 0 < float(self.finetune_lr_factor) <= 1:
-            raise ConfigError(f"finetune_lr_factor={self.finetune_lr_factor!r} must lie in (0, 1]")
+        if not 0 < float(self.fine_tune_lr_factor) <= 1:
+            raise ConfigError(f"fine_tune_lr_factor={self.fine_tune_lr_factor!r} must lie in (0, 1]")
         self._seed()  # any scikit-learn random_state (None, an int, a RandomState); a clear error otherwise
         if not (isinstance(self.batched, (bool, np.bool_)) or (isinstance(self.batched, str) and self.batched == "auto")):
             raise ConfigError(f"batched={self.batched!r} is not one of 'auto', True, False")
@@ -478,8 +465,8 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         """Why the members cannot train together (None when they can)."""
         if self.encoder != "mlp":
             return f"encoder={self.encoder!r} has no batched path (only 'mlp')"
-        if self.finetune_decoder:
-            return "finetune_decoder=True trains a decoder per member, which the batched trainer does not stack"
+        if self.fine_tune_decoder:
+            return "fine_tune_decoder=True trains a decoder per member, which the batched trainer does not stack"
         return None
 
     def _use_batched(self, n_members: int) -> bool:
@@ -559,7 +546,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         self.metadata_ = dict(metadata or {})
         self.fit_seconds_ = time.perf_counter() - t0 - t_prior
         self.report_info_ = {**prior_report_info(self.prior_), "encoder": self.encoder, "n_members": int(self.n_members),
-                             "finetune_decoder": bool(self.finetune_decoder),
+                             "fine_tune_decoder": bool(self.fine_tune_decoder),
                              "residual_scale": self.posterior_.residual_scale_ if self.posterior_ is not None else 0.0,
                              "decoding": self.decoding if self.posterior_ is not None else "network",
                              "pixel_blend": self.posterior_.pixel_blend_ if self.posterior_ is not None else 0.0,
@@ -616,7 +603,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
         _init_weights(encoder, gen)
         if linear is not None:
             encoder = LinearSkipEncoder(copy.deepcopy(linear), encoder, self.gate_init)
-        dec = copy.deepcopy(decoder) if self.finetune_decoder else decoder
+        dec = copy.deepcopy(decoder) if self.fine_tune_decoder else decoder
         dec.requires_grad_(False)
         return PriorBrainNet(encoder, dec), EmbeddingAlignment(targets), gen
 
@@ -638,9 +625,9 @@ class CCCV1PriorDecoder(CCCV1Decoder):
             res = train_model(net, Xs, Yf, cfg, seed=seed, device=self.device, progress=self.progress,
                               loss_terms=align.terms(), amp=self.amp)
             history = list(res.history)
-            if self.finetune_decoder:
+            if self.fine_tune_decoder:
                 dec.requires_grad_(True)
-                res2 = train_model(net, Xs, Yf, cfg.replace(lr=cfg.lr * float(self.finetune_lr_factor)), seed=seed,
+                res2 = train_model(net, Xs, Yf, cfg.replace(lr=cfg.lr * float(self.fine_tune_lr_factor)), seed=seed,
                                    device=self.device, progress=self.progress, loss_terms=align.terms(),
                                    amp=self.amp)
                 dec.requires_grad_(False)
@@ -658,7 +645,7 @@ class CCCV1PriorDecoder(CCCV1Decoder):
 
         The prior's weights and config travel with it (no prior cache or corpus
         is needed to load it); a member's decoder that is still the prior's own
-        (no ``finetune_decoder``) is not stored twice. See
+        (no ``fine_tune_decoder``) is not stored twice. See
         :mod:`cortexflow.priors.persistence`.
         """
         return save_decoder_state(self, path, kind=self.checkpoint_kind, fitted_attr="model_", skip=("model_",),
@@ -813,7 +800,7 @@ def _unpack_network(obj: CCCV1PriorDecoder, node: Any, unpacker: StateUnpacker) 
 # ---------------------------------------------------------------- registration
 CCCV1_PRIOR_VERSION = "3"  # 2: posterior-mean decoding, 40 epochs / patience 8; 3: hybrid decoding
 _OWN_PARAMS = ("prior", "encoder", "n_members", "ridge_skip", "gate_init", "residual_scale", "decoding", "knn",
-               "pixel_blend", "finetune_decoder", "finetune_lr_factor", "prior_config", "threshold", "device", "amp",
+               "pixel_blend", "fine_tune_decoder", "fine_tune_lr_factor", "prior_config", "threshold", "device", "amp",
                "batched")
 
 
@@ -822,7 +809,7 @@ def cccv1_prior_factory(seed: int, dataset_name: str, n_train: int, *, fast: boo
     """Unfitted :class:`CCCV1PriorDecoder` with the data set's training preset.
 
     ``options`` are the estimator's parameters (``prior``, ``encoder``,
-    ``n_members``, ``ridge_skip``, ``finetune_decoder``, ...) and
+    ``n_members``, ``ridge_skip``, ``fine_tune_decoder``, ...) and
     :class:`~cortexflow.training.CCCV1Config` fields (``lr``, ``dropout_encoder``,
     ``loss_weights``, ...), which override the preset.
     """

@@ -23,6 +23,7 @@ from cortexflow.data.corpora import default_prior, get_corpus_info, list_corpora
 from cortexflow.data.corpora import load_corpus
 from cortexflow.data.guard import DEFAULT_THRESHOLD, drop_near_duplicates
 from cortexflow.models.prior import PriorConfig
+from cortexflow.priors.backed import PriorBacked
 from cortexflow.priors.persistence import load_decoder_state, save_decoder_state
 from cortexflow.training.prior import FittedPrior, fine_tune_prior, get_prior
 
@@ -162,7 +163,8 @@ def _ranking_rows(n: int, rng: np.random.Generator) -> "slice | np.ndarray":
     return np.sort(rng.choice(n, size=RANKING_MAX_ROWS, replace=False))
 
 
-class RidgePriorDecoder(BaseDecoder):
+class RidgePriorDecoder(PriorBacked, BaseDecoder,
+                        prior_config_default=":data:`RIDGE_PRIOR_CONFIG`, a 16-d AE"):
     """Ridge regression from brain signal to an image prior's embedding, decoded by the prior.
 
     Signals are z-scored with training-row statistics; the targets are the
@@ -187,21 +189,17 @@ class RidgePriorDecoder(BaseDecoder):
 
     Parameters
     ----------
-    prior : str or FittedPrior, optional
-        A fitted prior (from :func:`cortexflow.methods.build.resolve_prior`: then
-        ``fit`` does no I/O), or the corpus of the prior
-        (``cortexflow.priors.list_corpora()``), trained or read from the cache
-        inside ``fit``; ``None`` uses the data set's default (``default_prior(dataset)``).
-    dataset : str, optional
-        Registered data set name: its default prior (nothing is loaded by this name).
+    {prior_parameters}
     alpha : float or array-like, optional
         Fixed penalty, or a grid to choose from; 21 values from 1e-3 to 1e7 when omitted.
     cv : int or None
         ``None``: efficient leave-one-out; an int: K-fold on the training rows.
-    prior_config : PriorConfig or dict, optional
-        Prior architecture and training (default :data:`RIDGE_PRIOR_CONFIG`, a 16-d AE).
-    embed_dim, prior_kind, prior_epochs : optional
-        Shortcuts overriding those fields of ``prior_config``.
+    embed_dim : int, optional
+        Embedding size of the prior; overrides ``prior_config.embed_dim``.
+    prior_kind : str, optional
+        Kind of prior network, ``"ae"`` or ``"vae"``; overrides ``prior_config.kind``.
+    prior_epochs : int, optional
+        Training epochs of the prior; overrides ``prior_config.epochs``.
     residual_scale : float or "auto"
         Scale ``c`` of the residuals added before decoding (see above).
     residual_grid : sequence of float
@@ -229,16 +227,8 @@ class RidgePriorDecoder(BaseDecoder):
         epochs before encoding them (0 = off).
     fine_tune_lr : float
         Learning rate of that fine-tuning.
-    stimuli : ndarray (m, 28, 28), optional
-        Every stimulus that will be scored (training and test rows,
-        :func:`cortexflow.methods.build.scored_stimuli`) for the near-duplicate
-        guard; without it only the training stimuli are guarded (a warning).
-    threshold : float
-        Near-duplicate threshold of the guard.
     random_state : int
         Seed of the fine-tuning (the prior itself is seeded by ``prior_config.seed``).
-    data_dir, cache_dir : path-like, optional
-        Data folder and prior cache root.
     progress : bool, optional
         Progress bar of a prior training.
 
@@ -294,11 +284,10 @@ class RidgePriorDecoder(BaseDecoder):
         cache_dir=None,
         progress: bool | None = None,
     ):
-        self.prior = prior
-        self.dataset = dataset
+        self._set_prior_params(prior=prior, dataset=dataset, stimuli=stimuli, prior_config=prior_config,
+                               threshold=threshold, data_dir=data_dir, cache_dir=cache_dir)
         self.alpha = alpha
         self.cv = cv
-        self.prior_config = prior_config
         self.embed_dim = embed_dim
         self.prior_kind = prior_kind
         self.prior_epochs = prior_epochs
@@ -310,11 +299,7 @@ class RidgePriorDecoder(BaseDecoder):
         self.decoding = decoding
         self.knn = knn
         self.pixel_blend = pixel_blend
-        self.stimuli = stimuli
-        self.threshold = threshold
         self.random_state = random_state
-        self.data_dir = data_dir
-        self.cache_dir = cache_dir
         self.progress = progress
 
     def _requested_prior_config(self) -> PriorConfig:
@@ -329,6 +314,7 @@ class RidgePriorDecoder(BaseDecoder):
     def _check_params(self) -> None:
         """The parameter checks that need no data (run by every checkpoint load, see cortexflow.models.checkpoint)."""
         super()._check_params()
+        self._check_prior_params()
         check_decoding(self.decoding, self.knn, self.pixel_blend)
         self._alphas()
         if self.residual_scale != "auto" and not (isinstance(self.residual_scale, (int, float, np.number))

@@ -7,7 +7,11 @@ allowed values or range, and one line of help. A method's schema is derived
 from its estimator's ``__init__`` signature and numpydoc ``Parameters``
 section (:func:`options_from_estimator`) and, for the CCCV1 family, from the
 fields of :class:`~cortexflow.training.config.CCCV1Config`
-(:func:`options_from_dataclass`); a spec may add choices and ranges.
+(:func:`options_from_dataclass`); a spec may add choices and ranges. Each
+option's help is the first sentence of its own numpydoc entry, looked up
+through the base classes (:func:`option_help`); a grouped entry (``a, b :
+...``) describes the group, so its fields' own lines come from a base class
+or from :data:`FIELD_HELP`.
 
 >>> opt = Option("knn", kinds=("int",), default=10, low=1, help="corpus images averaged")
 >>> opt.check(5, "ridge-prior")
@@ -27,7 +31,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from cortexflow.exceptions import ConfigError
 
-__all__ = ["Option", "KINDS", "options_from_estimator", "options_from_dataclass", "kinds_of_annotation"]
+__all__ = ["Option", "KINDS", "FIELD_HELP", "options_from_estimator", "options_from_dataclass", "option_help",
+           "kinds_of_annotation"]
 
 #: The kinds of value an option may take.
 KINDS = ("int", "float", "bool", "str", "list", "dict", "any")
@@ -182,11 +187,55 @@ def _json_default(value: Any) -> Any:
     return repr(value)
 
 
-def _docstring_help(obj: Any, section: str = "Parameters") -> dict[str, str]:
-    """First line of each entry of a numpydoc section (``name : type`` then indented text); ``a, b : ...`` shared."""
+#: One-line help of the fields that their class documents in a grouped numpydoc entry
+#: (``lr, batch_size, ... : ...``), by class name and field, for classes whose docstrings live outside the
+#: registry (the training settings, ``brain-diffuser-lite``). A grouped entry gives every name in it the same
+#: text, which describes the group, not the option; these say what each option is.
+FIELD_HELP: dict[str, dict[str, str]] = {
+    "TrainingConfig": {
+        "lr": "Adam learning rate.",
+        "batch_size": "Mini-batch size.",
+        "weight_decay": "L2 weight decay of Adam.",
+        "epochs": "Maximum training epochs.",
+        "patience": "Early stopping: epochs without validation improvement before training stops.",
+        "lr_factor": "ReduceLROnPlateau: factor the learning rate is multiplied by when the validation loss stalls.",
+        "lr_patience": "ReduceLROnPlateau: epochs without validation improvement before the learning rate drops.",
+    },
+    "CCCV1Config": {
+        "dropout_encoder": "Dropout rate of the encoder (CCCV1's d).",
+        "dropout_decoder": "Dropout rate of the decoder (CCCV1's dd).",
+        "alpha": "Residual weight of the semantic enhancer.",
+        "hidden_dim": "Width of the encoder's hidden layers (1024 in the CCCV1 reference configuration).",
+        "embed_dim": "Width of the embedding (512 in the CCCV1 reference configuration).",
+    },
+    "BrainDiffuserLite": {
+        "vae_epochs": "Maximum epochs of the stage-1 VAE (early stopping on an inner validation split).",
+        "denoiser_epochs": "Maximum epochs of the stage-2 denoiser (early stopping on an inner validation split).",
+        "patience": "Early stopping of both networks: epochs without validation improvement.",
+    },
+}
+
+_REFERENCE = re.compile(r"^(As for|As in|Same as|See)\b")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One name of a numpydoc entry: its first sentence, and whether the entry documents several names at once
+    or only points elsewhere (``As for :class:`X`.``)."""
+
+    text: str
+    shared: bool
+
+
+def _docstring_entries(obj: Any, section: str = "Parameters") -> dict[str, _Entry]:
+    """First sentence of each entry of a numpydoc section (``name : type`` then indented text), by name.
+
+    The first sentence is cut at 140 characters. ``a, b : ...`` gives both
+    names the same text, marked ``shared``, as is a text that starts ``As for``.
+    """
     doc = inspect.getdoc(obj) or ""
     lines = doc.splitlines()
-    out: dict[str, str] = {}
+    out: dict[str, _Entry] = {}
     try:
         start = next(i for i, ln in enumerate(lines) if ln.strip() == section) + 2
     except StopIteration:
@@ -206,11 +255,39 @@ def _docstring_help(obj: Any, section: str = "Parameters") -> dict[str, str]:
             text = " ".join(body)
             cut = text.find(". ")
             text = text[: cut + 1] if 0 <= cut < 140 else (text if len(text) <= 140 else text[:137] + "...")
+            shared = len(names) > 1 or bool(_REFERENCE.match(text))
             for n in names:
                 if n.isidentifier():
-                    out.setdefault(n, text)
+                    out.setdefault(n, _Entry(text, shared))
         i += 1
     return out
+
+
+def option_help(cls: type, sections: Sequence[str] = ("Parameters",)) -> dict[str, str]:
+    """One line of help per parameter of ``cls``, from the numpydoc of ``cls`` and its bases.
+
+    For each name, the nearest class (in method resolution order) that
+    documents it alone wins; a grouped entry (``a, b : ...``) or a pointer
+    (``As for :class:`X`.``) gives way to a base class's own entry or to
+    :data:`FIELD_HELP`; its text is the last resort.
+    """
+    own: dict[str, str] = {}
+    fallback: dict[str, str] = {}
+    for klass in cls.__mro__:
+        if klass is object:
+            continue
+        mapped = FIELD_HELP.get(klass.__name__, {})
+        for section in sections:
+            for name, entry in _docstring_entries(klass, section).items():
+                if name in own:
+                    continue
+                if not entry.shared:
+                    own[name] = entry.text
+                elif name in mapped:
+                    own[name] = mapped[name]
+                else:
+                    fallback.setdefault(name, entry.text)
+    return {**fallback, **own}
 
 
 def options_from_estimator(
@@ -232,7 +309,7 @@ def options_from_estimator(
         Allowed values and inclusive (low, high) ranges by option name.
     """
     choices, ranges, skip = dict(choices or {}), dict(ranges or {}), set(exclude) | {"self"}
-    helps = _docstring_help(cls)
+    helps = option_help(cls)
     out = []
     for p in inspect.signature(cls.__init__).parameters.values():
         if p.name in skip or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
@@ -249,10 +326,7 @@ def options_from_estimator(
 def options_from_dataclass(cls: type, *, exclude: Iterable[str] = (), section: str = "Attributes") -> tuple[Option, ...]:
     """The options of a configuration dataclass: one per field (typed from its annotation and default)."""
     skip = set(exclude)
-    helps: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        helps.update(_docstring_help(klass, section))
-        helps.update(_docstring_help(klass, "Parameters"))
+    helps = option_help(cls, (section, "Parameters"))
     out = []
     for f in dataclasses.fields(cls):
         if f.name in skip:

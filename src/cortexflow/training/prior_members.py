@@ -16,7 +16,7 @@ summation order (tested on CPU). The alignment terms are the estimator's own
 member with :func:`torch.func.vmap`.
 
 Supported: the MLP encoder (``encoder="mlp"``) with or without the ridge
-read-out, the decoder frozen (no ``finetune_decoder`` phase).
+read-out, the decoder frozen (no ``fine_tune_decoder`` phase).
 """
 
 from __future__ import annotations
