@@ -420,3 +420,21 @@ def test_option_help_prefers_an_own_entry_then_the_mapping_then_a_base_class():
 
     assert option_help(Child) == {"a": "The base's a.", "b": "Both a and b.", "c": "The base's c.",
                                   "d": "The child's d."}
+
+
+def test_variant_defaults_are_shown_and_used_but_user_settings_win():
+    """A variant's ``defaults`` (ridge-prior-stacked: pixel_blend='auto') are its options' defaults and reach the estimator."""
+    from cortexflow.methods.build import make_estimator
+    from cortexflow.registry.methods import get_method
+
+    spec = get_method("ridge-prior-stacked")
+    assert {o.name: o.default for o in spec.options}["pixel_blend"] == "auto"
+    assert {o.name: o.default for o in get_method("ridge-prior").options}["pixel_blend"] == 0.0
+    stim = np.zeros((4, 28, 28), np.float32)
+    est = make_estimator("ridge-prior-stacked", 0, "user", 20, stimuli=stim, resolve=False)
+    assert est.pixel_blend == "auto"
+    est = make_estimator("ridge-prior-stacked", 0, "user", 20, stimuli=stim, resolve=False, pixel_blend=0.5)
+    assert est.pixel_blend == 0.5
+    assert make_estimator("cccv1-prior-ensemble", 0, "user", 20, stimuli=stim, resolve=False).n_members == 5
+    with pytest.raises(ConfigError, match="not one of its options"):
+        register_method("bad-defaults", lambda seed, d, n, fast=False: None, options=(), defaults={"nope": 1})

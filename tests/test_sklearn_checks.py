@@ -48,7 +48,7 @@ def _check_instance(name: str):
     """A tiny instance of method ``name``'s estimator: its fast settings plus the spec's ``check_params``."""
     spec = get_method(name)
     kw = {"stimuli": None} if spec.needs_stimuli else {}
-    est = spec.factory(0, "synthetic", 20, fast=True, **kw)
+    est = spec.factory(0, "synthetic", 20, fast=True, **kw, **spec.defaults)
     params = dict(spec.check_params)
     if "prior" in spec.needs:
         params["prior"] = _untrained_prior()

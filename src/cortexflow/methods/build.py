@@ -137,6 +137,7 @@ def make_estimator(name: str, seed: int, dataset_name: str, n_train: int, *, fas
         raise ConfigError(f"method {name!r} needs stimuli= (every stimulus that will be scored, training and test "
                           f"rows: cortexflow.methods.build.scored_stimuli(ds)) for its near-duplicate guard")
     kwargs = {"stimuli": np.asarray(stimuli, dtype=np.float32)} if spec.needs_stimuli else {}
+    options = {**spec.defaults, **options}  # a variant's own defaults, under what the user set
     est = spec.factory(seed, dataset_name, n_train, fast=fast, **kwargs, **options)
     params = est.get_params(deep=False)
     runtime = {"data_dir": data_dir, "cache_dir": cache_dir, "progress": progress}

@@ -824,15 +824,6 @@ def cccv1_prior_factory(seed: int, dataset_name: str, n_train: int, *, fast: boo
     return CCCV1PriorDecoder(dataset=dataset_name, config=cfg, stimuli=stimuli, random_state=seed, **est_opts)
 
 
-def _variant(fixed: dict):
-    """A ``cccv1-prior`` factory with some options fixed (the ablation variants)."""
-
-    def factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, stimuli=None, **options: Any):
-        return cccv1_prior_factory(seed, dataset_name, n_train, fast=fast, stimuli=stimuli, **{**fixed, **options})
-
-    return factory
-
-
 _CCCV1_PRIOR_OPTIONS = tuple(o for o in options_from_estimator(CCCV1PriorDecoder, choices={
     "decoding": DECODINGS, "encoder": tuple(ENCODERS)}, ranges={"knn": (1, None), "n_members": (1, None),
                                                                 "threshold": (0, None)})
@@ -849,6 +840,7 @@ for _name, _opts, _what in (("cccv1-prior-ensemble", {"n_members": 5}, "5 member
                              "the batched trainer, mean image"),
                             ("cccv1-prior-attention", {"encoder": "attention"}, "self-attention encoder over 32 "
                              "groups of voxels instead of the MLP")):
-    register_method(_name, _variant(_opts), estimator=CCCV1PriorDecoder, version=CCCV1_PRIOR_VERSION, in_all=False,
+    register_method(_name, cccv1_prior_factory, estimator=CCCV1PriorDecoder, version=CCCV1_PRIOR_VERSION, in_all=False,
+                    defaults=_opts,
                     needs=("prior",), options=_CCCV1_PRIOR_OPTIONS, check=check_config_options,
                     description=f"cccv1-prior with {_what} (ablation)")

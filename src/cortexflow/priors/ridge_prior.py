@@ -570,13 +570,6 @@ def ridge_prior_factory(seed: int, dataset_name: str, n_train: int, *, fast: boo
     return RidgePriorDecoder(dataset=dataset_name, stimuli=stimuli, random_state=seed, **options)
 
 
-def ridge_prior_stacked_factory(seed: int, dataset_name: str, n_train: int, *, fast: bool = False, stimuli=None,
-                                **options: Any) -> RidgePriorDecoder:
-    """``ridge-prior`` with ``pixel_blend="auto"``: stacked with pixel ridge (weight chosen on the training rows)."""
-    return ridge_prior_factory(seed, dataset_name, n_train, fast=fast, stimuli=stimuli,
-                               **{"pixel_blend": "auto", **options})
-
-
 _RIDGE_PRIOR_OPTIONS = dict(choices={"decoding": DECODINGS}, ranges={"knn": (1, None), "n_samples": (1, None),
                                                                      "threshold": (0, None),
                                                                      "fine_tune_epochs": (0, None)})
@@ -589,7 +582,8 @@ register_method(
     **_RIDGE_PRIOR_OPTIONS,
 )
 register_method(
-    "ridge-prior-stacked", ridge_prior_stacked_factory, estimator=RidgePriorDecoder, needs=("prior",), version="1",
+    "ridge-prior-stacked", ridge_prior_factory, estimator=RidgePriorDecoder, needs=("prior",), version="1",
+    defaults={"pixel_blend": "auto"},
     label="ridge-prior-stacked",
     description="ridge-prior averaged with pixel ridge, the weight chosen from 0, 0.25, ..., 1 by the "
                 "training rows' out-of-fold MSE (pixel_blend='auto')",

@@ -119,6 +119,8 @@ class MethodSpec:
     check : callable, optional
         ``check(options)`` raising ``ConfigError`` for values the typed schema cannot judge alone (ranges that
         depend on each other, a configuration's own checks); run by :func:`check_options`.
+    defaults : dict
+        Option values used unless the user sets them (see :func:`register_method`).
     """
 
     name: str
@@ -136,6 +138,7 @@ class MethodSpec:
     supports_batched: bool = False
     fit_predict_many: Callable[..., Iterable] | None = None
     check: Callable[[Mapping[str, Any]], None] | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def checkpoint_kind(self) -> str | None:
@@ -202,6 +205,7 @@ def register_method(
     fit_predict_many: Callable[..., Iterable] | None = None,
     needs_stimuli: bool = False,
     check: Callable[[Mapping[str, Any]], None] | None = None,
+    defaults: Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> MethodSpec:
     """Register a method (see :class:`MethodSpec`).
@@ -225,6 +229,11 @@ def register_method(
         From :data:`NEEDS`.
     needs_stimuli : bool
         Old spelling of ``needs=("guard",)``.
+    defaults : dict, optional
+        Option values this method uses unless the user sets them (a variant of
+        another method: ``ridge-prior-stacked`` is ``ridge-prior`` with
+        ``pixel_blend="auto"``); shown as the options' defaults and passed to
+        the factory by :func:`cortexflow.methods.build.make_estimator`.
     overwrite : bool
         Replace an existing registration instead of raising.
     Other parameters :
@@ -270,11 +279,15 @@ def register_method(
         if key not in opts:
             raise ConfigError(f"method {name!r}: a range given for {key!r}, which is not one of its options")
         opts[key] = opts[key].with_(low=low, high=high)
+    for key, value in (defaults or {}).items():
+        if key not in opts:
+            raise ConfigError(f"method {name!r}: a default given for {key!r}, which is not one of its options")
+        opts[key] = opts[key].with_(default=value)
     spec = MethodSpec(name=name, factory=factory, estimator=estimator, options=tuple(opts[k] for k in sorted(opts)),
                       needs=need_set, version=str(version), description=description, in_all=in_all,
                       extra=str(extra), label=label or name, sklearn_xfail=dict(sklearn_xfail or {}),
                       check_params=dict(check_params or {}), supports_batched=supports_batched,
-                      fit_predict_many=fit_predict_many, check=check)
+                      fit_predict_many=fit_predict_many, check=check, defaults=dict(defaults or {}))
     METHODS[name] = spec
     return spec
 
