@@ -205,3 +205,23 @@ def test_ridge_prior_ranks_candidates_on_a_row_subset_above_the_cap(monkeypatch)
     b = ridge_prior.RidgePriorDecoder(**kw).fit(X, Y)
     assert a.residual_scale_ == b.residual_scale_ and a.pixel_blend_ == b.pixel_blend_
     assert a.residual_scale_ in a.residual_grid and a.pixel_blend_ in ridge_prior.BLEND_GRID
+
+
+def test_grouped_decoding_in_chunks_equals_row_by_row(monkeypatch):
+    """Above ROW_BY_ROW_MAX rows the grouped posterior mean is decoded 64 rows per call: the same images."""
+    from cortexflow.models.prior import PriorConfig
+    from cortexflow.priors import ridge_prior
+    from cortexflow.training.prior import FittedPrior, train_prior
+
+    rng = np.random.default_rng(2)
+    cfg = PriorConfig(embed_dim=4, epochs=1, widths=(4, 8, 8), image_shape=(12, 12))
+    corpus = rng.random((64, 12, 12)).astype(np.float32)
+    est = ridge_prior.RidgePriorDecoder()
+    est.prior_ = _toy_prior(corpus, cfg, train_prior, FittedPrior)
+    est.residuals_ = rng.normal(size=(150, 4)).astype(np.float32)
+    Z = rng.normal(size=(150, 4))
+    groups = np.repeat(np.arange(50), 3)
+    ref = est._decode_mean(Z, 0.5, np.random.default_rng(0), groups, cap=5)
+    monkeypatch.setattr(ridge_prior, "ROW_BY_ROW_MAX", 10)
+    got = est._decode_mean(Z, 0.5, np.random.default_rng(0), groups, cap=5)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
