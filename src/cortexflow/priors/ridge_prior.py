@@ -124,7 +124,7 @@ BLEND_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: Above this many training rows the candidates of ``residual_scale="auto"`` and ``pixel_blend="auto"`` are
 #: ranked on a seeded subset of this many rows (each row is decoded on its own there); every registered data
 #: set has fewer rows, so its numbers do not depend on it.
-RANKING_MAX_ROWS = 2000
+RANKING_MAX_ROWS = 1000
 #: Up to this many rows, grouped posterior-mean decoding (fitting only) calls the decoder once per row;
 #: above, once per 64 rows (the same images up to float rounding of the batched convolutions; much faster).
 ROW_BY_ROW_MAX = 256
