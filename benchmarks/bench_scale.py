@@ -145,7 +145,8 @@ def _correlations(pred: np.ndarray, truth: np.ndarray, image_ids: np.ndarray) ->
 
 def _child(method: str, spec: str, opts: dict, queue) -> None:
     """One method in a fresh process: load, fit, predict; results into ``queue``."""
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("cortexflow.baselines._common").setLevel(logging.INFO)  # the lean solver's phase times
     out: dict = {"method": method}
     try:
         if opts.get("lean_threshold") is not None:
