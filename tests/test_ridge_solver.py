@@ -147,7 +147,13 @@ def test_block_out_of_fold_equals_refitting_sklearn_ridge():
     assert none is None
 
 
-def _toy_prior(corpus, cfg, train_prior, FittedPrior):
+def _toy_prior(seed: int):
+    """A fitted 4-d prior of 12x12 images (one epoch on 64 random images), as resolve_prior hands it over."""
+    from cortexflow.models.prior import PriorConfig
+    from cortexflow.training.prior import FittedPrior, train_prior
+
+    corpus = np.random.default_rng(seed).random((64, 12, 12)).astype(np.float32)
+    cfg = PriorConfig(embed_dim=4, epochs=1, widths=(4, 8, 8), image_shape=(12, 12))
     model, stats = train_prior(corpus, cfg, progress=False)
     info = {"corpus": "toy", "corpus_checksum": "", "n_images": len(corpus), "n_dropped": 0, "threshold": 0.01,
             "cache_key": "toy", "from_cache": False, **stats}
@@ -156,18 +162,20 @@ def _toy_prior(corpus, cfg, train_prior, FittedPrior):
     return prior
 
 
+def _toy_problem(n: int, p: int, seed: int):
+    """Signals (n, p) that depend linearly on random 12x12 images (n, 12, 12)."""
+    rng = np.random.default_rng(seed)
+    Y = rng.random((n, 12, 12)).astype(np.float32)
+    X = (Y.reshape(n, -1) @ rng.standard_normal((144, p)) + rng.standard_normal((n, p))).astype(np.float32)
+    return X, Y
+
+
 def test_ridge_prior_lean_path_matches_the_default_path(monkeypatch):
     """ridge-prior above LEAN_MIN_ELEMENTS (float32, GCV, block out-of-fold) decodes as the default path does."""
-    from cortexflow.models.prior import PriorConfig
     from cortexflow.priors.ridge_prior import RidgePriorDecoder
-    from cortexflow.training.prior import FittedPrior, train_prior
 
-    rng = np.random.default_rng(0)
-    cfg = PriorConfig(embed_dim=4, epochs=1, widths=(4, 8, 8), image_shape=(12, 12))
-    corpus = rng.random((64, 12, 12)).astype(np.float32)
-    prior = _toy_prior(corpus, cfg, train_prior, FittedPrior)
-    Y = rng.random((120, 12, 12)).astype(np.float32)
-    X = (Y.reshape(120, -1) @ rng.standard_normal((144, 30)) + rng.standard_normal((120, 30))).astype(np.float32)
+    prior = _toy_prior(0)
+    X, Y = _toy_problem(120, 30, 0)
     kw = dict(prior=prior, alpha=[30.0], n_samples=4, random_state=0, decoding="prior")
     ref = RidgePriorDecoder(**kw).fit(X, Y)
     monkeypatch.setattr(_common, "LEAN_MIN_ELEMENTS", 100)
@@ -181,15 +189,9 @@ def test_ridge_prior_lean_path_matches_the_default_path(monkeypatch):
 def test_ridge_prior_ranks_candidates_on_a_row_subset_above_the_cap(monkeypatch):
     """Above RANKING_MAX_ROWS training rows the residual scale is ranked on a seeded subset (same fit twice)."""
     from cortexflow.priors import ridge_prior
-    from cortexflow.models.prior import PriorConfig
-    from cortexflow.training.prior import FittedPrior, train_prior
 
-    rng = np.random.default_rng(1)
-    cfg = PriorConfig(embed_dim=4, epochs=1, widths=(4, 8, 8), image_shape=(12, 12))
-    corpus = rng.random((64, 12, 12)).astype(np.float32)
-    prior = _toy_prior(corpus, cfg, train_prior, FittedPrior)
-    Y = rng.random((90, 12, 12)).astype(np.float32)
-    X = (Y.reshape(90, -1) @ rng.standard_normal((144, 20)) + rng.standard_normal((90, 20))).astype(np.float32)
+    prior = _toy_prior(1)
+    X, Y = _toy_problem(90, 20, 1)
     monkeypatch.setattr(ridge_prior, "RANKING_MAX_ROWS", 30)
     calls = []
     orig = ridge_prior.RidgePriorDecoder._decode_mean
@@ -209,15 +211,11 @@ def test_ridge_prior_ranks_candidates_on_a_row_subset_above_the_cap(monkeypatch)
 
 def test_grouped_decoding_in_chunks_equals_row_by_row(monkeypatch):
     """Above ROW_BY_ROW_MAX rows the grouped posterior mean is decoded 64 rows per call: the same images."""
-    from cortexflow.models.prior import PriorConfig
     from cortexflow.priors import ridge_prior
-    from cortexflow.training.prior import FittedPrior, train_prior
 
     rng = np.random.default_rng(2)
-    cfg = PriorConfig(embed_dim=4, epochs=1, widths=(4, 8, 8), image_shape=(12, 12))
-    corpus = rng.random((64, 12, 12)).astype(np.float32)
     est = ridge_prior.RidgePriorDecoder()
-    est.prior_ = _toy_prior(corpus, cfg, train_prior, FittedPrior)
+    est.prior_ = _toy_prior(2)
     est.residuals_ = rng.normal(size=(150, 4)).astype(np.float32)
     Z = rng.normal(size=(150, 4))
     groups = np.repeat(np.arange(50), 3)
