@@ -19,17 +19,19 @@ import time
 import torch
 
 from cortexflow import load_dataset
+from cortexflow.methods.build import scored_stimuli, with_prior
 from cortexflow.priors.cccv1_prior import CCCV1PriorDecoder
 from cortexflow.priors.ridge_prior import RidgePriorDecoder
 
 PRIOR_16 = {"embed_dim": 16, "epochs": 8}
 
 
-def make(method: str, seed: int):
+def make(method: str, seed: int, stimuli):
+    """The estimator, its prior resolved (trained or read from the cache) and guarded against ``stimuli``."""
     if method == "cccv1-prior":
-        return CCCV1PriorDecoder(dataset="vangerven", prior_config=dict(PRIOR_16), random_state=seed)
+        return with_prior(CCCV1PriorDecoder(dataset="vangerven", prior_config=dict(PRIOR_16), random_state=seed), stimuli)
     if method == "ridge-prior":
-        return RidgePriorDecoder(dataset="vangerven", random_state=seed)
+        return with_prior(RidgePriorDecoder(dataset="vangerven", random_state=seed), stimuli)
     raise SystemExit(f"--method {method!r}: allowed cccv1-prior, ridge-prior")
 
 
@@ -41,9 +43,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ds = load_dataset("vangerven")
-    make(args.method, 0).fit(ds.X_train[:20], ds.Y_train[:20])  # warm-up: prior (and corpus) into the cache
+    stim = scored_stimuli(ds)
+    make(args.method, 0, stim).fit(ds.X_train[:20], ds.Y_train[:20])  # warm-up: prior (and corpus) into the cache
     for r in range(args.repeats):
-        est = make(args.method, 0)
+        est = make(args.method, 0, stim)
         t, c = time.perf_counter(), time.process_time()
         est.fit(ds.X_train, ds.Y_train)
         print(json.dumps({"method": args.method, "threads": args.threads, "repeat": r,

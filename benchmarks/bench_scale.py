@@ -166,8 +166,11 @@ def _child(method: str, spec: str, opts: dict, queue) -> None:
             from cortexflow.priors.ridge_prior import RidgePriorDecoder
 
             stimuli = np.concatenate([ds.Y_train, ds.Y_test])
+            from cortexflow.methods.build import with_prior
+
             est = RidgePriorDecoder(prior=opts["prior"], prior_epochs=opts["prior_epochs"],
                                     stimuli=np.unique(stimuli, axis=0))
+            ph.run("prior", with_prior, est)  # trains the prior (or reads it from the cache): outside fit
         else:
             raise ValueError(f"unknown method {method!r}; allowed: ridge, ridge-prior")
         ph.run("fit", est.fit, ds.X_train, ds.Y_train)

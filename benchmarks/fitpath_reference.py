@@ -59,11 +59,13 @@ def prior_outputs(ds) -> dict[str, np.ndarray]:
     stim = np.concatenate([ds.Y_train, ds.Y_test]).astype(np.float32)
     cfg = PriorConfig(embed_dim=16, epochs=1, max_images=2000)
     prior = get_prior("mnist-t10k", exclude=stim, config=cfg, data_dir=os.environ["CORTEXFLOW_DATA"])
-    out = {"ridge_prior": RidgePriorDecoder(prior="mnist-t10k", prior_config=cfg, stimuli=stim, n_samples=8,
-                                            random_state=0, data_dir=os.environ["CORTEXFLOW_DATA"]).fit(X, Y).predict(Xt)}
+    from cortexflow.methods.build import with_prior
+
+    out = {"ridge_prior": with_prior(RidgePriorDecoder(prior="mnist-t10k", prior_config=cfg, stimuli=stim, n_samples=8,
+                                            random_state=0, data_dir=os.environ["CORTEXFLOW_DATA"])).fit(X, Y).predict(Xt)}
     train = get_config("vangerven").replace(epochs=6, patience=3)
-    out["cccv1_prior"] = CCCV1PriorDecoder(prior=prior, stimuli=stim, config=train, device="cpu", n_members=2,
-                                           random_state=1, data_dir=os.environ["CORTEXFLOW_DATA"]).fit(X, Y).predict(Xt)
+    out["cccv1_prior"] = with_prior(CCCV1PriorDecoder(prior=prior, stimuli=stim, config=train, device="cpu", n_members=2,
+                                           random_state=1, data_dir=os.environ["CORTEXFLOW_DATA"])).fit(X, Y).predict(Xt)
     rng = np.random.default_rng(0)
     E = rng.normal(size=(58, 4, 32)).astype(np.float32)  # 58 epochs: 49 inner-training rows, batches of 8 + 1
     T = Y[:58]

@@ -27,6 +27,7 @@ import torch
 from sklearn.model_selection import KFold
 
 from cortexflow import load_dataset
+from cortexflow.methods.build import scored_stimuli, with_prior
 from cortexflow.baselines.ridge import RidgeDecoder
 from cortexflow.evaluation import evaluate_reconstructions, summarize
 from cortexflow.priors import PriorConfig, dataset_stimuli, get_prior
@@ -91,8 +92,9 @@ def main() -> None:
                 def make(ft=ft, rs=rs):
                     knn = ({"decoding": "corpus-knn", "knn": int(rs[3:])} if str(rs).startswith("knn")
                            else {"decoding": args.decoding})
-                    return RidgePriorDecoder(prior="mnist-t10k", dataset="vangerven", prior_config=cfg,
-                                             fine_tune_epochs=ft, residual_scale=0.0 if str(rs).startswith("knn") else rs, **knn)
+                    return with_prior(RidgePriorDecoder(
+                        prior="mnist-t10k", dataset="vangerven", prior_config=cfg, fine_tune_epochs=ft,
+                        residual_scale=0.0 if str(rs).startswith("knn") else rs, **knn), scored_stimuli(ds))
                 t1 = time.perf_counter()
                 if not args.official_only:
                     emit({**base, "fine_tune": ft, "residual_scale": rs, "decoding": make().decoding, "split": "cv10",

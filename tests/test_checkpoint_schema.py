@@ -28,6 +28,7 @@ from cortexflow.data.generators import miyawaki_patterns
 from cortexflow.priors.ridge_prior import RidgePriorDecoder
 from cortexflow.training.config import get_config
 from cortexflow.utils.io import sha256_file
+from _priors import fit_resolved
 
 TINY = PriorConfig(embed_dim=8, widths=(4, 8, 8), epochs=1, batch_size=32, max_images=120)
 TRAIN = get_config("small").replace(epochs=2, patience=1, hidden_dim=32, embed_dim=16, batch_size=8)
@@ -59,7 +60,7 @@ def saved(tmp_path_factory):
     }
     out = {}
     for name, make in makers.items():
-        est = make().fit(X, Y)
+        est = fit_resolved(make(), X, Y) if hasattr(make(), "prior") else make().fit(X, Y)
         out[name] = (est, est.save(root / name))
     return out, X
 

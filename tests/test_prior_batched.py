@@ -15,6 +15,7 @@ from cortexflow.priors.cccv1_prior import CCCV1PriorDecoder
 from cortexflow.data.generators import miyawaki_patterns
 from cortexflow.training.batched import BatchedNotSupported
 from cortexflow.training.config import get_config
+from _priors import fit_resolved
 
 TINY = PriorConfig(embed_dim=8, widths=(4, 8, 8), epochs=1, batch_size=32, max_images=120)
 # patience 3 over 8 epochs, random_state 2: the members below stop at different epochs (they leave the stack
@@ -41,7 +42,7 @@ def problem():
 def _fit(prior, X, Y, **kw):
     kw = {"config": TRAIN, "device": "cpu", "random_state": 2, "residual_scale": 0.0, "decoding": "prior", "n_members": 3,
           **kw}
-    return CCCV1PriorDecoder(prior=prior, **kw).fit(X, Y)
+    return fit_resolved(CCCV1PriorDecoder(prior=prior, **kw), X, Y)
 
 
 def _member_images(est, X):

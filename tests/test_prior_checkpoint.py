@@ -31,6 +31,7 @@ from cortexflow.priors.persistence import RIDGE_PRIOR_SCHEMA
 from cortexflow.priors.ridge_prior import RidgePriorDecoder
 from cortexflow.training.config import get_config
 from cortexflow.utils.io import sha256_file
+from _priors import fit_resolved
 
 TINY = {"embed_dim": 8, "widths": [4, 8, 8], "epochs": 1, "batch_size": 32, "max_images": 120}
 TRAIN = get_config("small").replace(epochs=3, patience=2, hidden_dim=32, batch_size=8)
@@ -75,7 +76,8 @@ def fitted(tmp_path_factory):
     X, Y = _problem()
     out = {}
     for name, make in CASES.items():
-        est = make(cache).fit(X[:18], Y[:18])
+        est = make(cache)
+        est = fit_resolved(est, X[:18], Y[:18]) if "prior" in est.get_params() else est.fit(X[:18], Y[:18])
         est.save(root / name)
         out[name] = (est, root / name)
     shutil.rmtree(cache, ignore_errors=True)
@@ -167,7 +169,7 @@ class _ExtendedRidgePrior(RidgePriorDecoder):
 
 def _extended(tmp_path):
     X, Y = _problem()
-    return _ExtendedRidgePrior(**_ridge_prior(tmp_path / "cache", residual_scale=0.0).get_params()).fit(X, Y)
+    return fit_resolved(_ExtendedRidgePrior(**_ridge_prior(tmp_path / "cache", residual_scale=0.0).get_params()), X, Y)
 
 
 def test_declared_fitted_attributes_of_any_storable_type_round_trip(tmp_path):

@@ -14,12 +14,14 @@ import torch
 
 from cortexflow.benchmark.methods import get_method, list_methods, make_estimator
 from cortexflow.exceptions import ConfigError
-from cortexflow.priors import PriorConfig, get_prior
+from cortexflow.priors import PriorConfig, get_prior, load_corpus
 from cortexflow.models.ensemble import CCCV1EnsembleDecoder, member_seeds
 from cortexflow.models.estimator import CCCV1Decoder
 from cortexflow.priors.cccv1_prior import CCCV1PriorDecoder, PriorEnsemble
 from cortexflow.data.generators import miyawaki_patterns
 from cortexflow.training.config import get_config
+from cortexflow.methods.build import with_prior
+from _priors import fit_resolved
 
 TINY = PriorConfig(embed_dim=8, widths=(4, 8, 8), epochs=1, batch_size=32, max_images=120)
 TRAIN = get_config("small").replace(epochs=3, patience=2, hidden_dim=32, batch_size=8)
@@ -33,8 +35,10 @@ def cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_prior(tmp_path_factory):
-    """One tiny fitted prior shared by the module's tests (trained once, in a second or so)."""
-    return get_prior("miyawaki-patterns", config=TINY, cache_dir=tmp_path_factory.mktemp("prior-cache"))
+    """One tiny fitted prior shared by the module's tests (trained once, in a second or so), with its corpus images."""
+    prior = get_prior("miyawaki-patterns", config=TINY, cache_dir=tmp_path_factory.mktemp("prior-cache"))
+    prior.corpus_images = load_corpus("miyawaki-patterns").images  # what resolve_prior hands over (unguarded here)
+    return prior
 
 
 def _problem(n=20, p=30, seed=0):
@@ -46,7 +50,7 @@ def _problem(n=20, p=30, seed=0):
 
 def _fit(prior, X, Y, **kw):
     kw = {"config": TRAIN, "device": "cpu", "random_state": 0, "residual_scale": 0.0, "decoding": "prior", **kw}
-    return CCCV1PriorDecoder(prior=prior, **kw).fit(X, Y)
+    return fit_resolved(CCCV1PriorDecoder(prior=prior, **kw), X, Y)
 
 
 @pytest.mark.parametrize("encoder", ["mlp", "attention"])
@@ -120,8 +124,10 @@ def test_user_file_without_prior_is_a_clear_error(cache, method):
     with pytest.raises(ConfigError, match="no default image prior.*color-shapes, font-letters, miyawaki-patterns, mnist-t10k"):
         make_estimator(method, 0, "my_recording.mat", 20, fast=True, stimuli=Y)  # the builder resolves the prior
     est = make_estimator(method, 0, "my_recording.mat", 20, fast=True, stimuli=Y, resolve=False)
+    with pytest.raises(ConfigError, match="needs a fitted prior.*estimators do no I/O.*with_prior"):
+        est.fit(X, Y)  # fit never resolves a prior itself
     with pytest.raises(ConfigError, match="no default image prior"):
-        est.fit(X, Y)  # the same message from the estimator's own convenience path
+        with_prior(est, Y)  # the helper for estimators built by hand: the builder's message
 
 
 def test_decoding_options_reach_cccv1_prior_through_the_factory():

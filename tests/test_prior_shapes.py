@@ -24,6 +24,7 @@ from cortexflow.registry.methods import get_method, list_methods
 from cortexflow.models.loader import load_decoder
 from cortexflow.models.prior import ImagePrior, PriorConfig, pyramid_sizes
 from cortexflow.training.prior import FittedPrior, get_prior, prior_cache_key, train_prior
+from _priors import fit_resolved
 
 SHAPES = [(10, 10), (20, 16), (64, 64), (32, 32, 3)]
 TINY = PriorConfig(embed_dim=8, widths=(4, 8, 8), epochs=1, batch_size=32)
@@ -266,7 +267,7 @@ def test_28x28_ridge_prior_unchanged():
     X, Y = _problem((28, 28))
     from cortexflow.priors.ridge_prior import RidgePriorDecoder
 
-    est = RidgePriorDecoder(prior=prior, stimuli=Y, residual_grid=(0.0, 0.5), n_samples=8, knn=5).fit(X[:18], Y[:18])
+    est = fit_resolved(RidgePriorDecoder(prior=prior, stimuli=Y, residual_grid=(0.0, 0.5), n_samples=8, knn=5), X[:18], Y[:18])
     P = est.predict(X[18:])
     assert float(P.astype(np.float64).sum()) == RECORDED_28["pred_sum"] and float(P[0, 10, 10]) == RECORDED_28["pixel"]
 

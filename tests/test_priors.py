@@ -31,7 +31,9 @@ from cortexflow.data.guard import DEFAULT_THRESHOLD, nearest_mse
 from cortexflow.models.prior import ImagePrior, downsample_targets
 from cortexflow.baselines.ridge import RidgeDecoder
 from cortexflow.priors.ridge_prior import BLEND_GRID, RidgePriorDecoder, inner_group_folds
-from cortexflow.training.prior import TRAINING_COUNTER, cached_prior, fine_tune_prior, train_prior
+from cortexflow.training.prior import TRAINING_COUNTER, FittedPrior, cached_prior, fine_tune_prior, train_prior
+from _priors import fit_resolved
+from cortexflow.methods.build import with_prior
 
 MNIST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 TINY = PriorConfig(embed_dim=8, widths=(4, 8, 8), epochs=1, batch_size=32, max_images=120)
@@ -338,7 +340,7 @@ def _problem(n=20, p=30, seed=0):
 
 def test_ridge_prior_fits_and_predicts(mnist, cache):
     X, Y = _problem()
-    est = RidgePriorDecoder(prior="mnist-t10k", random_state=0, **FAST)
+    est = with_prior(RidgePriorDecoder(prior="mnist-t10k", random_state=0, **FAST), Y[:15])
     assert est.fit(X[:15], Y[:15]) is est
     P = est.predict(X[15:])
     assert P.shape == (5, 28, 28) and P.dtype == np.float32 and 0 <= P.min() and P.max() <= 1
@@ -356,40 +358,40 @@ def test_ridge_prior_fits_and_predicts(mnist, cache):
 
 def test_ridge_prior_residual_scale(mnist, cache):
     X, Y = _problem()
-    plain = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, residual_scale=0, decoding="prior").fit(X, Y)
+    plain = fit_resolved(RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, residual_scale=0, decoding="prior"), X, Y)
     np.testing.assert_allclose(plain.predict(X), plain.prior_.decode_embeddings(plain.transform(X)), atol=1e-6)
-    blurred = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, residual_scale=1.0, n_samples=5,
-                                decoding="prior").fit(X, Y)
+    blurred = fit_resolved(RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, residual_scale=1.0, n_samples=5,
+                                decoding="prior"), X, Y)
     assert blurred.residual_scale_ == 1.0 and not np.allclose(blurred.predict(X), plain.predict(X))
     with pytest.raises(ConfigError, match="residual_scale"):
-        RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, residual_scale=-1).fit(X, Y)
+        fit_resolved(RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, residual_scale=-1), X, Y)
 
 
 def test_ridge_prior_corpus_knn_decoding(mnist, cache):
     X, Y = _problem()
-    est = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, decoding="corpus-knn", knn=3).fit(X, Y)
+    est = fit_resolved(RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, decoding="corpus-knn", knn=3), X, Y)
     P = est.predict(X[:4])
     sims = est.transform(X[:4]) @ est.corpus_embeddings_.T
     top = np.argsort(-sims, axis=1)[:, :3]
     np.testing.assert_allclose(P, mnist.images[top].mean(axis=1), atol=1e-6)  # nothing dropped: the images are the corpus
     assert est.report_info_["decoding"] == "corpus-knn"
     with pytest.raises(ConfigError, match="decoding"):
-        RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, decoding="gan").fit(X, Y)
+        fit_resolved(RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, decoding="gan"), X, Y)
 
 
 def test_ridge_prior_hybrid_is_the_mean_of_the_two_decodings(mnist, cache):
     X, Y = _problem()
     kw = {"prior": "mnist-t10k", "prior_config": TINY, "residual_scale": 0.5, "n_samples": 6, "knn": 4}
-    hybrid = RidgePriorDecoder(**kw).fit(X, Y)
+    hybrid = fit_resolved(RidgePriorDecoder(**kw), X, Y)
     assert hybrid.decoding == "hybrid" and hybrid.report_info_["decoding"] == "hybrid"
-    prior = RidgePriorDecoder(decoding="prior", **kw).fit(X, Y)
-    knn = RidgePriorDecoder(decoding="corpus-knn", **kw).fit(X, Y)
+    prior = fit_resolved(RidgePriorDecoder(decoding="prior", **kw), X, Y)
+    knn = fit_resolved(RidgePriorDecoder(decoding="corpus-knn", **kw), X, Y)
     np.testing.assert_allclose(hybrid.predict(X[:5]), 0.5 * (prior.predict(X[:5]) + knn.predict(X[:5])), atol=1e-6)
     for bad, match in (({"decoding": "gan"}, "decoding='gan'.*'hybrid', 'prior', 'corpus-knn'"),
                        ({"knn": 0}, "knn=0"), ({"pixel_blend": 2}, "pixel_blend=2"),
                        ({"pixel_blend": "most"}, "pixel_blend='most'")):
         with pytest.raises(ConfigError, match=match):
-            RidgePriorDecoder(**{**kw, **bad}).fit(X, Y)
+            fit_resolved(RidgePriorDecoder(**{**kw, **bad}), X, Y)
 
 
 def test_inner_folds_keep_repeated_images_together():
@@ -408,7 +410,7 @@ def test_ridge_prior_residuals_of_repeated_images_come_from_other_images(mnist, 
     """With each image shown 3 times, an out-of-fold residual never comes from a fit that saw the same image."""
     X, Y = _problem()
     X3, Y3 = np.concatenate([X, X + 0.01, X - 0.01]), np.concatenate([Y, Y, Y])
-    est = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, decoding="prior", residual_scale=0, alpha=1.0).fit(X3, Y3)
+    est = fit_resolved(RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, decoding="prior", residual_scale=0, alpha=1.0), X3, Y3)
     A = est.scaler_.transform(X3).astype(np.float64)
     T = est.prior_.encode_images(Y3).astype(np.float64)
     folds = inner_group_folds(np.tile(np.arange(20), 3), np.random.default_rng(0))
@@ -419,19 +421,19 @@ def test_ridge_prior_residuals_of_repeated_images_come_from_other_images(mnist, 
 def test_ridge_prior_pixel_blend(mnist, cache):
     X, Y = _problem()
     pixel = RidgeDecoder().fit(X, Y).predict(X[:5])
-    only_pixels = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, pixel_blend=1.0).fit(X, Y)
+    only_pixels = fit_resolved(RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, pixel_blend=1.0), X, Y)
     np.testing.assert_allclose(only_pixels.predict(X[:5]), pixel, atol=1e-5)
-    auto = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, pixel_blend="auto", n_samples=6).fit(X, Y)
+    auto = fit_resolved(RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, pixel_blend="auto", n_samples=6), X, Y)
     assert auto.pixel_blend_ in BLEND_GRID and set(auto.blend_cv_mse_) == set(BLEND_GRID)
     assert auto.report_info_["pixel_blend"] == auto.pixel_blend_
-    off = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY).fit(X, Y)
+    off = fit_resolved(RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY), X, Y)
     assert off.pixel_blend_ == 0 and off.pixel_ridge_ is None
 
 
 def test_ridge_prior_guard_counts_duplicates(mnist, cache):
     X, Y = _problem()
     stimuli = np.concatenate([Y, mnist.images[[3, 4, 5000, 9999]]])
-    est = RidgePriorDecoder(prior="mnist-t10k", stimuli=stimuli, **FAST).fit(X, Y)
+    est = fit_resolved(RidgePriorDecoder(prior="mnist-t10k", stimuli=stimuli, **FAST), X, Y)
     assert est.report_info_["prior_n_dropped"] >= 4
     assert {3, 4, 5000, 9999} <= set(est.prior_.info["dropped_indices"])
 
@@ -440,11 +442,11 @@ def test_ridge_prior_without_prior_on_user_data_is_a_clear_error(cache):
     X, Y = _problem()
     for dataset in (None, "my_recording.mat"):
         with pytest.raises(ConfigError, match="no default image prior.*font-letters, miyawaki-patterns, mnist-t10k"):
-            RidgePriorDecoder(dataset=dataset, prior_config=TINY).fit(X, Y)
+            fit_resolved(RidgePriorDecoder(dataset=dataset, prior_config=TINY), X, Y)
     with pytest.raises(ConfigError, match="unknown prior corpus 'imagenet'"):
-        RidgePriorDecoder(prior="imagenet").fit(X, Y)
+        fit_resolved(RidgePriorDecoder(prior="imagenet"), X, Y)
     with pytest.raises(ConfigError, match="alpha"):
-        RidgePriorDecoder(prior="mnist-t10k", alpha=-1.0, prior_config=TINY).fit(X, Y)
+        fit_resolved(RidgePriorDecoder(prior="mnist-t10k", alpha=-1.0, prior_config=TINY), X, Y)
 
 
 @pytest.mark.parametrize("options", [{}, {"pixel_blend": "auto", "decoding": "prior"}])
@@ -453,8 +455,8 @@ def test_ridge_prior_never_sees_test_rows(vangerven, cache, options):
     poisoned = copy.deepcopy(vangerven)
     poisoned.X_test[:] = np.nan
     poisoned.Y_test[:] = np.nan
-    normal = RidgePriorDecoder(dataset="vangerven", **FAST, **options).fit(vangerven.X_train, vangerven.Y_train)
-    isolated = RidgePriorDecoder(dataset="vangerven", **FAST, **options).fit(poisoned.X_train, poisoned.Y_train)
+    normal = fit_resolved(RidgePriorDecoder(dataset="vangerven", **FAST, **options), vangerven.X_train, vangerven.Y_train)
+    isolated = fit_resolved(RidgePriorDecoder(dataset="vangerven", **FAST, **options), poisoned.X_train, poisoned.Y_train)
     assert np.isnan(poisoned.X_test).all()
     np.testing.assert_array_equal(isolated.predict(vangerven.X_test), normal.predict(vangerven.X_test))
     np.testing.assert_allclose(isolated.scaler_.mean_, vangerven.X_train.astype(np.float64).mean(axis=0))
@@ -475,7 +477,7 @@ def test_ridge_prior_is_a_benchmark_method(cache):
 def test_ridge_prior_rows_do_not_depend_on_each_other(mnist, cache):
     """A row's reconstruction is the same whether it is predicted alone, with others or in another order."""
     X, Y = _problem()
-    est = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, residual_scale=0.5, n_samples=4).fit(X, Y)
+    est = fit_resolved(RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, residual_scale=0.5, n_samples=4), X, Y)
     P = est.predict(X[:6])
     for i in range(6):
         np.testing.assert_allclose(est.predict(X[i:i + 1])[0], P[i], atol=1e-6)
@@ -484,7 +486,7 @@ def test_ridge_prior_rows_do_not_depend_on_each_other(mnist, cache):
 
 def test_ridge_prior_refit_with_other_options_drops_old_attributes(mnist, cache):
     X, Y = _problem()
-    est = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, pixel_blend="auto", n_samples=4).fit(X, Y)
+    est = fit_resolved(RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, pixel_blend="auto", n_samples=4), X, Y)
     assert hasattr(est, "corpus_images_") and hasattr(est, "blend_cv_mse_")
     est.set_params(decoding="prior", pixel_blend=0, residual_scale=0.5).fit(X, Y)
     for name in ("corpus_images_", "corpus_embeddings_", "blend_cv_mse_", "residual_cv_mse_"):
@@ -563,3 +565,22 @@ def test_get_prior_leaves_the_global_random_stream_alone_on_a_miss_and_a_hit(mni
         draws.append(torch.rand(1).item())
     torch.manual_seed(1)
     assert draws == [torch.rand(1).item()] * 2
+
+
+def test_ridge_prior_fit_does_no_io_and_with_prior_resolves(tmp_path, mnist):
+    """fit refuses a prior by corpus name and touches no cache; with_prior trains it there, with guarded corpus images."""
+    X, Y = _problem()
+    cache = tmp_path / "cache"
+    est = RidgePriorDecoder(prior="mnist-t10k", prior_config=TINY, cache_dir=cache)
+    with pytest.raises(ConfigError, match="needs a fitted prior, got prior='mnist-t10k'.*with_prior"):
+        est.fit(X, Y)
+    assert not cache.exists()  # nothing read or written
+    with_prior(est, Y)
+    assert isinstance(est.prior, FittedPrior) and cache.is_dir() and est.prior.corpus_images is not None
+    assert est.fit(X, Y).prior_ is est.prior
+    bare = FittedPrior(est.prior.model, est.prior.info)  # a fitted prior without its corpus images
+    with pytest.raises(ConfigError, match="holds no corpus images"):
+        RidgePriorDecoder(prior=bare).fit(X, Y)  # hybrid decoding needs them; fit does not load them
+    assert RidgePriorDecoder(prior=bare, decoding="prior").fit(X, Y).prior_ is bare
+    with_prior(RidgePriorDecoder(prior=bare), Y)
+    assert bare.corpus_images is not None and len(bare.corpus_images) > 0  # the helper adds them, guarded

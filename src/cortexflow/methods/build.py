@@ -36,7 +36,7 @@ from cortexflow.data.guard import drop_near_duplicates, nearest_mse
 from cortexflow.priors.ridge_prior import requested_prior
 from cortexflow.training.prior import FittedPrior, get_prior
 
-__all__ = ["make_estimator", "resolve_prior", "scored_stimuli", "check_scored_stimuli"]
+__all__ = ["make_estimator", "resolve_prior", "with_prior", "scored_stimuli", "check_scored_stimuli"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,22 +77,65 @@ def resolve_prior(est: Any, stimuli: np.ndarray, *, data_dir=None, cache_dir=Non
     FittedPrior
         With ``corpus_images``: the corpus minus the near-duplicates of ``stimuli``
         (set when the estimator's decoding uses corpus neighbours, else None).
+        A fitted prior handed in as ``est.prior`` is returned itself, its
+        image shape checked and its corpus images added when the decoding
+        needs them and it has none.
     """
     shape = tuple(np.shape(stimuli)[1:])
-    if isinstance(getattr(est, "prior", None), FittedPrior):
-        est.prior.check_image_shape(shape, what=f"{type(est).__name__} prior")
-        return est.prior
-    corpus, cfg = requested_prior(est)
-    cfg = cfg.replace(image_shape=shape)
     threshold = float(getattr(est, "threshold"))
-    fitted = get_prior(corpus, exclude=stimuli, config=cfg, data_dir=data_dir, cache_dir=cache_dir,
-                       progress=progress, threshold=threshold)
+    needs_corpus = getattr(est, "decoding", None) in _CORPUS_DECODINGS and getattr(est, "ridge_skip", True)
+    if isinstance(getattr(est, "prior", None), FittedPrior):  # handed in: only the corpus images may be missing
+        fitted = est.prior
+        fitted.check_image_shape(shape, what=f"{type(est).__name__} prior")
+        if not needs_corpus or getattr(fitted, "corpus_images", None) is not None:
+            return fitted
+        corpus = str(fitted.info["corpus"])
+    else:
+        corpus, cfg = requested_prior(est)
+        fitted = get_prior(corpus, exclude=stimuli, config=cfg.replace(image_shape=shape), data_dir=data_dir,
+                           cache_dir=cache_dir, progress=progress, threshold=threshold)
     images = None
-    if getattr(est, "decoding", None) in _CORPUS_DECODINGS and getattr(est, "ridge_skip", True):
-        corpus_images = load_corpus(corpus, data_dir, cache_dir=cache_dir, image_shape=cfg.image_shape).images
+    if needs_corpus:
+        corpus_images = load_corpus(corpus, data_dir, cache_dir=cache_dir, image_shape=shape).images
         images, _ = drop_near_duplicates(corpus_images, stimuli, threshold=threshold)
     fitted.corpus_images = images
     return fitted
+
+
+def with_prior(est: Any, stimuli: np.ndarray | None = None, *, data_dir=None, cache_dir=None,
+               progress: bool | None = None) -> Any:
+    """``est`` (a prior-backed estimator built by hand) with its prior resolved and set, ready to ``fit``.
+
+    Estimators do no I/O: ``RidgePriorDecoder(prior="mnist-t10k")`` names a
+    corpus, and this helper trains that prior (or reads it from the cache),
+    guarded against ``stimuli``, as :func:`make_estimator` does.
+
+    Parameters
+    ----------
+    est : estimator
+        ``prior`` a corpus name, None (the default corpus of ``est.dataset``) or
+        already a fitted prior (then only its image shape is checked).
+    stimuli : ndarray (m, H, W) or (m, H, W, 3), optional
+        Every stimulus that will be scored (:func:`scored_stimuli`); default
+        ``est.stimuli``. Its image shape is the prior's.
+    data_dir, cache_dir : path-like, optional
+        Default: the estimator's own ``data_dir`` / ``cache_dir``.
+    progress : bool, optional
+        Progress bar of a prior training.
+
+    Returns
+    -------
+    est, with ``prior`` set to a :class:`~cortexflow.training.prior.FittedPrior`.
+    """
+    stimuli = getattr(est, "stimuli", None) if stimuli is None else stimuli
+    if stimuli is None:
+        raise ConfigError(f"with_prior({type(est).__name__}): pass stimuli= (every stimulus that will be scored, "
+                          "training and test rows: scored_stimuli(ds)); the prior is guarded against them")
+    stimuli = np.asarray(stimuli, dtype=np.float32)
+    prior = resolve_prior(est, stimuli, data_dir=data_dir if data_dir is not None else getattr(est, "data_dir", None),
+                          cache_dir=cache_dir if cache_dir is not None else getattr(est, "cache_dir", None),
+                          progress=progress if progress is not None else getattr(est, "progress", None))
+    return est.set_params(prior=prior)
 
 
 def make_estimator(name: str, seed: int, dataset_name: str, n_train: int, *, fast: bool = False,
@@ -121,7 +164,8 @@ def make_estimator(name: str, seed: int, dataset_name: str, n_train: int, *, fas
         Progress bars of long steps inside the estimator.
     resolve : bool
         Resolve a prior-backed method's prior now (default). ``False`` leaves
-        it to the estimator (which then reads the cache inside ``fit``).
+        ``prior`` as the corpus name; resolve it with :func:`with_prior`
+        before ``fit`` (estimators do no I/O: ``fit`` refuses a prior by name).
     **options
         The method's options (checked against its typed schema).
 

@@ -11,14 +11,19 @@ keeps its explicit signature; what :class:`PriorBacked` shares is the rest:
   that the registry's typed options (:mod:`cortexflow.registry.options`) read
   the same help for every method;
 * :meth:`PriorBacked._set_prior_params`, which stores them in ``__init__``;
-* :meth:`PriorBacked._check_prior_params`, their checks.
+* :meth:`PriorBacked._check_prior_params`, their checks;
+* :meth:`PriorBacked._fitted_prior`, the one way ``fit`` gets its prior: the
+  fitted prior handed in (estimators do no I/O; the builder of
+  :mod:`cortexflow.methods.build` resolves corpus names, the cache and the guard).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from cortexflow.exceptions import ConfigError
 from cortexflow.models.base import check_number
+from cortexflow.training.prior import FittedPrior
 
 __all__ = ["PRIOR_PARAMS", "PriorBacked", "prior_parameters_doc"]
 
@@ -29,12 +34,13 @@ _PLACEHOLDER = "{prior_parameters}"
 
 _DOC = """\
     prior : str or FittedPrior, optional
-        The image prior: a corpus name or a fitted prior (``None``: the default prior of ``dataset``).
-        A corpus (``cortexflow.priors.list_corpora()``) is trained, or read
-        from the cache, inside ``fit``; a fitted prior (from
-        :func:`cortexflow.methods.build.resolve_prior`) means ``fit`` does no
-        I/O. ``None`` takes :func:`cortexflow.priors.default_prior` of
-        ``dataset``; a data set without one (a user's file) then raises
+        The image prior: a fitted prior when ``fit`` is called (``fit`` does
+        no I/O), or, before that, the name of a corpus
+        (``cortexflow.priors.list_corpora()``; ``None``: the default prior of
+        ``dataset``) that :func:`cortexflow.methods.build.with_prior` (or the
+        builder :func:`~cortexflow.methods.build.make_estimator`) turns into
+        a fitted prior: trained, or read from the cache, and guarded. A data
+        set without a default prior (a user's file) then raises
         :class:`ConfigError` listing the corpora.
     dataset : str, optional
         Registered data set name: picks the default prior{dataset_role}
@@ -98,6 +104,24 @@ class PriorBacked:
         self.threshold = threshold
         self.data_dir = data_dir
         self.cache_dir = cache_dir
+
+    def _fitted_prior(self, image_shape: tuple[int, ...]) -> FittedPrior:
+        """The fitted prior handed in as ``prior``, checked against the data's ``image_shape``: ``fit`` does no I/O.
+
+        Raises
+        ------
+        ConfigError
+            ``prior`` is a corpus name or None (resolve it first: the message says how).
+        """
+        if not isinstance(self.prior, FittedPrior):
+            name = type(self).__name__
+            raise ConfigError(
+                f"{name}.fit needs a fitted prior, got prior={self.prior!r}: estimators do no I/O. Build it with "
+                f"cortexflow.methods.build.make_estimator(METHOD, seed, dataset, n_train, stimuli=...), or resolve "
+                f"the prior first: cortexflow.methods.build.with_prior(est, stimuli) trains it (or reads it from the "
+                f"cache) on the corpus minus the near-duplicates of stimuli")
+        self.prior.check_image_shape(tuple(image_shape), what=type(self).__name__)
+        return self.prior
 
     def _check_prior_params(self) -> None:
         """Check the prior parameters that need no data (``ConfigError`` naming the value and the allowed ones)."""

@@ -32,7 +32,7 @@ from cortexflow.baselines.brain_diffuser_lite import BrainDiffuserLite
 from cortexflow.baselines.mindvis_lite import ConditionedImageDecoder, MaskedSignalModel, MindVisLite
 from cortexflow.priors.backed import PriorBacked
 from cortexflow.priors.persistence import PRIOR_STATE
-from cortexflow.priors.cccv1_prior import fitted_prior_of, prior_decoder
+from cortexflow.priors.cccv1_prior import prior_decoder
 from cortexflow.data.guard import DEFAULT_THRESHOLD
 from cortexflow.priors.ridge_prior import FAST_PRIOR_CONFIG, prior_report_info
 from cortexflow.registry.methods import get_method, register_method
@@ -122,7 +122,7 @@ class BrainDiffuserPrior(PriorBacked, BrainDiffuserLite):
         return PriorImageModel(self.prior_).eval()
 
     def _fit_image_model(self, Yf: np.ndarray, seed: int) -> nn.Module:
-        self.prior_ = fitted_prior_of(self, Yf.reshape(len(Yf), *self._image_shape(Yf)))
+        self.prior_ = self._fitted_prior(self._image_shape(Yf))
         self.report_info_ = prior_report_info(self.prior_)
         return PriorImageModel(self.prior_).eval()
 
@@ -166,7 +166,7 @@ class MindVisPrior(PriorBacked, MindVisLite):
                                        self.prior_.embed_dim)
 
     def _image_decoder(self, mae: MaskedSignalModel, n_pixels: int, Y: np.ndarray) -> nn.Module:
-        self.prior_ = fitted_prior_of(self, Y.reshape(len(Y), *self._image_shape(Y)))
+        self.prior_ = self._fitted_prior(self._image_shape(Y))
         self.report_info_ = prior_report_info(self.prior_)
         return PriorConditionedDecoder(mae, prior_decoder(self.prior_), self.prior_.embed_dim)
 

@@ -70,11 +70,9 @@ from cortexflow.priors.ridge_prior import (
     DECODINGS,
     FAST_PRIOR_CONFIG,
     check_decoding,
-    guard_stimuli,
-    requested_prior,
     prior_report_info,
 )
-from cortexflow.training.prior import FittedPrior, get_prior
+from cortexflow.training.prior import FittedPrior
 from cortexflow.training.batched import BatchedNotSupported
 from cortexflow.training.config import CCCV1Config, get_config
 from cortexflow.training.trainer import train_model
@@ -95,7 +93,6 @@ __all__ = [
     "DEFAULT_LOSS_WEIGHTS",
     "PriorDecoder",
     "prior_decoder",
-    "fitted_prior_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -501,8 +498,7 @@ class CCCV1PriorDecoder(PriorBacked, CCCV1Decoder,
             raise DataValidationError(f"Y must hold images in [0, 1]; got values in [{Y.min():.3g}, {Y.max():.3g}]")
         t0 = time.perf_counter()
         self.output_shape_ = tuple(Y.shape[1:])
-        exclude = guard_stimuli(self.stimuli, Y)
-        self.prior_ = fitted_prior_of(self, Y, exclude)
+        self.prior_ = self._fitted_prior(Y.shape[1:])  # handed in by cortexflow.methods.build: no I/O here
         t_prior = time.perf_counter() - t0
         cfg = get_config(self.config, n_train=len(X), dataset=self.dataset)
         if not cfg.loss_weights:
@@ -525,7 +521,7 @@ class CCCV1PriorDecoder(PriorBacked, CCCV1Decoder,
         if self.ridge_skip:
             ridge = fit_ridge_cv(Xs.astype(np.float64), targets.astype(np.float64))
             self.ridge_alpha_ = float(ridge.alpha_)
-            self.posterior_ = self._posterior_decoder(Xs, Y, targets, ridge, exclude)
+            self.posterior_ = self._posterior_decoder(Xs, Y, targets, ridge)
             with torch.random.fork_rng(devices=[]):  # its random initial weights are overwritten
                 linear = nn.Linear(Xs.shape[1], embed_dim)
             with torch.no_grad():
@@ -553,8 +549,7 @@ class CCCV1PriorDecoder(PriorBacked, CCCV1Decoder,
                              "prior_seconds": round(t_prior, 3), "fit_seconds": round(self.fit_seconds_, 3)}
         return self
 
-    def _posterior_decoder(self, Xs: np.ndarray, Y: np.ndarray, targets: np.ndarray, ridge,
-                           exclude: np.ndarray) -> RidgePriorDecoder | None:
+    def _posterior_decoder(self, Xs: np.ndarray, Y: np.ndarray, targets: np.ndarray, ridge) -> RidgePriorDecoder | None:
         """ridge-prior's decoding, set up from this fit's ridge read-out (None when it is the plain decode).
 
         The residuals are the out-of-fold ridge residuals of the training rows,
@@ -569,7 +564,7 @@ class CCCV1PriorDecoder(PriorBacked, CCCV1Decoder,
                                  data_dir=self.data_dir, progress=self.progress)
         post.prior_, post.ridge_, post.alpha_ = self.prior_, ridge, float(ridge.alpha_)
         post.corpus_ = self.prior_.info["corpus"]
-        post._fit_decoding(Xs.astype(np.float64), targets.astype(np.float64), Y, exclude)
+        post._fit_decoding(Xs.astype(np.float64), targets.astype(np.float64), Y)
         plain = post.residual_scale_ == 0 and post.decoding == "prior" and not post.pixel_blend_
         return None if plain else post
 
@@ -671,30 +666,6 @@ class CCCV1PriorDecoder(PriorBacked, CCCV1Decoder,
 
 
 # ------------------------------------------------------------- prior adapters
-def fitted_prior_of(est: Any, Y: np.ndarray, exclude: np.ndarray | None = None) -> FittedPrior:
-    """The fitted prior of a prior-backed estimator, from its parameters.
-
-    ``est.prior`` itself when it is a :class:`FittedPrior` (handed in by
-    :func:`cortexflow.methods.build.make_estimator`: no I/O); else, for Python
-    users, the corpus ``est.prior`` (or the default of ``est.dataset``), trained
-    on the corpus minus the near-duplicates of ``exclude`` (default: ``est.stimuli``,
-    else the training images ``Y``), read from the cache when trained before.
-
-    The prior is at the image shape of ``Y`` (``(H, W)`` or ``(H, W, 3)``): a
-    handed-in prior of another shape is refused, a prior by name is built for it.
-    """
-    shape = tuple(np.shape(Y)[1:])
-    if isinstance(est.prior, FittedPrior):
-        est.prior.check_image_shape(shape, what=type(est).__name__)
-        return est.prior
-    corpus, cfg = requested_prior(est)
-    cfg = cfg.replace(image_shape=shape)
-    if exclude is None:
-        exclude = guard_stimuli(est.stimuli, Y)
-    return get_prior(corpus, exclude=exclude, config=cfg, data_dir=est.data_dir,
-                     cache_dir=est.cache_dir, progress=est.progress, threshold=est.threshold)
-
-
 class PriorDecoder(nn.Module):
     """The prior's decoder as a module from embeddings (B, d) to images (B, *image_shape).
 

@@ -20,19 +20,17 @@ from cortexflow.registry.methods import register_method
 from cortexflow.registry.sklearn_notes import TRANSFORMER_CHECKS, images_only
 from cortexflow.models.base import BaseDecoder
 from cortexflow.data.corpora import default_prior, get_corpus_info, list_corpora
-from cortexflow.data.corpora import load_corpus
-from cortexflow.data.guard import DEFAULT_THRESHOLD, drop_near_duplicates
+from cortexflow.data.guard import DEFAULT_THRESHOLD
 from cortexflow.models.prior import PriorConfig
 from cortexflow.priors.backed import PriorBacked
 from cortexflow.priors.persistence import load_decoder_state, save_decoder_state
-from cortexflow.training.prior import FittedPrior, fine_tune_prior, get_prior
+from cortexflow.training.prior import FittedPrior, fine_tune_prior
 
 __all__ = [
     "RidgePriorDecoder",
     "RIDGE_PRIOR_CONFIG",
     "resolve_prior_corpus",
     "resolve_prior_config",
-    "guard_stimuli",
     "requested_prior",
     "prior_report_info",
     "check_decoding",
@@ -83,17 +81,6 @@ def resolve_prior_config(prior_config: PriorConfig | Mapping[str, Any] | None, d
         raise ConfigError(f"prior_config must be a PriorConfig, a dict or None; got {type(prior_config).__name__}")
     changes = {k: v for k, v in overrides.items() if v is not None}
     return cfg.replace(**changes) if changes else cfg
-
-
-def guard_stimuli(stimuli, Y: np.ndarray) -> np.ndarray:
-    """Stimuli the near-duplicate guard checks: ``stimuli`` (every stimulus that will be scored) if given,
-    else the training stimuli ``Y`` with a warning (the estimator never loads a data set to find them)."""
-    if stimuli is not None:
-        return np.asarray(stimuli, dtype=np.float32)
-    logger.warning("no stimuli= given: the image prior is guarded against the training stimuli only; pass every "
-                   "stimulus that will be scored (cortexflow.methods.build.scored_stimuli(ds)) so that no corpus "
-                   "image copies a test image")
-    return np.asarray(Y, dtype=np.float32)
 
 
 def requested_prior(est: Any) -> tuple[str, PriorConfig]:
@@ -334,21 +321,13 @@ class RidgePriorDecoder(PriorBacked, BaseDecoder,
         return alphas
 
     def fit(self, X, Y) -> "RidgePriorDecoder":
-        """Fit the scaler and the ridge on the training rows (training the prior if not cached)."""
+        """Fit the scaler and the ridge on the training rows (``prior`` must be a fitted prior: no I/O)."""
         X, Y = self._validate_fit_input(X, Y)
         Y = Y.astype(np.float32)
         alphas = self._alphas()
         check_decoding(self.decoding, self.knn, self.pixel_blend)
-        exclude = guard_stimuli(self.stimuli, Y)
-        if isinstance(self.prior, FittedPrior):  # handed in by cortexflow.methods.build (no I/O here)
-            prior = self.prior
-            prior.check_image_shape(Y.shape[1:], what="ridge-prior")
-            self.corpus_ = str(prior.info["corpus"])
-        else:  # convenience for Python users: the corpus by name, trained or read from the cache here
-            self.corpus_, cfg = requested_prior(self)
-            cfg = cfg.replace(image_shape=Y.shape[1:])  # the prior's layout follows the data set's image shape
-            prior = get_prior(self.corpus_, exclude=exclude, config=cfg, data_dir=self.data_dir,
-                              cache_dir=self.cache_dir, progress=self.progress, threshold=self.threshold)
+        prior = self._fitted_prior(Y.shape[1:])  # handed in by cortexflow.methods.build: no I/O here
+        self.corpus_ = str(prior.info["corpus"])
         corpus_images = getattr(prior, "corpus_images", None)
         if self.fine_tune_epochs:
             prior = fine_tune_prior(prior, Y, epochs=int(self.fine_tune_epochs), lr=float(self.fine_tune_lr),
@@ -369,14 +348,13 @@ class RidgePriorDecoder(PriorBacked, BaseDecoder,
         if len(alphas) > 1 and self.alpha_ in (alphas.min(), alphas.max()):
             logger.warning("ridge-prior penalty %.3g lies at the edge of the grid [%.3g, %.3g]",
                            self.alpha_, alphas.min(), alphas.max())
-        self._fit_decoding(A, targets, Y, exclude, basis)
+        self._fit_decoding(A, targets, Y, basis)
         self.report_info_ = {**prior_report_info(prior), "alpha": self.alpha_, "residual_scale": self.residual_scale_,
                              "decoding": self.decoding, "pixel_blend": self.pixel_blend_}
         return self
 
     # ------------------------------------------------------------- decoding
-    def _fit_decoding(self, A: np.ndarray, T: np.ndarray, Y: np.ndarray, exclude: np.ndarray | None,
-                      basis: GramBasis | None = None) -> None:
+    def _fit_decoding(self, A: np.ndarray, T: np.ndarray, Y: np.ndarray, basis: GramBasis | None = None) -> None:
         """Everything the decoding needs, from the training rows only.
 
         ``A`` z-scored training signals, ``T`` the prior's embeddings of the
@@ -398,8 +376,9 @@ class RidgePriorDecoder(PriorBacked, BaseDecoder,
         if self.decoding in ("corpus-knn", "hybrid"):
             images = getattr(self.prior_, "corpus_images", None)
             if images is None:
-                images, _ = drop_near_duplicates(load_corpus(self.corpus_, self.data_dir, image_shape=Y.shape[1:]).images,
-                                                 exclude if exclude is not None else Y, threshold=self.threshold)
+                raise ConfigError(f"decoding={self.decoding!r} draws corpus neighbours, but the fitted prior holds no "
+                                  "corpus images (prior.corpus_images: set by cortexflow.methods.build.resolve_prior); "
+                                  "allowed without them: decoding='prior'")
             self.corpus_images_ = images
             self.corpus_embeddings_ = self.prior_.encode_images(images)
         rank_rows = _ranking_rows(len(Y), rng)
