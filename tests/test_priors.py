@@ -445,8 +445,8 @@ def test_ridge_prior_without_prior_on_user_data_is_a_clear_error(cache):
             fit_resolved(RidgePriorDecoder(dataset=dataset, prior_config=TINY), X, Y)
     with pytest.raises(ConfigError, match="unknown prior corpus 'imagenet'"):
         fit_resolved(RidgePriorDecoder(prior="imagenet"), X, Y)
-    with pytest.raises(ConfigError, match="alpha"):
-        fit_resolved(RidgePriorDecoder(prior="mnist-t10k", alpha=-1.0, prior_config=TINY), X, Y)
+    with pytest.raises(ConfigError, match="alpha"):  # refused before the prior is trained or its corpus fetched
+        fit_resolved(RidgePriorDecoder(prior="mnist-t10k", alpha=-1.0, prior_config=TINY, data_dir="/nonexistent"), X, Y)
 
 
 @pytest.mark.parametrize("options", [{}, {"pixel_blend": "auto", "decoding": "prior"}])

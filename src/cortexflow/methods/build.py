@@ -126,7 +126,17 @@ def with_prior(est: Any, stimuli: np.ndarray | None = None, *, data_dir=None, ca
     Returns
     -------
     est, with ``prior`` set to a :class:`~cortexflow.training.prior.FittedPrior`.
+
+    Raises
+    ------
+    ConfigError
+        A setting of ``est`` that its own checks refuse (checked first, before
+        any I/O), no ``stimuli``, or a corpus that does not exist or is not
+        the default of any registered data set.
     """
+    check = getattr(est, "_check_params", None)
+    if callable(check):  # a bad setting is refused before any training, download or cache read
+        check()
     stimuli = getattr(est, "stimuli", None) if stimuli is None else stimuli
     if stimuli is None:
         raise ConfigError(f"with_prior({type(est).__name__}): pass stimuli= (every stimulus that will be scored, "
