@@ -23,8 +23,8 @@ from cortexflow.methods.build import make_estimator, resolve_prior
 from cortexflow.registry.methods import get_method, list_methods
 from cortexflow.models.loader import load_decoder
 from cortexflow.models.prior import ImagePrior, PriorConfig, pyramid_sizes
-from cortexflow.training.prior import FittedPrior, get_prior, prior_cache_key, train_prior
-from _priors import fit_resolved
+from cortexflow.training.prior import FittedPrior, get_prior, prior_cache_key
+from _priors import fit_resolved, toy_prior
 
 SHAPES = [(10, 10), (20, 16), (64, 64), (32, 32, 3)]
 TINY = PriorConfig(embed_dim=8, widths=(4, 8, 8), epochs=1, batch_size=32)
@@ -47,13 +47,7 @@ def _problem(shape, n=24, p=40, seed=0):
 
 def _tiny_prior(shape, corpus_images=None) -> FittedPrior:
     images = _images(64, shape, 99) if corpus_images is None else corpus_images
-    cfg = TINY.replace(image_shape=shape)
-    model, stats = train_prior(images, cfg, progress=False)
-    info = {"corpus": "toy", "corpus_checksum": "", "n_images": len(images), "n_dropped": 0, "threshold": 0.01,
-            "cache_key": "toy", "from_cache": False, **stats}
-    prior = FittedPrior(model, info)
-    prior.corpus_images = images
-    return prior
+    return toy_prior(images, TINY.replace(image_shape=shape))
 
 
 @pytest.fixture(scope="module")

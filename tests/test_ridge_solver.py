@@ -150,16 +150,10 @@ def test_block_out_of_fold_equals_refitting_sklearn_ridge():
 def _toy_prior(seed: int):
     """A fitted 4-d prior of 12x12 images (one epoch on 64 random images), as resolve_prior hands it over."""
     from cortexflow.models.prior import PriorConfig
-    from cortexflow.training.prior import FittedPrior, train_prior
+    from _priors import toy_prior
 
     corpus = np.random.default_rng(seed).random((64, 12, 12)).astype(np.float32)
-    cfg = PriorConfig(embed_dim=4, epochs=1, widths=(4, 8, 8), image_shape=(12, 12))
-    model, stats = train_prior(corpus, cfg, progress=False)
-    info = {"corpus": "toy", "corpus_checksum": "", "n_images": len(corpus), "n_dropped": 0, "threshold": 0.01,
-            "cache_key": "toy", "from_cache": False, **stats}
-    prior = FittedPrior(model, info)
-    prior.corpus_images = corpus
-    return prior
+    return toy_prior(corpus, PriorConfig(embed_dim=4, epochs=1, widths=(4, 8, 8), image_shape=(12, 12)))
 
 
 def _toy_problem(n: int, p: int, seed: int):
