@@ -217,3 +217,33 @@ def test_grouped_decoding_in_chunks_equals_row_by_row(monkeypatch):
     monkeypatch.setattr(ridge_prior, "ROW_BY_ROW_MAX", 10)
     got = est._decode_mean(Z, 0.5, np.random.default_rng(0), groups, cap=5)
     np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_lean_fit_reuses_a_given_basis():
+    """A second set of targets on the same X with the first fit's basis: the same model as a fresh fit."""
+    X, Y, Xt = _problem(300, 50, t=8, seed=4)
+    _, basis = fit_ridge_gcv_lean(X, Y[:, :3], return_basis=True)
+    fresh = fit_ridge_gcv_lean(X, Y)
+    reused, basis2 = fit_ridge_gcv_lean(X, Y, return_basis=True, basis=basis)
+    assert reused.alpha_ == fresh.alpha_ and basis2.alpha == fresh.alpha_ and basis2.eigvecs is basis.eigvecs
+    np.testing.assert_allclose(reused.gcv_scores_, fresh.gcv_scores_, rtol=1e-6)
+    assert _rel(reused.predict(Xt), fresh.predict(Xt)) < 1e-6
+    with pytest.raises(ValueError, match="basis of a 300 x 50 fit"):
+        fit_ridge_gcv_lean(X[:200], Y[:200], basis=basis)
+
+
+def test_ridge_prior_stacked_lean_path_reuses_the_decomposition(monkeypatch):
+    """pixel_blend='auto' on the lean path: the pixel ridge reuses the embedding fit's basis, as the default path decides."""
+    from cortexflow.priors.ridge_prior import RidgePriorDecoder
+
+    X, Y = _toy_problem(120, 30, 5)
+    kw = dict(prior=_toy_prior(5), alpha=[30.0], n_samples=4, random_state=0, decoding="prior", pixel_blend="auto")
+    ref = RidgePriorDecoder(**kw).fit(X, Y)
+    monkeypatch.setattr(_common, "LEAN_MIN_ELEMENTS", 100)
+    calls = []
+    eigh = _common._eigh_upper
+    monkeypatch.setattr(_common, "_eigh_upper", lambda M: calls.append(len(M)) or eigh(M))
+    lean = RidgePriorDecoder(**kw).fit(X, Y)
+    assert calls == [30]  # one decomposition for the embedding and the pixel ridge
+    assert lean.pixel_blend_ == ref.pixel_blend_ and lean.pixel_ridge_.lean_path_ == "primal"
+    np.testing.assert_allclose(lean.predict(X[:10]), ref.predict(X[:10]), atol=1e-3)

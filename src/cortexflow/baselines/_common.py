@@ -220,6 +220,7 @@ def fit_ridge_gcv_lean(
     *,
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
     return_basis: bool = False,
+    basis: "GramBasis | None" = None,
 ) -> "RidgeCV | tuple[RidgeCV, GramBasis | None]":
     """Ridge for many targets, one penalty for all, chosen by GCV from ONE eigendecomposition (float32).
 
@@ -261,6 +262,10 @@ def fit_ridge_gcv_lean(
         Also return the decomposition (primal path only, else None) as a
         :class:`GramBasis`, for exact out-of-fold predictions at the chosen
         penalty (:func:`block_out_of_fold`) without a second decomposition.
+    basis : GramBasis, optional
+        The decomposition returned by an earlier fit on the same ``X`` (and
+        ``transform``): reused, so a second set of targets costs one pass
+        over ``X`` for ``Xc' Y`` instead of a new Gram matrix and eigendecomposition.
 
     Returns
     -------
@@ -287,17 +292,29 @@ def fit_ridge_gcv_lean(
         block = X[sl] if transform is None else transform(X[sl])
         return np.asarray(block, dtype=np.float32)
 
+    if basis is not None and (basis.n_rows != n or len(basis.x_mean) != p):
+        raise ValueError(f"basis of a {basis.n_rows} x {len(basis.x_mean)} fit given for X of shape {(n, p)}")
     t0 = time.perf_counter()
     # means (float64) and centred targets (float32)
-    x_mean = np.zeros(p)
-    for sl in _row_chunks(n, p):
-        x_mean += rows(sl).sum(axis=0, dtype=np.float64)
-    x_mean /= n
+    if basis is not None:
+        x_mean = basis.x_mean
+    else:
+        x_mean = np.zeros(p)
+        for sl in _row_chunks(n, p):
+            x_mean += rows(sl).sum(axis=0, dtype=np.float64)
+        x_mean /= n
     y_mean = Y2.mean(axis=0, dtype=np.float64)
     Yc = (Y2 - y_mean).astype(np.float32)
     y_ss = float(np.einsum("ij,ij->", Yc, Yc, dtype=np.float64))
     mu32 = x_mean.astype(np.float32)
-    if n >= p:  # primal: C = Xc' Xc (p x p) and Xc' Yc, one pass over the rows
+    if basis is not None:  # primal, the decomposition of an earlier fit on the same X: only Xc' Yc is new
+        lean = "primal"
+        XtY = np.zeros((p, t), dtype=np.float32)
+        for sl in _row_chunks(n, p):
+            XtY += (rows(sl) - mu32).T @ Yc[sl]
+        t_gram = t_eig = time.perf_counter()
+        lam, V = basis.eigvals, basis.eigvecs
+    elif n >= p:  # primal: C = Xc' Xc (p x p) and Xc' Yc, one pass over the rows
         lean = "primal"
         C = np.zeros((p, p), dtype=np.float32, order="F")
         XtY = np.zeros((p, t), dtype=np.float32)
@@ -311,11 +328,6 @@ def fit_ridge_gcv_lean(
         t_eig = time.perf_counter()
         del C
         lam = np.clip(lam.astype(np.float64), 0.0, None)
-        Q = (V.T @ XtY).astype(np.float64)  # = diag(s) U' Yc
-        del XtY
-        keep = lam > lam.max(initial=0.0) * p * np.finfo(np.float32).eps
-        b = np.zeros(p)
-        b[keep] = np.einsum("ij,ij->i", Q[keep], Q[keep]) / lam[keep]  # ||B_j||^2
     else:  # dual: K = Xc Xc' (n x n)
         lean = "dual"
         Xc = np.empty((n, p), dtype=np.float32)
@@ -335,6 +347,12 @@ def fit_ridge_gcv_lean(
         keep = lam > lam.max(initial=0.0) * n * np.finfo(np.float32).eps
         b_all = np.einsum("ij,ij->i", B, B)
         b = np.where(keep, b_all, 0.0)
+    if lean == "primal":
+        Q = (V.T @ XtY).astype(np.float64)  # = diag(s) U' Yc
+        del XtY
+        keep = lam > lam.max(initial=0.0) * p * np.finfo(np.float32).eps
+        b = np.zeros(p)
+        b[keep] = np.einsum("ij,ij->i", Q[keep], Q[keep]) / lam[keep]  # ||B_j||^2
     lam_k, b_k = lam[keep], b[keep]
     # the residual outside the kept eigenvectors: in the dual U is a whole basis of R^n, so it is the part of Yc
     # on the dropped eigenvectors (summed directly: the difference ||Yc||^2 - sum_j ||B_j||^2 would be float

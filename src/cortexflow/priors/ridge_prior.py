@@ -386,7 +386,7 @@ class RidgePriorDecoder(PriorBacked, BaseDecoder,
                                                                                              rank_rows)
         self.pixel_blend_, self.pixel_ridge_ = 0.0, None
         if self.pixel_blend != 0:
-            self._fit_pixel_blend(A, Y, folds, oof, groups, rng, basis is not None, rank_rows)
+            self._fit_pixel_blend(A, Y, folds, oof, groups, rng, basis, rank_rows)
 
     def _out_of_fold(self, A: np.ndarray, T: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], ridge=None,
                      basis: GramBasis | None = None) -> np.ndarray:
@@ -476,12 +476,15 @@ class RidgePriorDecoder(PriorBacked, BaseDecoder,
         self.residual_cv_mse_ = dict(zip(grid, errors))
         return grid[int(np.argmin(errors))]
 
-    def _fit_pixel_blend(self, A, Y, folds, oof, groups, rng, lean: bool = False, rank_rows=slice(None)) -> None:
-        """Pixel ridge beside the prior's image; its weight given, or chosen on the training rows' out-of-fold images."""
+    def _fit_pixel_blend(self, A, Y, folds, oof, groups, rng, basis: GramBasis | None = None,
+                         rank_rows=slice(None)) -> None:
+        """Pixel ridge beside the prior's image; its weight given, or chosen on the training rows' out-of-fold images.
+
+        ``basis`` (the lean path's decomposition of ``A``, from the embedding fit) is reused for the pixel ridge.
+        """
         Yf = Y.reshape(len(Y), -1).astype(np.float64)
-        basis = None
-        if lean:
-            self.pixel_ridge_, basis = fit_ridge_gcv_lean(A, Yf, self._alphas(), return_basis=True)
+        if basis is not None:
+            self.pixel_ridge_, basis = fit_ridge_gcv_lean(A, Yf, self._alphas(), return_basis=True, basis=basis)
         else:
             self.pixel_ridge_ = fit_ridge_cv(A, Yf, self._alphas(), self.cv)
         if self.pixel_blend != "auto":
